@@ -1,1 +1,46 @@
-fn main() {}
+//! `tandemd`: the Tandem daemon. One per node; owns every resource of it.
+
+use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tandem::shell::daemon::{self, Options};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser, Debug)]
+#[command(name = "tandemd", version, about = "Tandem replication daemon")]
+struct Args {
+    /// Configuration file (DRBD .res grammar).
+    #[arg(short = 'c', long = "config", default_value = "/etc/tandem/tandem.conf")]
+    config: PathBuf,
+    /// Which `on NAME` section is this node (default: the host name).
+    #[arg(long)]
+    node: Option<String>,
+    /// Control socket and status file directory.
+    #[arg(long = "run-dir", default_value = "/run/tandem")]
+    run_dir: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let filter = std::env::var("TANDEM_LOG")
+        .ok()
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .or_else(|| EnvFilter::try_from_default_env().ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let opts = Options {
+        config_path: args.config,
+        node: args.node.unwrap_or_else(daemon::host_name),
+        run_dir: args.run_dir,
+    };
+    match daemon::run(opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tandemd: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,1 +1,12 @@
-//! shell
+//! The I/O shell: sockets, disks, the control socket and the status file.
+//!
+//! It stays thin: it turns what happens into events for [`crate::core`] and
+//! carries out the actions the core returns. Policy lives in the core.
+
+pub mod buf;
+pub mod daemon;
+pub mod disk;
+pub mod meta_store;
+pub mod nbd_server;
+pub mod resource;
+pub mod status_file;

@@ -1,1 +1,219 @@
-//! status
+//! Renderings of [`Snapshot`]s: the DRBD 8.4 `/proc/drbd` text that existing
+//! monitoring parses, and the DRBD 9-style `status` that people read.
+//!
+//! The `/proc/drbd` rendering keeps to what its known parsers need
+//! (`reference/clients.md` §3): the version line first; device lines as
+//! `%2d:` (check_drbd accepts at most one leading space); roles and disk
+//! states always as `local/peer` (node_exporter crashes on a role without
+//! `/`); counters as plain integers (a thousands separator breaks
+//! node_exporter). Thousands separators appear only in the speed line, as DRBD
+//! prints them there.
+
+use crate::core::{ConnState, DiskState, Role, Snapshot};
+use std::fmt::Write;
+
+/// DRBD's version line, which parsers of the 8.4 format require unchanged.
+pub const DRBD_VERSION_LINE: &str = "version: 8.4.11 (api:1/proto:86-101)";
+
+/// One resource for the status file: configured but down, or up.
+pub enum Minor<'a> {
+    Unconfigured { minor: u32 },
+    Up(&'a Snapshot),
+}
+
+/// The whole status file.
+pub fn render_proc_drbd(minors: &[Minor<'_>]) -> String {
+    let mut out = String::with_capacity(256 * (minors.len() + 1));
+    out.push_str(DRBD_VERSION_LINE);
+    out.push('\n');
+    let _ = writeln!(out, "srcversion: tandem-{}", env!("CARGO_PKG_VERSION"));
+    for m in minors {
+        match m {
+            Minor::Unconfigured { minor } => {
+                let _ = writeln!(out, "{minor:2}: cs:Unconfigured");
+            }
+            Minor::Up(s) => render_minor(&mut out, s),
+        }
+    }
+    out
+}
+
+fn render_minor(out: &mut String, s: &Snapshot) {
+    let c = &s.counters;
+    let _ = writeln!(
+        out,
+        "{:2}: cs:{} ro:{}/{} ds:{}/{} {} r-----",
+        s.minor,
+        s.cstate,
+        s.role,
+        s.peer_role,
+        s.disk,
+        s.peer_disk,
+        s.protocol.unwrap_or(' '),
+    );
+    let _ = writeln!(
+        out,
+        "    ns:{} nr:{} dw:{} dr:{} al:{} bm:{} lo:{} pe:{} ua:{} ap:{} ep:{} wo:f oos:{}",
+        c.ns, c.nr, c.dw, c.dr, c.al, c.bm, c.lo, c.pe, c.ua, c.ap, c.ep, c.oos
+    );
+}
+
+/// DRBD's progress bar: `x = permille / 50`, `=` × (x−1), `>`, `.` × (20−x).
+pub fn progress_bar(permille: u32) -> String {
+    let x = (permille.min(1000) / 50) as usize;
+    let mut bar = String::with_capacity(22);
+    bar.push('[');
+    bar.extend(std::iter::repeat_n('=', x.saturating_sub(1)));
+    bar.push('>');
+    bar.extend(std::iter::repeat_n('.', 20 - x));
+    bar.push(']');
+    bar
+}
+
+/// `1234567` → `1,234,567`, as DRBD prints speeds.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// ANSI colours for terminals; plain text when piped.
+struct Paint(bool);
+
+impl Paint {
+    fn state(&self, text: &str, good: bool, bad: bool) -> String {
+        if !self.0 {
+            return text.to_owned();
+        }
+        let code = if good {
+            "32"
+        } else if bad {
+            "31"
+        } else {
+            "33"
+        };
+        format!("\x1b[{code}m{text}\x1b[0m")
+    }
+}
+
+/// `tandemadm status` in DRBD 9's layout:
+///
+/// ```text
+/// r0 role:Primary
+///   disk:UpToDate
+///   beta connection:Connecting
+/// ```
+pub fn render_status(s: &Snapshot, verbose: bool, color: bool) -> String {
+    let p = Paint(color);
+    let mut out = String::new();
+    let role = p.state(&s.role.to_string(), s.role == Role::Primary, false);
+    let _ = writeln!(out, "{} role:{}", s.resource, role);
+    let disk = p.state(
+        &s.disk.to_string(),
+        s.disk == DiskState::UpToDate,
+        s.disk <= DiskState::Inconsistent,
+    );
+    let _ = writeln!(out, "  disk:{disk}");
+    if verbose {
+        let c = &s.counters;
+        let _ = writeln!(
+            out,
+            "    size:{} read:{} written:{} al-writes:{} bm-writes:{} upper-pending:{} lower-pending:{} nbd-clients:{}",
+            s.size_bytes / 1024,
+            c.dr,
+            c.dw,
+            c.al,
+            c.bm,
+            c.ap,
+            c.lo,
+            s.nbd_clients
+        );
+        if let Some(u) = &s.uuids {
+            let _ = writeln!(
+                out,
+                "    uuids:{:016X}:{:016X}:{:016X}:{:016X}",
+                u.current, u.bitmap, u.history[0], u.history[1]
+            );
+        }
+    }
+    if let Some(peer) = &s.peer {
+        if s.cstate >= ConnState::Connected {
+            let _ = writeln!(out, "  {peer} role:{}", s.peer_role);
+            let _ = writeln!(out, "    peer-disk:{}", s.peer_disk);
+        } else {
+            let cs = p.state(&s.cstate.to_string(), false, s.cstate == ConnState::StandAlone);
+            let _ = writeln!(out, "  {peer} connection:{cs}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::Counters;
+
+    fn snap() -> Snapshot {
+        Snapshot {
+            resource: "r0".into(),
+            minor: 0,
+            node: "alpha".into(),
+            peer: None,
+            role: Role::Primary,
+            peer_role: Role::Unknown,
+            cstate: ConnState::StandAlone,
+            disk: DiskState::UpToDate,
+            peer_disk: DiskState::DUnknown,
+            protocol: None,
+            size_bytes: 1 << 30,
+            nbd_clients: 1,
+            counters: Counters {
+                dw: 1_048_576,
+                dr: 2048,
+                ..Counters::default()
+            },
+            uuids: None,
+        }
+    }
+
+    #[test]
+    fn proc_drbd_standalone_primary() {
+        let s = snap();
+        let text = render_proc_drbd(&[Minor::Up(&s), Minor::Unconfigured { minor: 1 }]);
+        let expected = "version: 8.4.11 (api:1/proto:86-101)\n\
+             srcversion: tandem-VERSION\n \
+             0: cs:StandAlone ro:Primary/Unknown ds:UpToDate/DUnknown   r-----\n    \
+             ns:0 nr:0 dw:1048576 dr:2048 al:0 bm:0 lo:0 pe:0 ua:0 ap:0 ep:0 wo:f oos:0\n \
+             1: cs:Unconfigured\n"
+            .replace("VERSION", env!("CARGO_PKG_VERSION"));
+        assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn progress_bar_matches_drbd() {
+        assert_eq!(progress_bar(0), "[>....................]");
+        assert_eq!(progress_bar(186), "[==>.................]");
+        assert_eq!(progress_bar(1000), "[===================>]");
+    }
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(40480), "40,480");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+
+    #[test]
+    fn status_plain_when_not_a_tty() {
+        let s = snap();
+        assert_eq!(render_status(&s, false, false), "r0 role:Primary\n  disk:UpToDate\n");
+        assert!(render_status(&s, false, true).contains("\x1b[32m"));
+    }
+}

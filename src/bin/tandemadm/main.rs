@@ -1,0 +1,393 @@
+//! `tandemadm`: the administration CLI, shaped like `drbdadm`.
+//!
+//! It sends one request over the control socket and prints the answer;
+//! `create-md` and `dump-md` work on the disk directly, as drbdmeta does.
+
+mod demo;
+
+use clap::{Parser, Subcommand};
+use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use tandem::config;
+use tandem::control::{exit, Command, Request, Response};
+use tandem::shell::daemon::socket_path;
+use tandem::shell::meta_store;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tandemadm",
+    version,
+    about = "Administer Tandem replicated block devices (drbdadm-compatible)"
+)]
+struct Cli {
+    /// Configuration file.
+    #[arg(
+        short = 'c',
+        long = "config",
+        global = true,
+        default_value = "/etc/tandem/tandem.conf"
+    )]
+    config: PathBuf,
+    /// Which `on NAME` section is this node (default: the host name).
+    #[arg(long, global = true)]
+    node: Option<String>,
+    /// The daemon's run directory (control socket, status file).
+    #[arg(long = "run-dir", global = true, default_value = "/run/tandem")]
+    run_dir: PathBuf,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Write fresh metadata (superblock, generation UUIDs, activity log, bitmap).
+    CreateMd {
+        resource: String,
+        /// Overwrite valid metadata.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the metadata readably.
+    DumpMd { resource: String },
+    /// Attach the backing disk and connect to the peer.
+    Up { resource: String },
+    /// Disconnect and detach.
+    Down {
+        resource: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Open the backing disk.
+    Attach { resource: String },
+    /// Close the backing disk.
+    Detach { resource: String },
+    /// Join the peer.
+    Connect {
+        resource: String,
+        /// Make this node the sync target after a split brain.
+        #[arg(long)]
+        discard_my_data: bool,
+        /// Say what connecting would decide without doing it.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Leave the peer.
+    Disconnect { resource: String },
+    /// Promote to Primary.
+    Primary {
+        resource: String,
+        /// Promote even without UpToDate data (initial sync source).
+        #[arg(long, visible_alias = "overwrite-data-of-peer")]
+        force: bool,
+    },
+    /// Demote to Secondary.
+    Secondary {
+        resource: String,
+        /// Demote even while NBD clients are connected (their I/O then fails).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the roles, local/peer.
+    Role { resource: String },
+    /// Print the connection state.
+    Cstate { resource: String },
+    /// Print the disk states, local/peer.
+    Dstate { resource: String },
+    /// Show the status (DRBD 9 style).
+    Status {
+        #[arg(default_value = "all")]
+        resource: String,
+        #[arg(long, short = 'v')]
+        verbose: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stream state changes as JSON lines.
+    Events {
+        #[arg(default_value = "all")]
+        resource: String,
+    },
+    /// Run the built-in demonstration on loopback with sparse images.
+    Demo(demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let args = normalize_args(std::env::args().collect());
+    let cli = Cli::parse_from(args);
+    let code = run(cli);
+    ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+/// Accept drbdadm's spellings: `tandemadm -- --discard-my-data connect r0`
+/// puts backend options before the command, and guides copied through word
+/// processors carry an en dash (`–force`).
+fn normalize_args(args: Vec<String>) -> Vec<String> {
+    let args: Vec<String> = args
+        .into_iter()
+        .map(
+            |a| match a.strip_prefix('\u{2013}').or_else(|| a.strip_prefix('\u{2014}')) {
+                Some(rest) => format!("--{rest}"),
+                None => a,
+            },
+        )
+        .collect();
+    let Some(pos) = args.iter().position(|a| a == "--") else {
+        return args;
+    };
+    let backend: Vec<String> = args[pos + 1..]
+        .iter()
+        .take_while(|a| a.starts_with("--"))
+        .cloned()
+        .collect();
+    let rest = &args[pos + 1 + backend.len()..];
+    let Some((command, operands)) = rest.split_first() else {
+        return args;
+    };
+    let mut out: Vec<String> = args[..pos].to_vec();
+    out.push(command.clone());
+    out.extend(backend);
+    out.extend(operands.iter().cloned());
+    out
+}
+
+fn node_name(cli: &Cli) -> String {
+    cli.node.clone().unwrap_or_else(tandem::shell::daemon::host_name)
+}
+
+fn run(cli: Cli) -> i32 {
+    let color = std::io::stdout().is_terminal();
+    let request = |command: Command, resource: &str| Request::new(command, resource);
+    let req = match &cli.command {
+        Cmd::CreateMd { resource, force } => return create_md(&cli, resource, *force),
+        Cmd::DumpMd { resource } => return dump_md(&cli, resource),
+        Cmd::Demo(args) => return demo::run(args),
+        Cmd::Up { resource } => request(Command::Up, resource),
+        Cmd::Down { resource, force } => Request {
+            force: *force,
+            ..request(Command::Down, resource)
+        },
+        Cmd::Attach { resource } => request(Command::Attach, resource),
+        Cmd::Detach { resource } => request(Command::Detach, resource),
+        Cmd::Connect {
+            resource,
+            discard_my_data,
+            dry_run,
+        } => Request {
+            discard_my_data: *discard_my_data,
+            dry_run: *dry_run,
+            ..request(Command::Connect, resource)
+        },
+        Cmd::Disconnect { resource } => request(Command::Disconnect, resource),
+        Cmd::Primary { resource, force } => Request {
+            force: *force,
+            ..request(Command::Primary, resource)
+        },
+        Cmd::Secondary { resource, force } => Request {
+            force: *force,
+            ..request(Command::Secondary, resource)
+        },
+        Cmd::Role { resource } => request(Command::Role, resource),
+        Cmd::Cstate { resource } => request(Command::Cstate, resource),
+        Cmd::Dstate { resource } => request(Command::Dstate, resource),
+        Cmd::Status {
+            resource,
+            verbose,
+            json,
+        } => Request {
+            verbose: *verbose,
+            json: *json,
+            color,
+            ..request(Command::Status, resource)
+        },
+        Cmd::Events { resource } => return events(&cli.run_dir, resource),
+    };
+    match call(&cli.run_dir, &req) {
+        Ok(resp) => print_response(&resp),
+        Err(code) => code,
+    }
+}
+
+fn print_response(resp: &Response) -> i32 {
+    print!("{}", resp.output);
+    let _ = std::io::stdout().flush();
+    if resp.ok {
+        exit::OK
+    } else {
+        eprintln!("{}", resp.error);
+        resp.exit_code
+    }
+}
+
+/// Send one request and read one response.
+pub fn call(run_dir: &Path, req: &Request) -> Result<Response, i32> {
+    let stream = connect(run_dir)?;
+    let mut line = serde_json::to_vec(req).map_err(|e| {
+        eprintln!("cannot encode request: {e}");
+        exit::FAILED
+    })?;
+    line.push(b'\n');
+    (&stream).write_all(&line).map_err(|e| {
+        eprintln!("cannot talk to tandemd: {e}");
+        exit::FAILED
+    })?;
+    let mut reply = String::new();
+    BufReader::new(&stream).read_line(&mut reply).map_err(|e| {
+        eprintln!("cannot read tandemd's answer: {e}");
+        exit::FAILED
+    })?;
+    serde_json::from_str(&reply).map_err(|e| {
+        eprintln!("tandemd sent a malformed answer ({e}); are tandemd and tandemadm the same version?");
+        exit::FAILED
+    })
+}
+
+fn connect(run_dir: &Path) -> Result<UnixStream, i32> {
+    let sock = socket_path(run_dir);
+    UnixStream::connect(&sock).map_err(|e| {
+        match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => eprintln!(
+                "tandemd is not running (no answer on {}); start it with 'tandemd -c CONFIG --run-dir {}' or 'systemctl start tandemd'",
+                sock.display(),
+                run_dir.display()
+            ),
+            std::io::ErrorKind::PermissionDenied => eprintln!(
+                "permission denied on {}: only root or the user running tandemd may control it",
+                sock.display()
+            ),
+            _ => eprintln!("cannot connect to tandemd at {}: {e}", sock.display()),
+        }
+        exit::NOT_RUNNING
+    })
+}
+
+fn events(run_dir: &Path, resource: &str) -> i32 {
+    let Ok(stream) = connect(run_dir) else {
+        return exit::NOT_RUNNING;
+    };
+    let mut line = match serde_json::to_vec(&Request::new(Command::Events, resource)) {
+        Ok(l) => l,
+        Err(_) => return exit::FAILED,
+    };
+    line.push(b'\n');
+    if (&stream).write_all(&line).is_err() {
+        return exit::FAILED;
+    }
+    let stdout = std::io::stdout();
+    for l in BufReader::new(&stream).lines() {
+        match l {
+            Ok(l) => {
+                let mut out = stdout.lock();
+                if writeln!(out, "{l}").and_then(|_| out.flush()).is_err() {
+                    return exit::OK;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    exit::OK
+}
+
+fn load_resource(cli: &Cli, name: &str) -> Result<(config::Resource, config::Host), i32> {
+    let cfg = config::load(&cli.config).map_err(|e| {
+        eprintln!("{e}");
+        exit::CONFIG
+    })?;
+    for w in &cfg.warnings {
+        eprintln!("{w}");
+    }
+    let node = node_name(cli);
+    let Some(res) = cfg.resource(name) else {
+        eprintln!("{name}: no such resource in {}", cli.config.display());
+        return Err(exit::UNKNOWN_RESOURCE);
+    };
+    let Some(host) = res.host(&node) else {
+        eprintln!(
+            "{name}: resource has no 'on {node}' section in {} (use --node NAME to pick one)",
+            cli.config.display()
+        );
+        return Err(exit::UNKNOWN_RESOURCE);
+    };
+    Ok((res.clone(), host.clone()))
+}
+
+fn create_md(cli: &Cli, name: &str, force: bool) -> i32 {
+    let (res, host) = match load_resource(cli, name) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    // Writing metadata under a running resource would corrupt it.
+    if let Ok(resp) = call_quiet(&cli.run_dir, &Request::new(Command::Attached, name)) {
+        if resp.attached.iter().any(|a| a == name) {
+            eprintln!("{name}: the resource is attached in tandemd; run 'tandemadm down {name}' first");
+            return exit::FAILED;
+        }
+    }
+    match meta_store::create_md(&res, &host, force, &node_name(cli)) {
+        Ok(msg) => {
+            println!("{msg}");
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            exit::FAILED
+        }
+    }
+}
+
+fn call_quiet(run_dir: &Path, req: &Request) -> Result<Response, ()> {
+    let stream = UnixStream::connect(socket_path(run_dir)).map_err(|_| ())?;
+    let mut line = serde_json::to_vec(req).map_err(|_| ())?;
+    line.push(b'\n');
+    (&stream).write_all(&line).map_err(|_| ())?;
+    let mut reply = String::new();
+    BufReader::new(&stream).read_line(&mut reply).map_err(|_| ())?;
+    serde_json::from_str(&reply).map_err(|_| ())
+}
+
+fn dump_md(cli: &Cli, name: &str) -> i32 {
+    let (res, host) = match load_resource(cli, name) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    match meta_store::dump_md(&res, &host) {
+        Ok(text) => {
+            print!("{text}");
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            exit::FAILED
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_args;
+
+    fn v(s: &str) -> Vec<String> {
+        s.split(' ').map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn drbdadm_backend_options_move_after_the_command() {
+        assert_eq!(
+            normalize_args(v("tandemadm -- --discard-my-data connect r0")),
+            v("tandemadm connect --discard-my-data r0")
+        );
+        assert_eq!(
+            normalize_args(v("tandemadm -c x.conf -- --overwrite-data-of-peer primary r0")),
+            v("tandemadm -c x.conf primary --overwrite-data-of-peer r0")
+        );
+    }
+
+    #[test]
+    fn en_dash_is_read_as_double_dash() {
+        assert_eq!(
+            normalize_args(v("tandemadm primary \u{2013}force r0")),
+            v("tandemadm primary --force r0")
+        );
+    }
+}

@@ -1,0 +1,496 @@
+//! `tandemd`: owns every resource of this node, serves the control socket,
+//! keeps the status file current, and shuts down cleanly on SIGTERM.
+
+use super::meta_store::{MetaStore, MetaStoreError};
+use super::resource::Resource;
+use super::{nbd_server, status_file};
+use crate::config::{self, Config};
+use crate::control::{exit, Command, Request, Response};
+use crate::core::limits;
+use crate::core::{Refusal, Snapshot};
+use crate::status;
+use std::cell::RefCell;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{broadcast, Notify};
+
+pub struct Options {
+    pub config_path: PathBuf,
+    pub node: String,
+    pub run_dir: PathBuf,
+}
+
+/// The control socket inside the run directory.
+pub fn socket_path(run_dir: &Path) -> PathBuf {
+    run_dir.join("tandemd.sock")
+}
+
+pub struct Daemon {
+    pub opts: Options,
+    pub config: Config,
+    /// This node's resources, in config order (the position is the minor).
+    pub resources: Vec<Rc<Resource>>,
+    pub changed: Rc<Notify>,
+    pub events: broadcast::Sender<String>,
+    /// Every resource's last published snapshot (events are diffs of these).
+    last: RefCell<Vec<Option<Snapshot>>>,
+}
+
+/// Run the daemon until SIGTERM/SIGINT. Returns an error for start-up failures.
+pub fn run(opts: Options) -> anyhow::Result<()> {
+    let config = config::load(&opts.config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    std::fs::create_dir_all(&opts.run_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create run directory {}: {e}", opts.run_dir.display()))?;
+    let sock = socket_path(&opts.run_dir);
+    if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
+        anyhow::bail!(
+            "tandemd is already running for {} (its control socket {} answers)",
+            opts.run_dir.display(),
+            sock.display()
+        );
+    }
+    let _ = std::fs::remove_file(&sock);
+
+    tokio_uring::start(async move {
+        let changed = Rc::new(Notify::new());
+        let mut resources = Vec::new();
+        for (minor, r) in config.resources.iter().enumerate() {
+            match r.host(&opts.node) {
+                Some(host) => resources.push(Rc::new(Resource::new(
+                    r.clone(),
+                    host.clone(),
+                    minor as u32,
+                    &opts.node,
+                    Rc::clone(&changed),
+                ))),
+                None => {
+                    tracing::info!(resource = %r.name, node = %opts.node, "resource has no 'on {}' section; not ours", opts.node)
+                }
+            }
+        }
+        if resources.is_empty() {
+            tracing::warn!(node = %opts.node, config = %opts.config_path.display(), "no resource in the configuration has an 'on {}' section; is --node right?", opts.node);
+        }
+        let (events, _) = broadcast::channel(1024);
+        let daemon = Rc::new(Daemon {
+            last: RefCell::new(vec![None; resources.len()]),
+            opts,
+            config,
+            resources,
+            changed,
+            events,
+        });
+        let listener = UnixListener::bind(&sock)
+            .map_err(|e| anyhow::anyhow!("cannot bind control socket {}: {e}", sock.display()))?;
+        std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))?;
+        status_file::write(&daemon)?;
+        tokio_uring::spawn(status_file::keep_current(Rc::clone(&daemon)));
+        tracing::info!(node = %daemon.opts.node, socket = %sock.display(), "tandemd ready; resources are down until 'tandemadm up'");
+        notify_systemd("READY=1");
+
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        let d = Rc::clone(&daemon);
+                        tokio_uring::spawn(async move { serve_control(d, stream).await });
+                    }
+                    Err(e) => tracing::warn!(error = %e, "control socket accept failed"),
+                },
+            }
+        }
+        notify_systemd("STOPPING=1");
+        tracing::info!("shutting down: finishing in-flight I/O and persisting metadata");
+        daemon.shutdown().await;
+        let _ = std::fs::remove_file(&sock);
+        Ok(())
+    })
+}
+
+/// Tell systemd (Type=notify) about readiness; a no-op outside systemd.
+fn notify_systemd(state: &str) {
+    if let Some(path) = std::env::var_os("NOTIFY_SOCKET") {
+        if let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() {
+            let _ = sock.send_to(state.as_bytes(), path);
+        }
+    }
+}
+
+async fn serve_control(daemon: Rc<Daemon>, stream: UnixStream) {
+    let caller = match stream.peer_cred() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read control client credentials");
+            return;
+        }
+    };
+    // SAFETY: geteuid has no preconditions.
+    let owner = unsafe { libc::geteuid() };
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read.take(limits::CONTROL_LINE_BYTES_MAX as u64 + 1));
+    let mut line = Vec::new();
+    let response = match lines.read_until(b'\n', &mut line).await {
+        Ok(0) => return,
+        Ok(n) if n > limits::CONTROL_LINE_BYTES_MAX => Response::err(exit::USAGE, "control request too long"),
+        Ok(_) => match Request::decode(&line) {
+            Err(e) => Response::err(exit::USAGE, e),
+            Ok(_) if caller.uid() != 0 && caller.uid() != owner => Response::err(
+                exit::FAILED,
+                format!(
+                    "permission denied: uid {} may not control tandemd (root or uid {owner} only)",
+                    caller.uid()
+                ),
+            ),
+            Ok(req) if req.command == Command::Events => {
+                stream_events(&daemon, &req, &mut write).await;
+                return;
+            }
+            Ok(req) => {
+                if !matches!(
+                    req.command,
+                    Command::Role | Command::Cstate | Command::Dstate | Command::Status | Command::Attached
+                ) {
+                    tracing::info!(uid = caller.uid(), pid = caller.pid().unwrap_or(0), command = ?req.command, resource = %req.resource, force = req.force, "control request");
+                }
+                daemon.dispatch(&req).await
+            }
+        },
+        Err(e) => Response::err(exit::USAGE, format!("cannot read control request: {e}")),
+    };
+    let mut out = serde_json::to_vec(&response).unwrap_or_default();
+    out.push(b'\n');
+    let _ = write.write_all(&out).await;
+}
+
+async fn stream_events(daemon: &Daemon, req: &Request, write: &mut tokio::net::unix::OwnedWriteHalf) {
+    let mut rx = daemon.events.subscribe();
+    let mut initial = String::new();
+    for res in daemon.selected(&req.resource).unwrap_or_default() {
+        initial.push_str(&event_line("exists", &res.node.borrow().snapshot()));
+    }
+    initial.push_str("{\"event\":\"exists\",\"resource\":\"-\"}\n");
+    if write.write_all(initial.as_bytes()).await.is_err() {
+        return;
+    }
+    loop {
+        match rx.recv().await {
+            Ok(line) => {
+                let wanted = req.resource == "all" || line.contains(&format!("\"resource\":\"{}\"", req.resource));
+                if wanted && write.write_all(line.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                let _ = write
+                    .write_all(format!("{{\"event\":\"lagged\",\"missed\":{n}}}\n").as_bytes())
+                    .await;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// One JSON line for the events stream (like `drbdsetup events2`).
+pub fn event_line(verb: &str, s: &Snapshot) -> String {
+    let v = serde_json::json!({
+        "event": verb,
+        "resource": s.resource,
+        "role": s.role,
+        "disk": s.disk,
+        "connection": s.cstate,
+        "peer-role": s.peer_role,
+        "peer-disk": s.peer_disk,
+        "nbd-clients": s.nbd_clients,
+        "out-of-sync-kib": s.counters.oos,
+    });
+    format!("{v}\n")
+}
+
+impl Daemon {
+    fn selected(&self, name: &str) -> Result<Vec<Rc<Resource>>, Response> {
+        if name == "all" {
+            return Ok(self.resources.clone());
+        }
+        if let Some(r) = self.resources.iter().find(|r| r.name == name) {
+            return Ok(vec![Rc::clone(r)]);
+        }
+        let why = if self.config.resource(name).is_some() {
+            format!(
+                "{name}: resource has no 'on {}' section in {}",
+                self.opts.node,
+                self.opts.config_path.display()
+            )
+        } else {
+            format!("{name}: no such resource in {}", self.opts.config_path.display())
+        };
+        Err(Response::err(exit::UNKNOWN_RESOURCE, why))
+    }
+
+    async fn dispatch(&self, req: &Request) -> Response {
+        let targets = match self.selected(&req.resource) {
+            Ok(t) => t,
+            Err(resp) => return resp,
+        };
+        if req.command == Command::Status && req.json {
+            let snaps: Vec<Snapshot> = targets.iter().map(|r| r.node.borrow().snapshot()).collect();
+            return Response::ok(serde_json::to_string_pretty(&snaps).unwrap_or_default() + "\n");
+        }
+        let mut output = String::new();
+        let mut attached = Vec::new();
+        for res in &targets {
+            match self.apply(res, req).await {
+                Ok(text) => output.push_str(&text),
+                Err(resp) => {
+                    let mut resp = resp;
+                    resp.output = output;
+                    return resp;
+                }
+            }
+            if res.node.borrow().is_attached() {
+                attached.push(res.name.clone());
+            }
+        }
+        let mut resp = Response::ok(output);
+        resp.attached = attached;
+        resp
+    }
+
+    async fn apply(&self, res: &Rc<Resource>, req: &Request) -> Result<String, Response> {
+        let refused = |e: Refusal| Response::err(exit::STATE_CHANGE_REFUSED, format!("{}: {e}", res.name));
+        match req.command {
+            Command::Up => {
+                self.attach(res)?;
+                self.connect(res, req)?;
+                Ok(String::new())
+            }
+            Command::Attach => {
+                self.attach(res)?;
+                Ok(String::new())
+            }
+            Command::Down => {
+                if res.node.borrow().is_attached() {
+                    self.demote(res, req.force).map_err(refused)?;
+                    self.detach(res).await.map_err(refused)?;
+                }
+                Ok(String::new())
+            }
+            Command::Detach => {
+                self.detach(res).await.map_err(refused)?;
+                Ok(String::new())
+            }
+            Command::Connect => {
+                self.connect(res, req)?;
+                Ok(String::new())
+            }
+            Command::Disconnect => {
+                if res.cfg.hosts.len() < 2 {
+                    return Err(refused(Refusal::new(
+                        crate::core::StateRv::AlreadyStandAlone,
+                        format!("{} has a single 'on' section and runs standalone", res.name),
+                    )));
+                }
+                Ok(String::new())
+            }
+            Command::Primary => {
+                let fresh = random_u64();
+                res.node.borrow_mut().promote(req.force, fresh).map_err(refused)?;
+                res.run_actions();
+                tracing::info!(resource = %res.name, force = req.force, "promoted to Primary");
+                Ok(String::new())
+            }
+            Command::Secondary => {
+                self.demote(res, req.force).map_err(refused)?;
+                Ok(String::new())
+            }
+            Command::Role | Command::Cstate | Command::Dstate => {
+                let node = res.node.borrow();
+                if !node.is_attached() {
+                    return Err(Response::err(
+                        exit::FAILED,
+                        format!(
+                            "{}: resource is down; bring it up with 'tandemadm up {}'",
+                            res.name, res.name
+                        ),
+                    ));
+                }
+                let s = node.snapshot();
+                Ok(match req.command {
+                    Command::Role => format!("{}/{}\n", s.role, s.peer_role),
+                    Command::Cstate => format!("{}\n", s.cstate),
+                    _ => format!("{}/{}\n", s.disk, s.peer_disk),
+                })
+            }
+            Command::Status => {
+                let node = res.node.borrow();
+                if !node.is_attached() {
+                    return Ok(format!("{} role:Unconfigured\n  disk:Diskless\n", res.name));
+                }
+                Ok(status::render_status(&node.snapshot(), req.verbose, req.color))
+            }
+            Command::Attached | Command::Events => Ok(String::new()),
+        }
+    }
+
+    fn attach(&self, res: &Rc<Resource>) -> Result<(), Response> {
+        if res.node.borrow().is_attached() {
+            return Ok(());
+        }
+        let (store, info) = MetaStore::open(&res.cfg, &res.host).map_err(|e| meta_failure(res, e))?;
+        let disk = super::disk::Disk::open(&res.host.disk).map_err(|e| {
+            Response::err(
+                exit::FAILED,
+                format!(
+                    "{}: cannot open backing disk {}: {e}",
+                    res.name,
+                    res.host.disk.display()
+                ),
+            )
+        })?;
+        *res.disk.borrow_mut() = Some(Rc::new(disk));
+        *res.meta.borrow_mut() = Some(store);
+        if let Err(e) = res.node.borrow_mut().attach(info) {
+            return Err(Response::err(exit::STATE_CHANGE_REFUSED, format!("{}: {e}", res.name)));
+        }
+        res.run_actions();
+        if let Err(e) = nbd_server::start_listener(res) {
+            tracing::error!(resource = %res.name, endpoint = %res.host.device, error = %e, "cannot serve NBD");
+            let _ = res.node.borrow_mut().detach();
+            *res.disk.borrow_mut() = None;
+            *res.meta.borrow_mut() = None;
+            res.run_actions();
+            return Err(Response::err(
+                exit::FAILED,
+                format!("{}: cannot listen on {}: {e}", res.name, res.host.device),
+            ));
+        }
+        tracing::info!(resource = %res.name, disk = %res.host.disk.display(), bytes = info.data_bytes, state = %res.node.borrow().disk_state(), "attached");
+        Ok(())
+    }
+
+    fn connect(&self, res: &Rc<Resource>, _req: &Request) -> Result<(), Response> {
+        if res.cfg.hosts.len() < 2 {
+            // Standalone by configuration: there is no peer to connect to.
+            return Ok(());
+        }
+        tracing::warn!(resource = %res.name, "peer replication is not available in this build; running StandAlone");
+        Ok(())
+    }
+
+    fn demote(&self, res: &Rc<Resource>, force: bool) -> Result<(), Refusal> {
+        let holders: Vec<String> = res.clients.borrow().values().cloned().collect();
+        let holders = if holders.is_empty() {
+            String::new()
+        } else {
+            format!("NBD client {}", holders.join(", "))
+        };
+        res.node.borrow_mut().demote(force, &holders)?;
+        if force && !holders.is_empty() {
+            tracing::warn!(resource = %res.name, %holders, "forced demotion with NBD clients connected; their I/O now fails with EPERM");
+        }
+        res.run_actions();
+        Ok(())
+    }
+
+    async fn detach(&self, res: &Rc<Resource>) -> Result<(), Refusal> {
+        if !res.node.borrow().is_attached() {
+            return Ok(());
+        }
+        res.node.borrow_mut().detach()?;
+        res.stop_listener.notify_one();
+        let disk = res.disk.borrow_mut().take();
+        if let Some(disk) = disk {
+            if let Err(e) = disk.flush().await {
+                tracing::error!(resource = %res.name, error = %e, "flush on detach failed");
+            }
+        }
+        if let Some(mut meta) = res.meta.borrow_mut().take() {
+            if let Err(e) = meta.mark_clean() {
+                tracing::error!(resource = %res.name, error = %e, "cannot mark metadata clean");
+            }
+        }
+        res.run_actions();
+        tracing::info!(resource = %res.name, "detached");
+        Ok(())
+    }
+
+    /// SIGTERM: let in-flight requests finish, flush, and leave clean metadata.
+    async fn shutdown(&self) {
+        for res in &self.resources {
+            res.stop_listener.notify_one();
+            for _ in 0..300 {
+                if res.in_flight() == 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            if res.node.borrow().is_attached() {
+                let _ = res.node.borrow_mut().demote(true, "");
+                res.run_actions();
+                let _ = self.detach(res).await;
+            }
+        }
+        let _ = status_file::write(self);
+    }
+
+    /// Publish snapshots that changed since last time as event lines.
+    pub fn publish_changes(&self) {
+        let mut last = self.last.borrow_mut();
+        for (i, res) in self.resources.iter().enumerate() {
+            let snap = res.node.borrow().snapshot();
+            let differs = match &last[i] {
+                None => true,
+                Some(prev) => {
+                    prev.role != snap.role
+                        || prev.disk != snap.disk
+                        || prev.cstate != snap.cstate
+                        || prev.peer_disk != snap.peer_disk
+                        || prev.peer_role != snap.peer_role
+                        || prev.nbd_clients != snap.nbd_clients
+                }
+            };
+            if differs {
+                let _ = self.events.send(event_line("change", &snap));
+                last[i] = Some(snap);
+            }
+        }
+    }
+}
+
+fn meta_failure(res: &Resource, e: MetaStoreError) -> Response {
+    Response::err(exit::FAILED, format!("{}: {e}", res.name))
+}
+
+/// A fresh generation UUID. Not security-sensitive; it must only differ
+/// between generations and nodes, so the kernel's random bytes suffice.
+pub fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom writes at most `b.len()` bytes into `b`.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != 8 {
+        // getrandom on Linux ≥ 3.17 does not fail for 8 bytes; fall back to time.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0x5eed);
+        return t ^ (u64::from(std::process::id()) << 32);
+    }
+    u64::from_ne_bytes(b)
+}
+
+/// `uname -n`, which names this node's `on` section by default.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".to_owned())
+}

@@ -1,0 +1,540 @@
+//! The NBD listener and connections of one resource: bytes in, [`nbd`] codec,
+//! requests handed to the resource; replies out through one writer per
+//! connection.
+//!
+//! Per connection, one task reads and decodes requests and never waits for a
+//! request to finish (pipelining: up to `NBD_CONNECTION_INFLIGHT_MAX` in
+//! flight); each request's disk I/O runs on its own task; a writer task
+//! serialises the replies, in completion order, coalescing small ones into a
+//! single send.
+
+use super::buf::AlignedBuf;
+use super::resource::{Outgoing, Pending, Resource, READ_HEADROOM};
+use crate::config::NbdEndpoint;
+use crate::core::{limits, IoKind, IoRequest};
+use crate::nbd::consts;
+use crate::nbd::handshake::{
+    parse_client_flags, server_greeting, ExportCatalog, ExportInfo, Negotiation, OptionHeader, Outcome, Refusal,
+    OPTION_PAYLOAD_MAX,
+};
+use crate::nbd::reply;
+use crate::nbd::request::{Command, Request, REQUEST_HEADER_LEN};
+use crate::nbd::validate::validate;
+use std::cell::Cell;
+use std::io;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_uring::buf::BoundedBuf;
+
+/// How long a client may take to finish option haggling.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bytes read from the socket at once into the staging buffer.
+const STAGE_BYTES: usize = 256 * 1024;
+
+/// A connected NBD client socket, TCP or unix.
+enum Stream {
+    Tcp(tokio_uring::net::TcpStream),
+    Unix(tokio_uring::net::UnixStream),
+}
+
+macro_rules! on_stream {
+    ($s:expr, $v:ident => $e:expr) => {
+        match $s {
+            Stream::Tcp($v) => $e,
+            Stream::Unix($v) => $e,
+        }
+    };
+}
+
+impl Stream {
+    async fn read<T: tokio_uring::buf::BoundedBufMut>(&self, buf: T) -> tokio_uring::BufResult<usize, T> {
+        on_stream!(self, s => s.read(buf).await)
+    }
+
+    async fn write_all<T: BoundedBuf>(&self, buf: T) -> tokio_uring::BufResult<(), T> {
+        on_stream!(self, s => s.write_all(buf).await)
+    }
+
+    fn shutdown(&self) {
+        let _ = on_stream!(self, s => s.shutdown(std::net::Shutdown::Both));
+    }
+
+    /// Read exactly `n` bytes (handshake only: small, bounded by the caller).
+    async fn read_exact(&self, n: usize) -> io::Result<Vec<u8>> {
+        let mut buf = Vec::with_capacity(n);
+        while buf.len() < n {
+            let have = buf.len();
+            let (res, b) = self.read(buf.slice(have..n)).await;
+            buf = b.into_inner();
+            if res? == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+        Ok(buf)
+    }
+
+    async fn send(&self, bytes: Vec<u8>) -> io::Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.write_all(bytes).await.0
+    }
+}
+
+/// Bind the resource's NBD endpoint and serve it until `stop_listener` fires.
+pub fn start_listener(res: &Rc<Resource>) -> io::Result<()> {
+    if res.listening.get() {
+        return Ok(());
+    }
+    let listener = match &res.host.device {
+        NbdEndpoint::Tcp { addr, .. } => {
+            let std_listener = std::net::TcpListener::bind(addr)?;
+            Listener::Tcp(tokio_uring::net::TcpListener::from_std(std_listener))
+        }
+        NbdEndpoint::Unix { path, .. } => {
+            if path.exists() {
+                // A stale socket from an earlier run; nothing else owns this path.
+                std::fs::remove_file(path)?;
+            }
+            let std_listener = std::os::unix::net::UnixListener::bind(path)?;
+            std_listener.set_nonblocking(true)?;
+            Listener::Unix(tokio::net::UnixListener::from_std(std_listener)?)
+        }
+    };
+    tracing::info!(resource = %res.name, endpoint = %res.host.device, "NBD export listening");
+    res.listening.set(true);
+    let res = Rc::clone(res);
+    tokio_uring::spawn(async move {
+        let next_conn = Cell::new(1u64);
+        loop {
+            let accepted = tokio::select! {
+                _ = res.stop_listener.notified() => break,
+                a = listener.accept() => a,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    let id = next_conn.get();
+                    next_conn.set(id + 1);
+                    let res = Rc::clone(&res);
+                    tokio_uring::spawn(async move { serve(res, stream, peer, id).await });
+                }
+                Err(e) => {
+                    tracing::warn!(resource = %res.name, error = %e, "NBD accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        if let NbdEndpoint::Unix { path, .. } = &res.host.device {
+            let _ = std::fs::remove_file(path);
+        }
+        res.listening.set(false);
+        tracing::info!(resource = %res.name, "NBD export closed");
+    });
+    Ok(())
+}
+
+enum Listener {
+    Tcp(tokio_uring::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+impl Listener {
+    async fn accept(&self) -> io::Result<(Stream, String)> {
+        match self {
+            Listener::Tcp(l) => {
+                let (s, addr) = l.accept().await?;
+                s.set_nodelay(true)?;
+                Ok((Stream::Tcp(s), addr.to_string()))
+            }
+            Listener::Unix(l) => {
+                let (s, _) = l.accept().await?;
+                let std = s.into_std()?;
+                std.set_nonblocking(false)?;
+                Ok((
+                    Stream::Unix(tokio_uring::net::UnixStream::from_std(std)),
+                    "unix socket".to_owned(),
+                ))
+            }
+        }
+    }
+}
+
+/// The export as the handshake sees it: refused while this node is Secondary.
+struct Catalog<'a> {
+    res: &'a Resource,
+}
+
+impl Catalog<'_> {
+    fn export_name(&self) -> &str {
+        self.res.host.device.export_name()
+    }
+}
+
+impl ExportCatalog for Catalog<'_> {
+    fn list(&self) -> Vec<(String, String)> {
+        vec![(
+            self.export_name().to_owned(),
+            format!("Tandem resource {}", self.res.name),
+        )]
+    }
+
+    fn lookup(&self, name: &str) -> Result<ExportInfo, Refusal> {
+        if !name.is_empty() && name != self.export_name() {
+            return Err(Refusal::Unknown(format!(
+                "no export named '{name}' here; this endpoint serves '{}'",
+                self.export_name()
+            )));
+        }
+        let node = self.res.node.borrow();
+        if let Some(why) = node.export_refusal() {
+            return Err(Refusal::Unavailable(why));
+        }
+        Ok(ExportInfo {
+            name: self.export_name().to_owned(),
+            description: format!("Tandem resource {}", self.res.name),
+            size: node.data_bytes(),
+            transmission_flags: consts::NBD_FLAG_HAS_FLAGS
+                | consts::NBD_FLAG_SEND_FLUSH
+                | consts::NBD_FLAG_SEND_FUA
+                | consts::NBD_FLAG_SEND_TRIM
+                | consts::NBD_FLAG_SEND_WRITE_ZEROES
+                // A FLUSH is an fdatasync of the one backing file, which
+                // covers every completed write of every connection.
+                | consts::NBD_FLAG_CAN_MULTI_CONN,
+            block_size_min: 512,
+            block_size_preferred: 4096,
+            block_size_max: limits::NBD_PAYLOAD_BYTES_MAX,
+        })
+    }
+}
+
+async fn serve(res: Rc<Resource>, stream: Stream, peer: String, conn_id: u64) {
+    if res.clients.borrow().len() >= limits::NBD_CONNECTIONS_MAX {
+        tracing::warn!(resource = %res.name, %peer, "too many NBD connections; refusing");
+        stream.shutdown();
+        return;
+    }
+    let negotiated = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&res, &stream)).await {
+        Ok(Ok(Some(n))) => n,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            tracing::info!(resource = %res.name, %peer, error = %e, "NBD handshake ended");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(resource = %res.name, %peer, "NBD handshake timed out");
+            stream.shutdown();
+            return;
+        }
+    };
+    let (export, structured) = negotiated;
+    // The export may have been refused between INFO and GO only in the
+    // catalog; check once more under the same borrow that counts the client.
+    {
+        let mut node = res.node.borrow_mut();
+        if let Some(why) = node.export_refusal() {
+            tracing::info!(resource = %res.name, %peer, "{why}");
+            stream.shutdown();
+            return;
+        }
+        node.nbd_client_opened();
+    }
+    res.clients.borrow_mut().insert(conn_id, peer.clone());
+    res.run_actions();
+    tracing::info!(resource = %res.name, %peer, structured, "NBD client connected");
+
+    let stream = Rc::new(stream);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let writer = tokio_uring::spawn(write_replies(Rc::clone(&stream), rx));
+    let outcome = read_requests(&res, &stream, &export, structured, tx).await;
+    match outcome {
+        Ok(()) => tracing::info!(resource = %res.name, %peer, "NBD client disconnected"),
+        Err(e) => tracing::info!(resource = %res.name, %peer, error = %e, "NBD connection closed"),
+    }
+    // Requests still in flight finish (their data reaches the disk) and their
+    // replies are sent or dropped before the client stops counting.
+    let _ = writer.await;
+    stream.shutdown();
+    res.clients.borrow_mut().remove(&conn_id);
+    res.node.borrow_mut().nbd_client_closed();
+    res.run_actions();
+}
+
+async fn handshake(res: &Resource, stream: &Stream) -> io::Result<Option<(ExportInfo, bool)>> {
+    stream.send(server_greeting().to_vec()).await?;
+    let raw = stream.read_exact(4).await?;
+    let flags = u32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]]);
+    let flags = parse_client_flags(flags).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    let mut negotiation = Negotiation::new(flags);
+    let catalog = Catalog { res };
+    loop {
+        let raw = stream.read_exact(16).await?;
+        let mut hdr = [0u8; 16];
+        hdr.copy_from_slice(&raw);
+        let header =
+            OptionHeader::decode(&hdr).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        let step = if header.length > OPTION_PAYLOAD_MAX {
+            discard(stream, u64::from(header.length)).await?;
+            negotiation.too_big(header)
+        } else {
+            let payload = stream.read_exact(header.length as usize).await?;
+            negotiation.handle_option(header, &payload, &catalog)
+        };
+        stream.send(step.reply).await?;
+        match step.outcome {
+            Outcome::Continue => {}
+            Outcome::Close => return Ok(None),
+            Outcome::Transmission {
+                export,
+                structured_replies,
+            } => return Ok(Some((export, structured_replies))),
+        }
+    }
+}
+
+/// Read and drop `n` bytes: the payload of an option or write we refuse, so
+/// that the stream stays in step and the connection stays usable.
+async fn discard(stream: &Stream, mut n: u64) -> io::Result<()> {
+    let mut scratch = Vec::with_capacity(64 * 1024);
+    while n > 0 {
+        let want = n.min(scratch.capacity() as u64) as usize;
+        scratch.clear();
+        let (res, b) = stream.read(scratch.slice(0..want)).await;
+        scratch = b.into_inner();
+        match res? {
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            got => n -= got as u64,
+        }
+    }
+    Ok(())
+}
+
+/// A window `[start, end)` of bytes read from the socket but not yet consumed.
+struct Stage {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl Stage {
+    fn available(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    /// Read at least until `want` bytes are available; `false` on clean EOF
+    /// at a request boundary.
+    async fn fill(&mut self, stream: &Stream, want: usize) -> io::Result<bool> {
+        while self.available() < want {
+            if self.start > 0 {
+                self.buf.copy_within(self.start.., 0);
+                self.buf.truncate(self.buf.len() - self.start);
+                self.start = 0;
+            }
+            let end = self.buf.len();
+            let buf = std::mem::take(&mut self.buf);
+            let cap = buf.capacity();
+            let (res, b) = stream.read(buf.slice(end..cap)).await;
+            self.buf = b.into_inner();
+            if res? == 0 {
+                if self.available() == 0 {
+                    return Ok(false);
+                }
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed mid-request",
+                ));
+            }
+        }
+        Ok(true)
+    }
+
+    fn take(&mut self, n: usize) -> &[u8] {
+        let s = &self.buf[self.start..self.start + n];
+        self.start += n;
+        s
+    }
+}
+
+async fn read_requests(
+    res: &Rc<Resource>,
+    stream: &Stream,
+    export: &ExportInfo,
+    structured: bool,
+    replies: mpsc::UnboundedSender<Outgoing>,
+) -> io::Result<()> {
+    let inflight = Arc::new(Semaphore::new(limits::NBD_CONNECTION_INFLIGHT_MAX));
+    let mut stage = Stage {
+        buf: Vec::with_capacity(STAGE_BYTES),
+        start: 0,
+    };
+    loop {
+        if !stage.fill(stream, REQUEST_HEADER_LEN).await? {
+            return Ok(());
+        }
+        let mut hdr = [0u8; REQUEST_HEADER_LEN];
+        hdr.copy_from_slice(stage.take(REQUEST_HEADER_LEN));
+        let req = Request::decode(&hdr).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+
+        if let Err(error) = validate(&req, export, structured) {
+            tracing::debug!(resource = %res.name, ?req, error, "NBD request refused");
+            skip_payload(&mut stage, stream, u64::from(req.payload_len())).await?;
+            let reply = if structured && req.command == Command::Read {
+                Outgoing::StructuredError {
+                    cookie: req.cookie,
+                    error,
+                }
+            } else {
+                Outgoing::Simple {
+                    cookie: req.cookie,
+                    error,
+                }
+            };
+            let _ = replies.send(reply);
+            continue;
+        }
+        let fua = req.flags & consts::NBD_CMD_FLAG_FUA != 0;
+        let kind = match req.command {
+            Command::Disc => return Ok(()),
+            Command::Read => IoKind::Read,
+            Command::Write => IoKind::Write { fua },
+            Command::Flush => IoKind::Flush,
+            Command::Trim => IoKind::Trim,
+            Command::WriteZeroes => IoKind::WriteZeroes {
+                fua,
+                may_trim: req.flags & consts::NBD_CMD_FLAG_NO_HOLE == 0,
+            },
+            _ => {
+                // validate() refuses what we do not advertise; stay safe anyway.
+                let _ = replies.send(Outgoing::Simple {
+                    cookie: req.cookie,
+                    error: consts::NBD_EINVAL,
+                });
+                continue;
+            }
+        };
+        let permit = Arc::clone(&inflight)
+            .acquire_owned()
+            .await
+            .map_err(|_| io::Error::other("request limiter closed"))?;
+        let len = req.length as usize;
+        let buf = match kind {
+            IoKind::Write { .. } => Some(read_payload(&mut stage, stream, len).await?),
+            IoKind::Read => Some(AlignedBuf::with_capacity(READ_HEADROOM + len)),
+            _ => None,
+        };
+        let io = IoRequest {
+            kind,
+            offset: req.offset,
+            len: if matches!(kind, IoKind::Flush) { 0 } else { req.length },
+        };
+        res.submit(
+            io,
+            Pending {
+                cookie: req.cookie,
+                buf,
+                replies: replies.clone(),
+                is_read: matches!(kind, IoKind::Read),
+                structured,
+                offset: req.offset,
+                len: req.length,
+                _permit: Some(permit),
+            },
+        );
+    }
+}
+
+/// Move a write payload into an aligned buffer: whatever already sits in the
+/// staging buffer is copied, the rest is read from the socket straight into
+/// place.
+async fn read_payload(stage: &mut Stage, stream: &Stream, len: usize) -> io::Result<AlignedBuf> {
+    let mut buf = AlignedBuf::with_capacity(len);
+    let have = stage.available().min(len);
+    buf.as_full_mut()[..have].copy_from_slice(stage.take(have));
+    buf.set_len(have);
+    let mut filled = have;
+    while filled < len {
+        let (res, slice) = stream.read(buf.slice(filled..len)).await;
+        buf = slice.into_inner();
+        match res? {
+            0 => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed mid-write",
+                ))
+            }
+            n => filled += n,
+        }
+    }
+    buf.set_len(len);
+    Ok(buf)
+}
+
+async fn skip_payload(stage: &mut Stage, stream: &Stream, n: u64) -> io::Result<()> {
+    let have = (stage.available() as u64).min(n);
+    stage.take(have as usize);
+    discard(stream, n - have).await
+}
+
+async fn write_replies(stream: Rc<Stream>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
+    let mut small: Vec<u8> = Vec::with_capacity(4096);
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(out) = next.take() {
+            match out {
+                Outgoing::Simple { cookie, error } => small.extend_from_slice(&reply::simple_reply(cookie, error)),
+                Outgoing::StructuredError { cookie, error } => {
+                    small.extend_from_slice(&reply::structured_error(cookie, error, "", true))
+                }
+                Outgoing::Data {
+                    cookie,
+                    mut buf,
+                    offset,
+                    len,
+                    structured,
+                } => {
+                    if !small.is_empty() {
+                        let (res, b) = stream.write_all(std::mem::take(&mut small)).await;
+                        small = b;
+                        small.clear();
+                        if res.is_err() {
+                            return drain(rx);
+                        }
+                    }
+                    let start = if structured {
+                        let h = reply::structured_offset_data_header(cookie, offset, len, true);
+                        buf.as_full_mut()[READ_HEADROOM - h.len()..READ_HEADROOM].copy_from_slice(&h);
+                        READ_HEADROOM - h.len()
+                    } else {
+                        let h = reply::simple_reply(cookie, 0);
+                        buf.as_full_mut()[READ_HEADROOM - h.len()..READ_HEADROOM].copy_from_slice(&h);
+                        READ_HEADROOM - h.len()
+                    };
+                    let (res, slice) = stream.write_all(buf.slice(start..READ_HEADROOM + len as usize)).await;
+                    slice.into_inner().recycle();
+                    if res.is_err() {
+                        return drain(rx);
+                    }
+                }
+            }
+            // Coalesce whatever else is already queued into the same send.
+            if small.len() < 64 * 1024 {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !small.is_empty() {
+            let (res, b) = stream.write_all(std::mem::take(&mut small)).await;
+            small = b;
+            small.clear();
+            if res.is_err() {
+                return drain(rx);
+            }
+        }
+    }
+}
+
+/// The client is gone: keep receiving so that in-flight requests can finish
+/// (their writes still reach the disk), and drop their replies.
+fn drain(mut rx: mpsc::UnboundedReceiver<Outgoing>) {
+    tokio_uring::spawn(async move { while rx.recv().await.is_some() {} });
+}
