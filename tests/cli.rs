@@ -39,9 +39,11 @@ fn roles_states_and_the_status_file_follow_the_drbd_conventions() {
     assert_eq!(node.adm_ok(&["dstate", "r0"]), "Inconsistent/DUnknown\n");
 
     // A Secondary refuses the export, saying why.
-    let out = run(Command::new("nbdinfo").arg(node.uri()));
+    let out = run(Command::new("qemu-io").args(["-f", "raw", "-c", "read 0 4k", &node.uri()]));
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("r0 is Secondary on alpha"), "{}", stderr(&out));
+    let err = stderr(&out) + &String::from_utf8_lossy(&out.stdout);
+    assert!(err.contains("server reported: r0 is Secondary on alpha"), "{err}");
+    assert!(!run(Command::new("nbdinfo").arg(node.uri())).status.success());
 
     // Promotion without --force is refused with DRBD's code and text.
     let out = node.adm(&["primary", "r0"]);

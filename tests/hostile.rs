@@ -131,9 +131,10 @@ fn a_disconnect_request_finishes_in_flight_writes_first() {
 #[test]
 fn an_unknown_export_name_is_refused_with_a_message() {
     let node = Node::primary(16 << 20);
-    require_tool("nbdinfo", "libnbd-bin");
-    let out = run(std::process::Command::new("nbdinfo").arg(format!("nbd://127.0.0.1:{}/nope", node.port)));
+    require_tool("qemu-io", "qemu-utils");
+    let uri = format!("nbd://127.0.0.1:{}/nope", node.port);
+    let out = run(std::process::Command::new("qemu-io").args(["-f", "raw", "-c", "read 0 4k", &uri]));
     assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     assert!(err.contains("no export named 'nope'"), "{err}");
 }

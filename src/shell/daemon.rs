@@ -163,7 +163,14 @@ async fn serve_control(daemon: Rc<Daemon>, stream: UnixStream) {
                 ) {
                     tracing::info!(uid = caller.uid(), pid = caller.pid().unwrap_or(0), command = ?req.command, resource = %req.resource, force = req.force, "control request");
                 }
-                daemon.dispatch(&req).await
+                let response = daemon.dispatch(&req).await;
+                // The operator reads the status file right after a command
+                // returns: it must already say what the command did.
+                daemon.publish_changes();
+                if let Err(e) = status_file::write(&daemon) {
+                    tracing::warn!(error = %e, "cannot write status file");
+                }
+                response
             }
         },
         Err(e) => Response::err(exit::USAGE, format!("cannot read control request: {e}")),
