@@ -24,14 +24,20 @@ impl Stack {
         std::fs::create_dir_all(&fuse_dir).expect("fuse dir");
         std::fs::create_dir_all(&mnt).expect("mount dir");
         let pid = base.join("nbdfuse.pid");
-        run_ok(
-            Command::new("setsid")
-                .args(["-f", "nbdfuse", "-P"])
-                .arg(&pid)
-                .arg(fuse_dir.join("disk"))
-                .arg(uri)
-                .stdin(std::process::Stdio::null()),
-        );
+        // nbdfuse outlives setsid: give it a log file, not our pipes, or
+        // waiting for setsid's output would wait for nbdfuse to exit.
+        let log = std::fs::File::create(base.join("nbdfuse.log")).expect("nbdfuse log");
+        let status = Command::new("setsid")
+            .args(["-f", "nbdfuse", "-P"])
+            .arg(&pid)
+            .arg(fuse_dir.join("disk"))
+            .arg(uri)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .status()
+            .expect("start nbdfuse");
+        assert!(status.success(), "nbdfuse did not start");
         let mut stack = Stack {
             fuse_dir,
             mnt,

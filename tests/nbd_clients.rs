@@ -18,10 +18,10 @@ fn qemu_io_pattern_writes_read_back_at_many_offsets_and_sizes() {
     let size = node.export_size();
     let cases: Vec<(u8, u64, u64)> = vec![
         (0x11, 0, 4096),
-        (0x22, 512, 512),
+        (0x22, 8192 + 512, 512),
         (0x33, 1 << 20, 64 << 10),
         (0x44, 10 << 20, 4 << 20),
-        (0x55, 7, 3), // byte-granular: qemu does read-modify-write itself
+        (0x55, 16384 + 7, 3), // byte-granular: qemu does read-modify-write itself
         (0x66, size - 4096, 4096),
         (0x77, 100 << 20, 32 << 20),
     ];
@@ -39,7 +39,7 @@ fn qemu_io_pattern_writes_read_back_at_many_offsets_and_sizes() {
             "read -P 0x88 20M 128k",
             "write -z 20M 64k",
             "read -P 0 20M 64k",
-            "read -P 0x88 20M+64k 64k",
+            "read -P 0x88 21037056 64k",
             "discard 40M 1M",
             "flush",
         ]
@@ -53,7 +53,8 @@ fn qemu_io_pattern_writes_read_back_at_many_offsets_and_sizes() {
     // The data really is on the backing file, where qemu-io put it.
     let image = std::fs::read(&node.image).expect("read image");
     assert!(image[1 << 20..(1 << 20) + (64 << 10)].iter().all(|&b| b == 0x33));
-    assert_eq!(&image[7..10], &[0x55, 0x55, 0x55]);
+    assert_eq!(&image[16384 + 7..16384 + 10], &[0x55, 0x55, 0x55]);
+    assert_eq!(image[16384 + 6], 0);
 }
 
 #[test]
