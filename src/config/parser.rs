@@ -53,7 +53,7 @@ impl Ctx<'_> {
     }
 }
 
-fn one_arg<'s>(s: &'s Stmt) -> Result<&'s Arg, ConfigError> {
+fn one_arg(s: &Stmt) -> Result<&Arg, ConfigError> {
     match (s.args.as_slice(), &s.block) {
         ([a], None) => Ok(a),
         (_, Some(_)) => Err(err(
@@ -68,7 +68,7 @@ fn one_arg<'s>(s: &'s Stmt) -> Result<&'s Arg, ConfigError> {
     }
 }
 
-fn block<'s>(s: &'s Stmt) -> Result<&'s [Stmt], ConfigError> {
+fn block(s: &Stmt) -> Result<&[Stmt], ConfigError> {
     s.block
         .as_deref()
         .ok_or_else(|| err(&s.location, format!("expected '{{' after '{}'", s.keyword)))
@@ -356,12 +356,14 @@ fn net(ctx: &mut Ctx<'_>, d: &mut Defaults, o: &Stmt) -> Result<(), ConfigError>
                 "disconnect" => AfterSb2Pri::Disconnect,
                 "call-pri-lost-after-sb" => AfterSb2Pri::CallPriLostAfterSb,
                 "violently-as0p" => AfterSb2Pri::ViolentlyAs0p,
-                t => return Err(err(
-                    &a.location,
-                    format!(
+                t => {
+                    return Err(err(
+                        &a.location,
+                        format!(
                         "after-sb-2pri must be one of disconnect, call-pri-lost-after-sb, violently-as0p; found '{t}'"
                     ),
-                )),
+                    ))
+                }
             }
         }
         "allow-two-primaries" => n.allow_two_primaries = boolean(o)?,

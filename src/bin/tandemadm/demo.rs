@@ -211,18 +211,12 @@ fn watch(demo: &Demo, args: &DemoArgs) -> i32 {
         let procfile = std::fs::read_to_string(run_dir.join("drbd")).unwrap_or_default();
         let mut out = std::io::stdout().lock();
         if tty {
-            let _ = write!(out, "\x1b[2J\x1b[H{banner}\n");
+            let _ = writeln!(out, "\x1b[2J\x1b[H{banner}");
         }
         match status {
             Ok(resp) => {
-                let _ = write!(
-                    out,
-                    "{}\n{}: {}\n{}",
-                    resp.output,
-                    "status file",
-                    run_dir.join("drbd").display(),
-                    procfile
-                );
+                let file = run_dir.join("drbd");
+                let _ = write!(out, "{}\nstatus file: {}\n{procfile}", resp.output, file.display());
             }
             Err(code) => return code,
         }
