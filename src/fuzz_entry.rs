@@ -81,3 +81,32 @@ pub fn control(data: &[u8]) {
         assert_eq!(crate::control::Request::decode(&again), Ok(req));
     }
 }
+
+/// Config text: parsing never panics, and every error carries a position
+/// inside the text it was given.
+pub fn config(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    if let Err(crate::config::ConfigError::At { location, .. }) =
+        crate::config::parse_str(&text, std::path::Path::new("/nonexistent/fuzz.res"))
+    {
+        let lines = text.lines().count().max(1) as u32;
+        assert!(location.line >= 1 && location.line <= lines + 1, "error line {} of {lines}", location.line);
+    }
+}
+
+/// Metadata blocks: a superblock or AL block that decodes re-encodes to the
+/// same bytes (so nothing unchecked was accepted), and recovery never panics.
+pub fn superblock(data: &[u8]) {
+    use crate::meta::{al, Superblock, BLOCK_BYTES};
+    let mut block = [0u8; BLOCK_BYTES];
+    let n = data.len().min(BLOCK_BYTES);
+    block[..n].copy_from_slice(&data[..n]);
+    if let Ok(sb) = Superblock::decode(&block) {
+        assert_eq!(&sb.encode()[..], &block[..]);
+    }
+    if let Ok(t) = al::AlTransaction::decode(&block) {
+        assert_eq!(&t.encode()[..], &block[..]);
+    }
+    let _ = al::recover_hot_extents(&[&block, &[0u8; BLOCK_BYTES]]);
+    let _ = Superblock::decode(data);
+}

@@ -1,0 +1,43 @@
+//! Replays the committed fuzz corpus (`fuzz/corpus/<target>/`) through the
+//! same bodies the libFuzzer targets run, so every test run re-checks every
+//! input the fuzzers ever found interesting, crashes included.
+
+use std::path::Path;
+
+fn replay(target: &str, body: fn(&[u8])) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target);
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("corpus {} missing: {e}", dir.display()));
+    let mut n = 0;
+    for entry in entries {
+        let path = entry.expect("corpus entry").path();
+        let data = std::fs::read(&path).expect("corpus file");
+        body(&data);
+        n += 1;
+    }
+    assert!(n > 0, "corpus {} is empty", dir.display());
+}
+
+#[test]
+fn nbd_option_corpus() {
+    replay("nbd_option", tandem::fuzz_entry::nbd_option);
+}
+
+#[test]
+fn nbd_request_corpus() {
+    replay("nbd_request", tandem::fuzz_entry::nbd_request);
+}
+
+#[test]
+fn config_corpus() {
+    replay("config", tandem::fuzz_entry::config);
+}
+
+#[test]
+fn superblock_corpus() {
+    replay("superblock", tandem::fuzz_entry::superblock);
+}
+
+#[test]
+fn control_corpus() {
+    replay("control", tandem::fuzz_entry::control);
+}
