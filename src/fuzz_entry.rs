@@ -90,7 +90,11 @@ pub fn config(data: &[u8]) {
         crate::config::parse_str(&text, std::path::Path::new("/nonexistent/fuzz.res"))
     {
         let lines = text.lines().count().max(1) as u32;
-        assert!(location.line >= 1 && location.line <= lines + 1, "error line {} of {lines}", location.line);
+        assert!(
+            location.line >= 1 && location.line <= lines + 1,
+            "error line {} of {lines}",
+            location.line
+        );
     }
 }
 

@@ -19,8 +19,16 @@ fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 fn pure_modules_do_no_io() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let banned = [
-        "tokio", "tokio_uring", "std::fs", "std::net::Tcp", "std::os::unix::net", "Instant::now", "SystemTime::now",
-        "thread_rng", "getrandom", "std::process",
+        "tokio",
+        "tokio_uring",
+        "std::fs",
+        "std::net::Tcp",
+        "std::os::unix::net",
+        "Instant::now",
+        "SystemTime::now",
+        "thread_rng",
+        "getrandom",
+        "std::process",
     ];
     for module in ["core", "meta", "nbd", "status", "control"] {
         let mut files = Vec::new();

@@ -527,3 +527,137 @@ mod libc_errno {
     pub const EINVAL: i32 = 22;
     pub const ENOSPC: i32 = 28;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attached(flags: MdFlags) -> Node {
+        let mut n = Node::new("r0", 0, "alpha", None, 'C');
+        n.attach(AttachInfo {
+            data_bytes: 1 << 20,
+            uuids: GenerationUuids::new_created(),
+            flags,
+        })
+        .unwrap();
+        while n.poll_action().is_some() {}
+        n
+    }
+
+    fn drain(n: &mut Node) -> Vec<Action> {
+        std::iter::from_fn(|| n.poll_action()).collect()
+    }
+
+    #[test]
+    fn fresh_metadata_needs_force_to_become_primary() {
+        let mut n = attached(MdFlags::default());
+        assert_eq!(n.disk_state(), DiskState::Inconsistent);
+        let e = n.promote(false, 0xabc0).unwrap_err();
+        assert_eq!(e.rv, StateRv::NoUpToDateDisk);
+        assert!(e
+            .to_string()
+            .starts_with("State change failed: (-2) Need access to UpToDate data"));
+        n.promote(true, 0xabc0).unwrap();
+        assert_eq!((n.role(), n.disk_state()), (Role::Primary, DiskState::UpToDate));
+        assert!(n.flags().contains(MdFlags::CONSISTENT) && n.flags().contains(MdFlags::PRIMARY_IND));
+        let u = n.uuids().unwrap();
+        assert_eq!(u.current, 0xabc1, "new generation, role bit set");
+        assert_eq!(drain(&mut n), vec![Action::PersistMeta, Action::StateChanged]);
+    }
+
+    #[test]
+    fn demotion_is_refused_while_a_client_holds_the_export() {
+        let mut n = attached(MdFlags::CONSISTENT);
+        n.promote(false, 2).unwrap();
+        n.nbd_client_opened();
+        let e = n.demote(false, "NBD client 10.0.0.5:51234").unwrap_err();
+        assert_eq!(
+            format!("r0: {e}"),
+            "r0: State change failed: (-12) Device is held open by someone (NBD client 10.0.0.5:51234)"
+        );
+        n.nbd_client_closed();
+        n.demote(false, "").unwrap();
+        assert_eq!(n.role(), Role::Secondary);
+        assert!(!n.flags().contains(MdFlags::PRIMARY_IND));
+        assert!(n.export_refusal().unwrap().contains("r0 is Secondary on alpha"));
+    }
+
+    #[test]
+    fn a_write_is_answered_only_after_its_disk_write_completes() {
+        let mut n = attached(MdFlags::CONSISTENT);
+        n.promote(false, 2).unwrap();
+        drain(&mut n);
+        let io = IoRequest {
+            kind: IoKind::Write { fua: true },
+            offset: 4096,
+            len: 8192,
+        };
+        n.handle(Event::NbdRequest { id: 7, io });
+        assert_eq!(
+            drain(&mut n),
+            vec![Action::Disk {
+                id: 7,
+                op: DiskOp::Write {
+                    offset: 4096,
+                    len: 8192,
+                    fua: true
+                }
+            }]
+        );
+        assert_eq!(n.snapshot().counters.lo, 1);
+        n.handle(Event::DiskDone { id: 7, result: Ok(()) });
+        assert_eq!(drain(&mut n), vec![Action::Reply { id: 7, error: 0 }]);
+        let c = n.snapshot().counters;
+        assert_eq!((c.dw, c.lo, c.ap), (8, 0, 0));
+    }
+
+    #[test]
+    fn a_write_error_fails_the_disk_and_reaches_the_client() {
+        let mut n = attached(MdFlags::CONSISTENT);
+        n.promote(false, 2).unwrap();
+        drain(&mut n);
+        n.handle(Event::NbdRequest {
+            id: 1,
+            io: IoRequest {
+                kind: IoKind::Write { fua: false },
+                offset: 0,
+                len: 4096,
+            },
+        });
+        drain(&mut n);
+        n.handle(Event::DiskDone { id: 1, result: Err(5) });
+        assert_eq!(
+            drain(&mut n),
+            vec![
+                Action::StateChanged,
+                Action::Reply {
+                    id: 1,
+                    error: errno::EIO
+                }
+            ]
+        );
+        assert_eq!(n.disk_state(), DiskState::Failed);
+        n.handle(Event::NbdRequest {
+            id: 2,
+            io: IoRequest {
+                kind: IoKind::Read,
+                offset: 0,
+                len: 4096,
+            },
+        });
+        assert_eq!(
+            drain(&mut n),
+            vec![Action::Reply {
+                id: 2,
+                error: errno::EIO
+            }]
+        );
+    }
+
+    #[test]
+    fn a_crashed_primary_is_remembered_on_attach() {
+        let n = attached(MdFlags(MdFlags::CONSISTENT.0 | MdFlags::PRIMARY_IND.0));
+        assert!(n.flags().contains(MdFlags::CRASHED_PRIMARY));
+        assert!(!n.flags().contains(MdFlags::PRIMARY_IND));
+    }
+}

@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Tandem (standalone) against qemu-nbd on the same preallocated file, and
+# against the file itself (the physical limit), in one run, with fio.
+#
+#   benches/fio/run.sh [--runtime SECS] [--size 1G] [--workdir DIR] [--out FILE]
+#
+# Rows: 4k random write QD1 (mean and p99 latency), 4k random write QD32
+# (IOPS), 1M sequential write QD8 (MB/s), 4k random read QD32 (IOPS), 4k
+# write + flush QD1 (IOPS and latency). Prints a markdown table with the
+# ratios Tandem / qemu-nbd, and writes it to --out (default
+# target/bench/summary.md). Needs fio, qemu-utils, python3; run as root.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+RUNTIME=10
+SIZE=1G
+WORK=${TMPDIR:-/tmp}/tandem-bench
+OUT=$ROOT/target/bench/summary.md
+while [ $# -gt 0 ]; do
+  case $1 in
+    --runtime) RUNTIME=$2; shift 2 ;;
+    --size) SIZE=$2; shift 2 ;;
+    --workdir) WORK=$2; shift 2 ;;
+    --out) OUT=$2; shift 2 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+mkdir -p "$WORK" "$(dirname "$OUT")"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+cargo build --release --quiet
+BIN=$ROOT/target/release
+IMG=$WORK/backing.img
+BYTES=$(numfmt --from=iec "$SIZE")
+if [ ! -f "$IMG" ] || [ "$(stat -c %s "$IMG")" != "$BYTES" ]; then
+  echo "preparing $SIZE of random data in $IMG (once)" >&2
+  # Filled, not fallocated: unwritten extents read as zeroes without I/O.
+  head -c "$BYTES" /dev/urandom >"$IMG"
+  sync
+fi
+
+wait_nbd() { for _ in $(seq 100); do nbdinfo --size "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; return 1; }
+
+# fio JOBNAME URI|FILE EXTRA... -> JSON in $WORK/TARGET-JOB.json
+run_fio() {
+  local target=$1 job=$2 where=$3; shift 3
+  local io=(--ioengine=nbd "--uri=$where")
+  [ "${where#file:}" != "$where" ] && io=(--ioengine=io_uring --direct=1 "--filename=${where#file:}")
+  fio --name="$job" "${io[@]}" --size="$SIZE" --time_based --runtime="$RUNTIME" --ramp_time=1 \
+      --lat_percentiles=1 --output-format=json "$@" >"$WORK/$target-$job.json"
+}
+
+workloads() {
+  local t=$1 w=$2
+  run_fio "$t" w1 "$w" --rw=randwrite --bs=4k --iodepth=1
+  run_fio "$t" w2 "$w" --rw=randwrite --bs=4k --iodepth=32
+  run_fio "$t" w3 "$w" --rw=write --bs=1M --iodepth=8
+  run_fio "$t" w4 "$w" --rw=randread --bs=4k --iodepth=32
+  run_fio "$t" w5 "$w" --rw=randwrite --bs=4k --iodepth=1 --fsync=1
+}
+
+echo "target: file (io_uring, O_DIRECT)" >&2
+workloads file "file:$IMG"
+
+echo "target: qemu-nbd --cache=none --aio=io_uring" >&2
+PORT=$((20000 + RANDOM % 5000))
+qemu-nbd -t -p "$PORT" -b 127.0.0.1 -f raw -x r0 --cache=none --aio=io_uring --discard=unmap --shared=8 "$IMG" \
+  </dev/null >"$WORK/qemu-nbd.log" 2>&1 &
+PIDS+=($!)
+wait_nbd "nbd://127.0.0.1:$PORT/r0"
+workloads qemu "nbd://127.0.0.1:$PORT/r0"
+kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
+
+echo "target: tandem standalone (external metadata, same file)" >&2
+PORT=$((PORT + 1))
+T=$WORK/tandem; rm -rf "$T"; mkdir -p "$T"
+cat >"$T/tandem.conf" <<EOF
+resource r0 {
+  on bench { device nbd://127.0.0.1:$PORT/r0; disk $IMG; meta-disk $T/r0.md; }
+}
+EOF
+A=("$BIN/tandemadm" -c "$T/tandem.conf" --node bench --run-dir "$T/run")
+"${A[@]}" create-md --force r0 >/dev/null
+TANDEM_LOG=warn "$BIN/tandemd" -c "$T/tandem.conf" --node bench --run-dir "$T/run" </dev/null >"$T/tandemd.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do [ -S "$T/run/tandemd.sock" ] && break; sleep 0.05; done
+"${A[@]}" up r0
+"${A[@]}" primary --force r0
+wait_nbd "nbd://127.0.0.1:$PORT/r0"
+workloads tandem "nbd://127.0.0.1:$PORT/r0"
+"${A[@]}" status --verbose r0 >&2 || true
+
+python3 - "$WORK" "$OUT" "$RUNTIME" "$SIZE" <<'PY'
+import json, sys, os, platform, subprocess
+work, out, runtime, size = sys.argv[1:5]
+def job(t, w):
+    d = json.load(open(os.path.join(work, f"{t}-{w}.json")))["jobs"][0]
+    return d
+def wr(t, w, key):
+    d = job(t, w)
+    side = d["read"] if w == "w4" else d["write"]
+    if key == "iops": return side["iops"]
+    if key == "mbs": return side["bw_bytes"] / 1e6
+    if key == "mean": return side["lat_ns"]["mean"] / 1000
+    if key == "p99": return side["lat_ns"]["percentile"]["99.000000"] / 1000
+    if key == "sync": return (side["lat_ns"]["mean"] + d["sync"]["lat_ns"]["mean"]) / 1000
+rows = [
+    ("4k randwrite QD1, mean latency (µs)", "w1", "mean", False),
+    ("4k randwrite QD1, p99 latency (µs)", "w1", "p99", False),
+    ("4k randwrite QD32, IOPS", "w2", "iops", True),
+    ("1M seq write QD8, MB/s", "w3", "mbs", True),
+    ("4k randread QD32, IOPS", "w4", "iops", True),
+    ("4k write + flush QD1, IOPS", "w5", "iops", True),
+    ("4k write + flush QD1, write+flush latency (µs)", "w5", "sync", False),
+]
+cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
+lines = [f"Machine: {platform.node()}, {os.cpu_count()} vCPU ({cpu}), kernel {platform.release()}; "
+         f"{size} preallocated random-filled file; fio {runtime} s per row, 1 s ramp.", "",
+         "| workload | file (O_DIRECT, the limit) | qemu-nbd (cache=none, io_uring) | Tandem standalone | Tandem / qemu-nbd | target |",
+         "|---|---|---|---|---|---|"]
+for name, w, key, higher in rows:
+    f, q, t = wr("file", w, key), wr("qemu", w, key), wr("tandem", w, key)
+    ratio = t / q if q else float("nan")
+    ok = ratio >= 1.0 if higher else ratio <= 1.0
+    goal = "≥ 1.00" if higher else "≤ 1.00"
+    lines.append(f"| {name} | {f:,.0f} | {q:,.0f} | {t:,.0f} | {ratio:.2f} {'✓' if ok else '✗'} | {goal} |")
+text = "\n".join(lines) + "\n"
+open(out, "w").write(text)
+print(text)
+PY
