@@ -76,7 +76,10 @@ pub fn nbd_request(data: &[u8]) {
         );
         if validate(&req, &export, true).is_ok() && addresses_data {
             let end = req.offset.checked_add(u64::from(req.length));
-            assert!(req.length > 0 && end.is_some_and(|e| e <= export.size), "{req:?} accepted");
+            assert!(
+                req.length > 0 && end.is_some_and(|e| e <= export.size),
+                "{req:?} accepted"
+            );
         }
     }
 }

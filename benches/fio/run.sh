@@ -99,7 +99,9 @@ python3 - "$WORK" "$OUT" "$RUNTIME" "$SIZE" <<'PY'
 import json, sys, os, platform, subprocess
 work, out, runtime, size = sys.argv[1:5]
 def job(t, w):
-    d = json.load(open(os.path.join(work, f"{t}-{w}.json")))["jobs"][0]
+    text = open(os.path.join(work, f"{t}-{w}.json")).read()
+    # fio's nbd engine prints "fio: connected to NBD server" before the JSON.
+    d = json.loads(text[text.index("{"):])["jobs"][0]
     return d
 def wr(t, w, key):
     d = job(t, w)

@@ -476,15 +476,25 @@ async fn skip_payload(stage: &mut Stage, stream: &Stream, n: u64) -> io::Result<
     discard(stream, n - have).await
 }
 
+/// Replies gathered into one `writev` at most.
+const REPLY_BATCH_MAX: usize = 64;
+
+/// Serialise replies onto the socket. Everything already queued when the
+/// writer wakes leaves in one `writev`: small replies are packed into one
+/// buffer, read data is sent from the buffer the disk filled (its header sits
+/// in the headroom just before the data), so nothing is copied.
 async fn write_replies(stream: Rc<Stream>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
-    let mut small: Vec<u8> = Vec::with_capacity(4096);
     while let Some(first) = rx.recv().await {
+        let mut iov: Vec<tokio_uring::buf::Slice<AlignedBuf>> = Vec::with_capacity(8);
+        let mut small = AlignedBuf::with_capacity(4096);
         let mut next = Some(first);
+        let mut gathered = 0;
         while let Some(out) = next.take() {
+            gathered += 1;
             match out {
-                Outgoing::Simple { cookie, error } => small.extend_from_slice(&reply::simple_reply(cookie, error)),
+                Outgoing::Simple { cookie, error } => append(&mut small, &reply::simple_reply(cookie, error)),
                 Outgoing::StructuredError { cookie, error } => {
-                    small.extend_from_slice(&reply::structured_error(cookie, error, "", true))
+                    append(&mut small, &reply::structured_error(cookie, error, "", true))
                 }
                 Outgoing::Data {
                     cookie,
@@ -493,13 +503,10 @@ async fn write_replies(stream: Rc<Stream>, mut rx: mpsc::UnboundedReceiver<Outgo
                     len,
                     structured,
                 } => {
+                    // Keep reply order: small replies gathered so far go first.
                     if !small.is_empty() {
-                        let (res, b) = stream.write_all(std::mem::take(&mut small)).await;
-                        small = b;
-                        small.clear();
-                        if res.is_err() {
-                            return drain(rx);
-                        }
+                        let len = small.len();
+                        iov.push(std::mem::replace(&mut small, AlignedBuf::with_capacity(4096)).slice(0..len));
                     }
                     let start = if structured {
                         let h = reply::structured_offset_data_header(cookie, offset, len, true);
@@ -510,27 +517,58 @@ async fn write_replies(stream: Rc<Stream>, mut rx: mpsc::UnboundedReceiver<Outgo
                         buf.as_full_mut()[READ_HEADROOM - h.len()..READ_HEADROOM].copy_from_slice(&h);
                         READ_HEADROOM - h.len()
                     };
-                    let (res, slice) = stream.write_all(buf.slice(start..READ_HEADROOM + len as usize)).await;
-                    slice.into_inner().recycle();
-                    if res.is_err() {
-                        return drain(rx);
-                    }
+                    iov.push(buf.slice(start..READ_HEADROOM + len as usize));
                 }
             }
-            // Coalesce whatever else is already queued into the same send.
-            if small.len() < 64 * 1024 {
+            if gathered < REPLY_BATCH_MAX && small.len() + 64 < small.capacity() {
                 next = rx.try_recv().ok();
             }
         }
         if !small.is_empty() {
-            let (res, b) = stream.write_all(std::mem::take(&mut small)).await;
-            small = b;
-            small.clear();
-            if res.is_err() {
-                return drain(rx);
-            }
+            let len = small.len();
+            iov.push(small.slice(0..len));
+        } else {
+            small.recycle();
+        }
+        if send_all(&stream, iov).await.is_err() {
+            return drain(rx);
         }
     }
+}
+
+fn append(buf: &mut AlignedBuf, bytes: &[u8]) {
+    let at = buf.len();
+    buf.as_full_mut()[at..at + bytes.len()].copy_from_slice(bytes);
+    buf.set_len(at + bytes.len());
+}
+
+/// `writev` the slices, finishing any short write, then recycle the buffers.
+async fn send_all(stream: &Stream, iov: Vec<tokio_uring::buf::Slice<AlignedBuf>>) -> io::Result<()> {
+    let total: usize = iov.iter().map(|s| s.bytes_init()).sum();
+    let (res, iov) = if iov.len() == 1 {
+        let mut iov = iov;
+        let one = iov.pop().expect("one slice");
+        let (res, one) = stream.write_all(one).await;
+        (res.map(|()| total), vec![one])
+    } else {
+        on_stream!(stream, s => s.writev(iov).await)
+    };
+    let mut written = res?;
+    for slice in iov {
+        let len = slice.bytes_init();
+        if written >= len {
+            written -= len;
+            slice.into_inner().recycle();
+            continue;
+        }
+        // A short write: send the rest of this slice, then the others whole.
+        let (begin, end) = (slice.begin() + written, slice.end());
+        written = 0;
+        let (res, rest) = stream.write_all(slice.into_inner().slice(begin..end)).await;
+        rest.into_inner().recycle();
+        res?;
+    }
+    Ok(())
 }
 
 /// The client is gone: keep receiving so that in-flight requests can finish
