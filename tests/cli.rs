@@ -187,3 +187,36 @@ fn unknown_resources_are_named() {
     assert_eq!(out.status.code(), Some(20));
     assert!(stderr(&out).contains("r9: no such resource"), "{}", stderr(&out));
 }
+
+#[test]
+fn events_stream_state_changes_as_json_lines() {
+    use std::io::{BufRead, BufReader};
+    let mut node = Node::configured(32 << 20, "meta-disk internal;");
+    node.adm_ok(&["create-md", "r0"]);
+    node.start();
+    node.adm_ok(&["up", "r0"]);
+    let mut child = Command::new(TANDEMADM)
+        .args(["-c", &node.conf.to_string_lossy(), "--node", "alpha", "--run-dir"])
+        .arg(&node.run_dir)
+        .args(["events", "r0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("events");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut next = || -> serde_json::Value {
+        serde_json::from_str(&lines.next().expect("a line").expect("readable")).expect("JSON line")
+    };
+    let first = next();
+    assert_eq!(
+        (first["event"].as_str(), first["role"].as_str()),
+        (Some("exists"), Some("Secondary"))
+    );
+    assert_eq!(next()["resource"], "-", "end of the initial snapshot");
+    node.adm_ok(&["primary", "--force", "r0"]);
+    let change = next();
+    assert_eq!(change["event"], "change");
+    assert_eq!(change["role"], "Primary");
+    assert_eq!(change["disk"], "UpToDate");
+    let _ = child.kill();
+    let _ = child.wait();
+}
