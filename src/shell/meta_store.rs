@@ -105,6 +105,21 @@ fn read_superblock(file: &File, path: &Path, layout: &Layout) -> Result<Superblo
     Ok(sb)
 }
 
+/// The superblock, with "none there" told apart from "there but broken".
+fn load_superblock(file: &File, path: &Path, layout: &Layout, resource: &str) -> Result<Superblock, MetaStoreError> {
+    match read_superblock(file, path, layout) {
+        Ok(sb) => Ok(sb),
+        Err(MetaError::NoMetadata) => Err(MetaStoreError::Missing {
+            path: path.to_owned(),
+            resource: resource.to_owned(),
+        }),
+        Err(source) => Err(MetaStoreError::Meta {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
 impl MetaStore {
     /// Read and verify the metadata of `host`, for attach.
     pub fn open(res: &config::Resource, host: &config::Host) -> Result<(MetaStore, AttachInfo), MetaStoreError> {
@@ -114,16 +129,7 @@ impl MetaStore {
             .write(true)
             .open(&path)
             .map_err(io_err(&path))?;
-        let sb = match read_superblock(&file, &path, &layout) {
-            Ok(sb) => sb,
-            Err(MetaError::NoMetadata) => {
-                return Err(MetaStoreError::Missing {
-                    path,
-                    resource: res.name.clone(),
-                })
-            }
-            Err(source) => return Err(MetaStoreError::Meta { path, source }),
-        };
+        let sb = load_superblock(&file, &path, &layout, &res.name)?;
         if let Err(source) = sb.check_layout(&layout) {
             return Err(MetaStoreError::Meta { path, source });
         }
@@ -264,16 +270,7 @@ fn zero_range(file: &File, offset: u64, len: u64) -> io::Result<()> {
 pub fn dump_md(res: &config::Resource, host: &config::Host) -> Result<String, MetaStoreError> {
     let (path, layout) = layout_for(res, host)?;
     let file = File::open(&path).map_err(io_err(&path))?;
-    let sb = match read_superblock(&file, &path, &layout) {
-        Ok(sb) => sb,
-        Err(MetaError::NoMetadata) => {
-            return Err(MetaStoreError::Missing {
-                path,
-                resource: res.name.clone(),
-            })
-        }
-        Err(source) => return Err(MetaStoreError::Meta { path, source }),
-    };
+    let sb = load_superblock(&file, &path, &layout, &res.name)?;
     let mut blocks = Vec::with_capacity(layout.al_blocks as usize);
     for i in 0..u64::from(layout.al_blocks) {
         blocks.push(read_block(&file, layout.al_offset + i * meta::BLOCK_BYTES as u64).map_err(io_err(&path))?);

@@ -223,24 +223,24 @@ fn print_response(resp: &Response) -> i32 {
 /// Send one request and read one response.
 pub fn call(run_dir: &Path, req: &Request) -> Result<Response, i32> {
     let stream = connect(run_dir)?;
-    let mut line = serde_json::to_vec(req).map_err(|e| {
-        eprintln!("cannot encode request: {e}");
-        exit::FAILED
-    })?;
-    line.push(b'\n');
-    (&stream).write_all(&line).map_err(|e| {
-        eprintln!("cannot talk to tandemd: {e}");
-        exit::FAILED
-    })?;
-    let mut reply = String::new();
-    BufReader::new(&stream).read_line(&mut reply).map_err(|e| {
-        eprintln!("cannot read tandemd's answer: {e}");
-        exit::FAILED
-    })?;
-    serde_json::from_str(&reply).map_err(|e| {
-        eprintln!("tandemd sent a malformed answer ({e}); are tandemd and tandemadm the same version?");
+    exchange(&stream, req).map_err(|e| {
+        eprintln!("{e}");
         exit::FAILED
     })
+}
+
+/// One request line out, one response line back.
+fn exchange(stream: &UnixStream, req: &Request) -> Result<Response, String> {
+    let mut line = serde_json::to_vec(req).map_err(|e| format!("cannot encode request: {e}"))?;
+    line.push(b'\n');
+    let mut w = stream;
+    w.write_all(&line).map_err(|e| format!("cannot talk to tandemd: {e}"))?;
+    let mut reply = String::new();
+    BufReader::new(stream)
+        .read_line(&mut reply)
+        .map_err(|e| format!("cannot read tandemd's answer: {e}"))?;
+    serde_json::from_str(&reply)
+        .map_err(|e| format!("tandemd sent a malformed answer ({e}); are tandemd and tandemadm the same version?"))
 }
 
 fn connect(run_dir: &Path) -> Result<UnixStream, i32> {
@@ -336,14 +336,10 @@ fn create_md(cli: &Cli, name: &str, force: bool) -> i32 {
     }
 }
 
-fn call_quiet(run_dir: &Path, req: &Request) -> Result<Response, ()> {
-    let stream = UnixStream::connect(socket_path(run_dir)).map_err(|_| ())?;
-    let mut line = serde_json::to_vec(req).map_err(|_| ())?;
-    line.push(b'\n');
-    (&stream).write_all(&line).map_err(|_| ())?;
-    let mut reply = String::new();
-    BufReader::new(&stream).read_line(&mut reply).map_err(|_| ())?;
-    serde_json::from_str(&reply).map_err(|_| ())
+/// Ask the daemon if it is there; silence when it is not.
+fn call_quiet(run_dir: &Path, req: &Request) -> Result<Response, String> {
+    let stream = UnixStream::connect(socket_path(run_dir)).map_err(|e| e.to_string())?;
+    exchange(&stream, req)
 }
 
 fn dump_md(cli: &Cli, name: &str) -> i32 {
