@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-20}
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
-targets=(nbd_option nbd_request config superblock control)
+targets=(nbd_option nbd_request config superblock control peer_frame)
 for t in "${targets[@]}"; do
   mkdir -p "fuzz/corpus/$t"
   # New inputs go to a scratch dir so a test run never dirties the committed corpus.

@@ -124,3 +124,16 @@ pub fn superblock(data: &[u8]) {
     let _ = al::recover_hot_extents(&[&block, &[0u8; BLOCK_BYTES]]);
     let _ = Superblock::decode(data);
 }
+
+/// Peer frames: a frame that decodes re-encodes to the same bytes, and no
+/// length in a hostile header is ever trusted beyond the buffer.
+pub fn peer_frame(data: &[u8]) {
+    let mut rest = data;
+    while let Ok(Some((msg, block, used))) = crate::wire::decode_frame(rest) {
+        assert!(used <= rest.len());
+        let mut again = msg.encode(block);
+        again.extend_from_slice(block);
+        assert_eq!(&again[..], &rest[..used]);
+        rest = &rest[used..];
+    }
+}

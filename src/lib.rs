@@ -24,3 +24,4 @@ pub mod meta;
 pub mod nbd;
 pub mod shell;
 pub mod status;
+pub mod wire;

@@ -41,3 +41,8 @@ fn superblock_corpus() {
 fn control_corpus() {
     replay("control", tandem::fuzz_entry::control);
 }
+
+#[test]
+fn peer_frame_corpus() {
+    replay("peer_frame", tandem::fuzz_entry::peer_frame);
+}

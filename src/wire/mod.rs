@@ -1,0 +1,480 @@
+//! The peer protocol between two `tandemd`s: framing, messages, and the
+//! authenticated handshake. Pure: bytes in, bytes out.
+//!
+//! Frame (big-endian, network order):
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 4 | magic `TNDM` |
+//! | 4 | 1 | protocol version |
+//! | 5 | 1 | message type |
+//! | 6 | 2 | zero |
+//! | 8 | 4 | payload length (≤ [`FRAME_PAYLOAD_MAX`], checked before anything is allocated) |
+//! | 12 | 4 | crc32c of header bytes 0..12 and the payload |
+//!
+//! The crc covers every data packet end to end (DRBD's `data-integrity-alg`
+//! with crc32c), so a corrupted block is caught before it touches a disk.
+
+pub mod handshake;
+
+use std::fmt;
+
+pub const MAGIC: u32 = u32::from_be_bytes(*b"TNDM");
+pub const HEADER_LEN: usize = 16;
+/// Largest payload: a 32 MiB data block plus its small header.
+pub const FRAME_PAYLOAD_MAX: u32 = 32 * 1024 * 1024 + 64;
+/// Names (resource, node) are bounded like NBD export names.
+pub const NAME_BYTES_MAX: usize = 256;
+
+/// Versions of the peer protocol. Bump and describe when a message changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum ProtocolVersion {
+    /// First version: hello, HMAC-SHA256 auth both ways, UUIDs, data with
+    /// crc32c, data acks, barriers, pings.
+    V1 = 1,
+}
+
+impl ProtocolVersion {
+    pub const fn current() -> ProtocolVersion {
+        ProtocolVersion::V1
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WireError {
+    BadMagic(u32),
+    UnsupportedVersion(u8),
+    TooLong(u32),
+    BadCrc {
+        stored: u32,
+        computed: u32,
+    },
+    UnknownType(u8),
+    /// The payload does not have the shape its type requires.
+    Malformed(&'static str),
+}
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WireError::BadMagic(m) => write!(f, "not a Tandem peer (magic {m:#010x})"),
+            WireError::UnsupportedVersion(v) => write!(
+                f,
+                "peer speaks protocol version {v}, this node speaks {}",
+                ProtocolVersion::current() as u8
+            ),
+            WireError::TooLong(n) => write!(f, "frame of {n} bytes exceeds the limit of {FRAME_PAYLOAD_MAX}"),
+            WireError::BadCrc { stored, computed } => {
+                write!(f, "crc32c mismatch (stored {stored:#010x}, computed {computed:#010x})")
+            }
+            WireError::UnknownType(t) => write!(f, "unknown message type {t}"),
+            WireError::Malformed(what) => write!(f, "malformed {what} message"),
+        }
+    }
+}
+
+impl std::error::Error for WireError {}
+
+/// A decoded header; the payload follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub kind: u8,
+    pub length: u32,
+    pub crc: u32,
+}
+
+impl Header {
+    /// Check everything knowable before the payload is read, so a hostile
+    /// length never turns into an allocation.
+    pub fn decode(b: &[u8; HEADER_LEN]) -> Result<Header, WireError> {
+        let magic = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        if magic != MAGIC {
+            return Err(WireError::BadMagic(magic));
+        }
+        if b[4] != ProtocolVersion::current() as u8 {
+            return Err(WireError::UnsupportedVersion(b[4]));
+        }
+        let length = u32::from_be_bytes([b[8], b[9], b[10], b[11]]);
+        if length > FRAME_PAYLOAD_MAX {
+            return Err(WireError::TooLong(length));
+        }
+        Ok(Header {
+            kind: b[5],
+            length,
+            crc: u32::from_be_bytes([b[12], b[13], b[14], b[15]]),
+        })
+    }
+
+    /// Verify the crc once the payload is in.
+    pub fn check(&self, header: &[u8; HEADER_LEN], payload: &[u8]) -> Result<(), WireError> {
+        let computed = crc32c::crc32c_append(crc32c::crc32c(&header[..12]), payload);
+        if computed != self.crc {
+            return Err(WireError::BadCrc {
+                stored: self.crc,
+                computed,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Message type numbers.
+pub mod kind {
+    pub const HELLO: u8 = 1;
+    pub const AUTH: u8 = 2;
+    pub const AUTH_OK: u8 = 3;
+    pub const REFUSE: u8 = 4;
+    pub const UUIDS: u8 = 5;
+    pub const DATA: u8 = 6;
+    pub const DATA_ACK: u8 = 7;
+    pub const BARRIER: u8 = 8;
+    pub const BARRIER_ACK: u8 = 9;
+    pub const PING: u8 = 10;
+    pub const PING_ACK: u8 = 11;
+}
+
+/// Every message except the data block's bytes, which travel by reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    Hello(handshake::Hello),
+    /// HMAC-SHA256 over the peer's challenge (see `handshake`).
+    Auth {
+        mac: [u8; 32],
+    },
+    AuthOk,
+    /// The sender refuses the connection; `reason` is logged on both sides.
+    Refuse {
+        reason: String,
+    },
+    Uuids {
+        current: u64,
+        bitmap: u64,
+        history: [u64; 2],
+        bitmap_bits: u64,
+        flags: u32,
+        primary: bool,
+    },
+    /// A write to replicate; `len` bytes of data follow the 24-byte body.
+    Data {
+        seq: u64,
+        offset: u64,
+        len: u32,
+        flags: u32,
+    },
+    /// `status` 0: written (protocol C) or received (B); else an errno.
+    DataAck {
+        seq: u64,
+        status: u32,
+    },
+    /// Everything before must be on stable storage before the ack.
+    Barrier {
+        epoch: u64,
+    },
+    BarrierAck {
+        epoch: u64,
+    },
+    Ping,
+    PingAck,
+}
+
+/// `Data` flag: the write carried FUA.
+pub const DATA_FLAG_FUA: u32 = 1;
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    let s = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
+    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+    out.extend_from_slice(s);
+}
+
+/// A cursor over a payload that never reads past its end.
+pub(crate) struct Reader<'a> {
+    b: &'a [u8],
+    what: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(b: &'a [u8], what: &'static str) -> Reader<'a> {
+        Reader { b, what }
+    }
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
+        if self.b.len() < n {
+            return Err(WireError::Malformed(self.what));
+        }
+        let (h, t) = self.b.split_at(n);
+        self.b = t;
+        Ok(h)
+    }
+    pub(crate) fn u8(&mut self) -> Result<u8, WireError> {
+        Ok(self.take(1)?[0])
+    }
+    pub(crate) fn u16(&mut self) -> Result<u16, WireError> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+    pub(crate) fn u32(&mut self) -> Result<u32, WireError> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    pub(crate) fn u64(&mut self) -> Result<u64, WireError> {
+        Ok((u64::from(self.u32()?) << 32) | u64::from(self.u32()?))
+    }
+    pub(crate) fn str(&mut self) -> Result<String, WireError> {
+        let n = self.u16()? as usize;
+        if n > NAME_BYTES_MAX {
+            return Err(WireError::Malformed(self.what));
+        }
+        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| WireError::Malformed(self.what))
+    }
+    pub(crate) fn rest(&self) -> &'a [u8] {
+        self.b
+    }
+    pub(crate) fn end(&self) -> Result<(), WireError> {
+        if self.b.is_empty() {
+            Ok(())
+        } else {
+            Err(WireError::Malformed(self.what))
+        }
+    }
+}
+
+impl Message {
+    pub fn kind(&self) -> u8 {
+        match self {
+            Message::Hello(_) => kind::HELLO,
+            Message::Auth { .. } => kind::AUTH,
+            Message::AuthOk => kind::AUTH_OK,
+            Message::Refuse { .. } => kind::REFUSE,
+            Message::Uuids { .. } => kind::UUIDS,
+            Message::Data { .. } => kind::DATA,
+            Message::DataAck { .. } => kind::DATA_ACK,
+            Message::Barrier { .. } => kind::BARRIER,
+            Message::BarrierAck { .. } => kind::BARRIER_ACK,
+            Message::Ping => kind::PING,
+            Message::PingAck => kind::PING_ACK,
+        }
+    }
+
+    fn body(&self) -> Vec<u8> {
+        let mut o = Vec::new();
+        match self {
+            Message::Hello(h) => h.encode_into(&mut o),
+            Message::Auth { mac } => o.extend_from_slice(mac),
+            Message::AuthOk | Message::Ping | Message::PingAck => {}
+            Message::Refuse { reason } => put_str(&mut o, &reason[..reason.len().min(NAME_BYTES_MAX)]),
+            Message::Uuids {
+                current,
+                bitmap,
+                history,
+                bitmap_bits,
+                flags,
+                primary,
+            } => {
+                for v in [current, bitmap, &history[0], &history[1], bitmap_bits] {
+                    o.extend_from_slice(&v.to_be_bytes());
+                }
+                o.extend_from_slice(&flags.to_be_bytes());
+                o.push(u8::from(*primary));
+            }
+            Message::Data {
+                seq,
+                offset,
+                len,
+                flags,
+            } => {
+                o.extend_from_slice(&seq.to_be_bytes());
+                o.extend_from_slice(&offset.to_be_bytes());
+                o.extend_from_slice(&len.to_be_bytes());
+                o.extend_from_slice(&flags.to_be_bytes());
+            }
+            Message::DataAck { seq, status } => {
+                o.extend_from_slice(&seq.to_be_bytes());
+                o.extend_from_slice(&status.to_be_bytes());
+            }
+            Message::Barrier { epoch } | Message::BarrierAck { epoch } => o.extend_from_slice(&epoch.to_be_bytes()),
+        }
+        o
+    }
+
+    /// Header + body, with the crc over both and over `data` (the block of a
+    /// `Data` message, sent right after the returned bytes).
+    pub fn encode(&self, data: &[u8]) -> Vec<u8> {
+        let body = self.body();
+        let length = (body.len() + data.len()) as u32;
+        let mut out = Vec::with_capacity(HEADER_LEN + body.len());
+        out.extend_from_slice(&MAGIC.to_be_bytes());
+        out.push(ProtocolVersion::current() as u8);
+        out.push(self.kind());
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(&length.to_be_bytes());
+        let crc = crc32c::crc32c_append(crc32c::crc32c_append(crc32c::crc32c(&out[..12]), &body), data);
+        out.extend_from_slice(&crc.to_be_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// Decode a verified payload. For `Data` the returned slice is the block.
+    pub fn decode(kind: u8, payload: &[u8]) -> Result<(Message, &[u8]), WireError> {
+        let mut r = Reader::new(payload, "peer");
+        let msg = match kind {
+            kind::HELLO => Message::Hello(handshake::Hello::decode(&mut r)?),
+            kind::AUTH => {
+                let mut mac = [0u8; 32];
+                mac.copy_from_slice(r.take(32)?);
+                Message::Auth { mac }
+            }
+            kind::AUTH_OK => Message::AuthOk,
+            kind::REFUSE => Message::Refuse { reason: r.str()? },
+            kind::UUIDS => Message::Uuids {
+                current: r.u64()?,
+                bitmap: r.u64()?,
+                history: [r.u64()?, r.u64()?],
+                bitmap_bits: r.u64()?,
+                flags: r.u32()?,
+                primary: r.u8()? != 0,
+            },
+            kind::DATA => {
+                let (seq, offset, len, flags) = (r.u64()?, r.u64()?, r.u32()?, r.u32()?);
+                let data = r.rest();
+                if data.len() != len as usize {
+                    return Err(WireError::Malformed("data"));
+                }
+                return Ok((
+                    Message::Data {
+                        seq,
+                        offset,
+                        len,
+                        flags,
+                    },
+                    data,
+                ));
+            }
+            kind::DATA_ACK => Message::DataAck {
+                seq: r.u64()?,
+                status: r.u32()?,
+            },
+            kind::BARRIER => Message::Barrier { epoch: r.u64()? },
+            kind::BARRIER_ACK => Message::BarrierAck { epoch: r.u64()? },
+            kind::PING => Message::Ping,
+            kind::PING_ACK => Message::PingAck,
+            other => return Err(WireError::UnknownType(other)),
+        };
+        r.end()?;
+        Ok((msg, &[]))
+    }
+}
+
+/// A decoded frame: the message, its data block (empty unless `Data`), and
+/// how many bytes of the buffer it used.
+pub type Frame<'a> = (Message, &'a [u8], usize);
+
+/// Decode one whole frame from a buffer: `Ok(None)` if more bytes are needed.
+pub fn decode_frame(buf: &[u8]) -> Result<Option<Frame<'_>>, WireError> {
+    let Some(h) = buf.get(..HEADER_LEN) else {
+        return Ok(None);
+    };
+    let mut hb = [0u8; HEADER_LEN];
+    hb.copy_from_slice(h);
+    let header = Header::decode(&hb)?;
+    let total = HEADER_LEN + header.length as usize;
+    let Some(payload) = buf.get(HEADER_LEN..total) else {
+        return Ok(None);
+    };
+    header.check(&hb, payload)?;
+    let (msg, data) = Message::decode(header.kind, payload)?;
+    Ok(Some((msg, data, total)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn frame(m: &Message, data: &[u8]) -> Vec<u8> {
+        let mut f = m.encode(data);
+        f.extend_from_slice(data);
+        f
+    }
+
+    #[test]
+    fn round_trips() {
+        let msgs = [
+            Message::Auth { mac: [7; 32] },
+            Message::AuthOk,
+            Message::Refuse {
+                reason: "wrong shared secret".into(),
+            },
+            Message::Uuids {
+                current: 1,
+                bitmap: 2,
+                history: [3, 4],
+                bitmap_bits: 5,
+                flags: 6,
+                primary: true,
+            },
+            Message::DataAck { seq: 9, status: 0 },
+            Message::Barrier { epoch: 3 },
+            Message::BarrierAck { epoch: 3 },
+            Message::Ping,
+            Message::PingAck,
+        ];
+        for m in msgs {
+            let f = frame(&m, &[]);
+            let (back, data, used) = decode_frame(&f).unwrap().unwrap();
+            assert_eq!((back, data.len(), used), (m, 0, f.len()));
+        }
+        let block = vec![0xab; 4096];
+        let m = Message::Data {
+            seq: 1,
+            offset: 8192,
+            len: 4096,
+            flags: DATA_FLAG_FUA,
+        };
+        let f = frame(&m, &block);
+        let (back, data, _) = decode_frame(&f).unwrap().unwrap();
+        assert_eq!((back, data), (m, &block[..]));
+    }
+
+    #[test]
+    fn corruption_in_the_data_is_caught() {
+        let block = vec![0x11; 4096];
+        let mut f = frame(
+            &Message::Data {
+                seq: 1,
+                offset: 0,
+                len: 4096,
+                flags: 0,
+            },
+            &block,
+        );
+        let last = f.len() - 1;
+        f[last] ^= 0x40;
+        assert!(matches!(decode_frame(&f), Err(WireError::BadCrc { .. })));
+    }
+
+    #[test]
+    fn hostile_headers_are_refused_before_allocating() {
+        let mut f = frame(&Message::Ping, &[]);
+        f[8..12].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert_eq!(decode_frame(&f), Err(WireError::TooLong(u32::MAX)));
+        let mut f = frame(&Message::Ping, &[]);
+        f[4] = 9;
+        assert_eq!(decode_frame(&f), Err(WireError::UnsupportedVersion(9)));
+        assert!(matches!(
+            decode_frame(b"GET / HTTP/1.1\r\n\r\n"),
+            Err(WireError::BadMagic(_))
+        ));
+        let f = frame(&Message::Ping, &[]);
+        assert_eq!(decode_frame(&f[..10]), Ok(None));
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(b in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = decode_frame(&b);
+            for k in 0..16u8 {
+                let _ = Message::decode(k, &b);
+            }
+        }
+    }
+}
