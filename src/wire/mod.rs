@@ -132,6 +132,10 @@ pub mod kind {
     pub const BARRIER_ACK: u8 = 9;
     pub const PING: u8 = 10;
     pub const PING_ACK: u8 = 11;
+    pub const BITMAP: u8 = 12;
+    pub const SYNC_UUID: u8 = 13;
+    pub const RESYNC_DONE: u8 = 14;
+    pub const STATE: u8 = 15;
 }
 
 /// Every message except the data block's bytes, which travel by reference.
@@ -176,10 +180,47 @@ pub enum Message {
     },
     Ping,
     PingAck,
+    /// Out-of-sync runs `(first block, blocks)` of the sender's bitmap; `last`
+    /// ends the exchange.
+    Bitmap {
+        runs: Vec<(u64, u64)>,
+        last: bool,
+    },
+    /// The sync source's new current UUID, sent at resync start.
+    SyncUuid {
+        uuid: u64,
+    },
+    /// The source has sent every block; the target adopts `uuids`.
+    ResyncDone {
+        current: u64,
+        bitmap: u64,
+        history: [u64; 2],
+    },
+    /// Role and disk state changed (promote, demote, disk failure).
+    State {
+        primary: bool,
+        disk: u8,
+    },
 }
+
+/// Runs per `Bitmap` message (16 bytes each, 64 KiB per message).
+pub const BITMAP_RUNS_PER_MESSAGE: usize = 4096;
 
 /// `Data` flag: the write carried FUA.
 pub const DATA_FLAG_FUA: u32 = 1;
+/// `Data` flag: discard the range (no data follows).
+pub const DATA_FLAG_TRIM: u32 = 1 << 1;
+/// `Data` flag: zero the range (no data follows).
+pub const DATA_FLAG_ZERO: u32 = 1 << 2;
+/// `Data` flag: with ZERO, a hole may be punched.
+pub const DATA_FLAG_MAY_TRIM: u32 = 1 << 3;
+/// `Data` flag: resync traffic, not an application write.
+pub const DATA_FLAG_RESYNC: u32 = 1 << 4;
+
+/// Whether a `Data` message with these flags carries its block.
+pub fn data_has_payload(flags: u32) -> bool {
+    flags & (DATA_FLAG_TRIM | DATA_FLAG_ZERO) == 0
+}
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
     let s = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
@@ -252,6 +293,10 @@ impl Message {
             Message::BarrierAck { .. } => kind::BARRIER_ACK,
             Message::Ping => kind::PING,
             Message::PingAck => kind::PING_ACK,
+            Message::Bitmap { .. } => kind::BITMAP,
+            Message::SyncUuid { .. } => kind::SYNC_UUID,
+            Message::ResyncDone { .. } => kind::RESYNC_DONE,
+            Message::State { .. } => kind::STATE,
         }
     }
 
@@ -292,6 +337,28 @@ impl Message {
                 o.extend_from_slice(&status.to_be_bytes());
             }
             Message::Barrier { epoch } | Message::BarrierAck { epoch } => o.extend_from_slice(&epoch.to_be_bytes()),
+            Message::Bitmap { runs, last } => {
+                o.push(u8::from(*last));
+                o.extend_from_slice(&(runs.len() as u32).to_be_bytes());
+                for (start, len) in runs {
+                    o.extend_from_slice(&start.to_be_bytes());
+                    o.extend_from_slice(&len.to_be_bytes());
+                }
+            }
+            Message::SyncUuid { uuid } => o.extend_from_slice(&uuid.to_be_bytes()),
+            Message::ResyncDone {
+                current,
+                bitmap,
+                history,
+            } => {
+                for v in [current, bitmap, &history[0], &history[1]] {
+                    o.extend_from_slice(&v.to_be_bytes());
+                }
+            }
+            Message::State { primary, disk } => {
+                o.push(u8::from(*primary));
+                o.push(*disk);
+            }
         }
         o
     }
@@ -336,7 +403,8 @@ impl Message {
             kind::DATA => {
                 let (seq, offset, len, flags) = (r.u64()?, r.u64()?, r.u32()?, r.u32()?);
                 let data = r.rest();
-                if data.len() != len as usize {
+                let want = if data_has_payload(flags) { len as usize } else { 0 };
+                if data.len() != want {
                     return Err(WireError::Malformed("data"));
                 }
                 return Ok((
@@ -357,6 +425,28 @@ impl Message {
             kind::BARRIER_ACK => Message::BarrierAck { epoch: r.u64()? },
             kind::PING => Message::Ping,
             kind::PING_ACK => Message::PingAck,
+            kind::BITMAP => {
+                let last = r.u8()? != 0;
+                let n = r.u32()? as usize;
+                if n > BITMAP_RUNS_PER_MESSAGE {
+                    return Err(WireError::Malformed("bitmap"));
+                }
+                let mut runs = Vec::with_capacity(n);
+                for _ in 0..n {
+                    runs.push((r.u64()?, r.u64()?));
+                }
+                Message::Bitmap { runs, last }
+            }
+            kind::SYNC_UUID => Message::SyncUuid { uuid: r.u64()? },
+            kind::RESYNC_DONE => Message::ResyncDone {
+                current: r.u64()?,
+                bitmap: r.u64()?,
+                history: [r.u64()?, r.u64()?],
+            },
+            kind::STATE => Message::State {
+                primary: r.u8()? != 0,
+                disk: r.u8()?,
+            },
             other => return Err(WireError::UnknownType(other)),
         };
         r.end()?;
@@ -417,6 +507,23 @@ mod tests {
             Message::BarrierAck { epoch: 3 },
             Message::Ping,
             Message::PingAck,
+            Message::Bitmap {
+                runs: vec![(0, 3), (100, 1)],
+                last: true,
+            },
+            Message::SyncUuid { uuid: 77 },
+            Message::ResyncDone {
+                current: 1,
+                bitmap: 0,
+                history: [2, 3],
+            },
+            Message::State { primary: true, disk: 8 },
+            Message::Data {
+                seq: 2,
+                offset: 0,
+                len: 1 << 20,
+                flags: DATA_FLAG_ZERO,
+            },
         ];
         for m in msgs {
             let f = frame(&m, &[]);
