@@ -192,3 +192,78 @@ mod tests {
         assert!(a.capacity() >= 100 << 20);
     }
 }
+
+/// A filled buffer shared by several readers at once: a replicated write is
+/// written to the local disk and sent to the peer from the same memory.
+/// Nobody mutates it while shared, which is what makes handing its pointer
+/// to two io_uring operations sound.
+#[derive(Clone)]
+pub struct SharedBuf(pub std::rc::Rc<AlignedBuf>);
+
+// SAFETY: the `Rc`'s allocation is stable and never mutated while shared;
+// `bytes_init <= bytes_total` as for `AlignedBuf`.
+unsafe impl tokio_uring::buf::IoBuf for SharedBuf {
+    fn stable_ptr(&self) -> *const u8 {
+        self.0.as_slice().as_ptr()
+    }
+    fn bytes_init(&self) -> usize {
+        self.0.len()
+    }
+    fn bytes_total(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl SharedBuf {
+    pub fn new(buf: AlignedBuf) -> SharedBuf {
+        SharedBuf(std::rc::Rc::new(buf))
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        self.0.as_slice()
+    }
+
+    /// Back to the pool when this was the last reference.
+    pub fn recycle(self) {
+        if let Ok(buf) = std::rc::Rc::try_unwrap(self.0) {
+            buf.recycle();
+        }
+    }
+}
+
+/// Either kind of buffer, so that one `writev` can carry both.
+pub enum WireBuf {
+    Owned(AlignedBuf),
+    Shared(SharedBuf),
+}
+
+// SAFETY: delegates to the two sound implementations above.
+unsafe impl tokio_uring::buf::IoBuf for WireBuf {
+    fn stable_ptr(&self) -> *const u8 {
+        match self {
+            WireBuf::Owned(b) => tokio_uring::buf::IoBuf::stable_ptr(b),
+            WireBuf::Shared(b) => tokio_uring::buf::IoBuf::stable_ptr(b),
+        }
+    }
+    fn bytes_init(&self) -> usize {
+        match self {
+            WireBuf::Owned(b) => tokio_uring::buf::IoBuf::bytes_init(b),
+            WireBuf::Shared(b) => tokio_uring::buf::IoBuf::bytes_init(b),
+        }
+    }
+    fn bytes_total(&self) -> usize {
+        match self {
+            WireBuf::Owned(b) => tokio_uring::buf::IoBuf::bytes_total(b),
+            WireBuf::Shared(b) => tokio_uring::buf::IoBuf::bytes_total(b),
+        }
+    }
+}
+
+impl WireBuf {
+    pub fn recycle(self) {
+        match self {
+            WireBuf::Owned(b) => b.recycle(),
+            WireBuf::Shared(b) => b.recycle(),
+        }
+    }
+}

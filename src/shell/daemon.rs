@@ -286,6 +286,7 @@ impl Daemon {
                 Ok(String::new())
             }
             Command::Down => {
+                self.disconnect(res).await;
                 if res.node.borrow().is_attached() {
                     self.demote(res, req.force).map_err(refused)?;
                     self.detach(res).await.map_err(refused)?;
@@ -307,6 +308,7 @@ impl Daemon {
                         format!("{} has a single 'on' section and runs standalone", res.name),
                     )));
                 }
+                self.disconnect(res).await;
                 Ok(String::new())
             }
             Command::Primary => {
@@ -369,6 +371,11 @@ impl Daemon {
         if let Err(e) = res.node.borrow_mut().attach(info) {
             return Err(Response::err(exit::STATE_CHANGE_REFUSED, format!("{}: {e}", res.name)));
         }
+        if res.node.borrow().has_peer() {
+            if let Err(e) = res.load_bitmap() {
+                tracing::error!(resource = %res.name, error = %e, "cannot read the bitmap; assuming everything is out of sync");
+            }
+        }
         res.run_actions();
         if let Err(e) = nbd_server::start_listener(res) {
             tracing::error!(resource = %res.name, endpoint = %res.host.device, error = %e, "cannot serve NBD");
@@ -385,13 +392,43 @@ impl Daemon {
         Ok(())
     }
 
-    fn connect(&self, res: &Rc<Resource>, _req: &Request) -> Result<(), Response> {
+    fn connect(&self, res: &Rc<Resource>, req: &Request) -> Result<(), Response> {
         if res.cfg.hosts.len() < 2 {
             // Standalone by configuration: there is no peer to connect to.
             return Ok(());
         }
-        tracing::warn!(resource = %res.name, "peer replication is not available in this build; running StandAlone");
-        Ok(())
+        if !res.node.borrow().is_attached() {
+            return Err(Response::err(
+                exit::STATE_CHANGE_REFUSED,
+                format!("{}: State change failed: (-11) Device is diskless, the requested operation requires a disk (attach it with 'tandemadm attach {}')", res.name, res.name),
+            ));
+        }
+        if req.discard_my_data {
+            if res.node.borrow().role() == crate::core::Role::Primary {
+                return Err(Response::err(
+                    exit::STATE_CHANGE_REFUSED,
+                    format!("{}: --discard-my-data refused: this node is Primary; demote it with 'tandemadm secondary {}' first", res.name, res.name),
+                ));
+            }
+            res.discard_my_data.set(true);
+        }
+        super::peer::start(res).map_err(|e| {
+            Response::err(exit::FAILED, format!("{}: cannot start the peer link: {e}", res.name))
+        })
+    }
+
+    /// Drop the peer link and wait until it is down.
+    async fn disconnect(&self, res: &Rc<Resource>) {
+        if !res.peer_running.get() {
+            return;
+        }
+        res.stop_peer.notify_one();
+        for _ in 0..500 {
+            if !res.peer_running.get() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     fn demote(&self, res: &Rc<Resource>, force: bool) -> Result<(), Refusal> {
@@ -434,6 +471,7 @@ impl Daemon {
     /// SIGTERM: let in-flight requests finish, flush, and leave clean metadata.
     async fn shutdown(&self) {
         for res in &self.resources {
+            self.disconnect(res).await;
             res.stop_listener.notify_one();
             for _ in 0..300 {
                 if res.in_flight() == 0 {

@@ -100,14 +100,14 @@ impl Disk {
     }
 
     /// Write `buf[at..at+len]` at `offset`; with `fua` the data is durable on return.
-    pub async fn write(
+    pub async fn write<B: tokio_uring::buf::IoBuf>(
         &self,
-        buf: AlignedBuf,
+        buf: B,
         at: usize,
         offset: u64,
         len: usize,
         fua: bool,
-    ) -> (io::Result<()>, AlignedBuf) {
+    ) -> (io::Result<()>, B) {
         let file = self.file_for(offset, len);
         let (res, slice) = file.write_all_at(buf.slice(at..at + len), offset).await;
         let buf = slice.into_inner();

@@ -173,6 +173,26 @@ impl MetaStore {
         Ok(())
     }
 
+    /// One 4 KiB page of the on-disk bitmap.
+    pub fn read_bitmap_page(&self, page: u64) -> io::Result<Vec<u8>> {
+        read_block(&self.file, self.layout.bitmap_offset + page * meta::BLOCK_BYTES as u64)
+    }
+
+    /// Write bitmap pages, then make them durable once.
+    pub fn write_bitmap_pages(&mut self, pages: &[(u64, Box<[u8; 4096]>)]) -> io::Result<()> {
+        for (page, bytes) in pages {
+            let offset = self.layout.bitmap_offset + page * meta::BLOCK_BYTES as u64;
+            if offset + meta::BLOCK_BYTES as u64 > self.layout.bitmap_offset + self.layout.bitmap_bytes {
+                continue;
+            }
+            self.file.write_all_at(&bytes[..], offset)?;
+        }
+        if self.sync && !pages.is_empty() {
+            self.file.sync_data()?;
+        }
+        Ok(())
+    }
+
     /// Clean detach: the activity log holds nothing that needs replaying.
     pub fn mark_clean(&mut self) -> io::Result<()> {
         let mut flags = self.sb.flags;

@@ -8,5 +8,6 @@ pub mod daemon;
 pub mod disk;
 pub mod meta_store;
 pub mod nbd_server;
+pub mod peer;
 pub mod resource;
 pub mod status_file;

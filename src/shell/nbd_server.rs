@@ -8,7 +8,7 @@
 //! serialises the replies, in completion order, coalescing small ones into a
 //! single send.
 
-use super::buf::AlignedBuf;
+use super::buf::{AlignedBuf, SharedBuf};
 use super::resource::{Outgoing, Pending, Resource, READ_HEADROOM};
 use crate::config::NbdEndpoint;
 use crate::core::{limits, IoKind, IoRequest};
@@ -418,11 +418,11 @@ async fn read_requests(
             .await
             .map_err(|_| io::Error::other("request limiter closed"))?;
         let len = req.length as usize;
-        let buf = match kind {
-            IoKind::Write { .. } => Some(read_payload(&mut stage, stream, len).await?),
-            IoKind::Read => Some(AlignedBuf::with_capacity(READ_HEADROOM + len)),
+        let payload = match kind {
+            IoKind::Write { .. } => Some(SharedBuf::new(read_payload(&mut stage, stream, len).await?)),
             _ => None,
         };
+        let read_buf = matches!(kind, IoKind::Read).then(|| AlignedBuf::with_capacity(READ_HEADROOM + len));
         let io = IoRequest {
             kind,
             offset: req.offset,
@@ -432,7 +432,7 @@ async fn read_requests(
             io,
             Pending {
                 cookie: req.cookie,
-                buf,
+                read_buf,
                 replies: replies.clone(),
                 is_read: matches!(kind, IoKind::Read),
                 structured,
@@ -440,6 +440,7 @@ async fn read_requests(
                 len: req.length,
                 _permit: Some(permit),
             },
+            payload,
         );
     }
 }

@@ -7,11 +7,13 @@
 //! gives crucible's "one owner, one loop" property without a channel hop per
 //! request.
 
-use super::buf::AlignedBuf;
+use super::buf::{AlignedBuf, SharedBuf};
 use super::disk::Disk;
 use super::meta_store::MetaStore;
+use super::peer::PeerOut;
 use crate::config;
 use crate::core::{Action, DiskOp, Event, IoRequest, Node, ReqId};
+use crate::wire::Message;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
@@ -20,9 +22,9 @@ use tokio::sync::{mpsc, Notify};
 /// What the NBD connection wants back when a request completes.
 pub struct Pending {
     pub cookie: u64,
-    /// The payload (write) or the destination (read). Read buffers keep
-    /// [`READ_HEADROOM`] bytes in front of the data for the reply header.
-    pub buf: Option<AlignedBuf>,
+    /// The destination of a read: [`READ_HEADROOM`] bytes in front of the
+    /// data leave room for the reply header.
+    pub read_buf: Option<AlignedBuf>,
     pub replies: mpsc::UnboundedSender<Outgoing>,
     pub is_read: bool,
     pub structured: bool,
@@ -38,23 +40,11 @@ pub const READ_HEADROOM: usize = 4096;
 
 /// A reply on its way to one NBD connection's writer.
 pub enum Outgoing {
-    Simple {
-        cookie: u64,
-        error: u32,
-    },
+    Simple { cookie: u64, error: u32 },
     /// Read data at `buf[READ_HEADROOM..READ_HEADROOM+len]`.
-    Data {
-        cookie: u64,
-        buf: AlignedBuf,
-        offset: u64,
-        len: u32,
-        structured: bool,
-    },
+    Data { cookie: u64, buf: AlignedBuf, offset: u64, len: u32, structured: bool },
     /// An error answered with a structured error chunk (reads, when negotiated).
-    StructuredError {
-        cookie: u64,
-        error: u32,
-    },
+    StructuredError { cookie: u64, error: u32 },
 }
 
 pub struct Resource {
@@ -65,6 +55,9 @@ pub struct Resource {
     pub disk: RefCell<Option<Rc<Disk>>>,
     pub meta: RefCell<Option<MetaStore>>,
     pending: RefCell<HashMap<ReqId, Pending>>,
+    /// Data blocks by request: app writes, peer writes, resync reads, with
+    /// the offset of the data inside the buffer.
+    bufs: RefCell<HashMap<ReqId, (SharedBuf, usize)>>,
     next_id: Cell<ReqId>,
     /// NBD clients by connection id, with their address (for refusals).
     pub clients: RefCell<BTreeMap<u64, String>>,
@@ -73,16 +66,18 @@ pub struct Resource {
     pub listening: Cell<bool>,
     /// Signalled on every state change (status file, events).
     pub changed: Rc<Notify>,
+    /// The live peer link's sender, if any.
+    pub peer_tx: RefCell<Option<mpsc::UnboundedSender<PeerOut>>>,
+    /// Signalled to drop the peer link (disconnect, split brain).
+    pub stop_peer: Rc<Notify>,
+    /// The link task is running (connecting or connected).
+    pub peer_running: Cell<bool>,
+    /// `connect --discard-my-data` was given for the next connection.
+    pub discard_my_data: Cell<bool>,
 }
 
 impl Resource {
-    pub fn new(
-        cfg: config::Resource,
-        host: config::Host,
-        minor: u32,
-        node_name: &str,
-        changed: Rc<Notify>,
-    ) -> Resource {
+    pub fn new(cfg: config::Resource, host: config::Host, minor: u32, node_name: &str, changed: Rc<Notify>) -> Resource {
         let peer = cfg.peer_of(node_name).map(|h| h.name.clone());
         let protocol = cfg.protocol.to_string().chars().next().unwrap_or('C');
         Resource {
@@ -93,20 +88,48 @@ impl Resource {
             disk: RefCell::new(None),
             meta: RefCell::new(None),
             pending: RefCell::new(HashMap::new()),
+            bufs: RefCell::new(HashMap::new()),
             next_id: Cell::new(1),
             clients: RefCell::new(BTreeMap::new()),
             stop_listener: Rc::new(Notify::new()),
             listening: Cell::new(false),
             changed,
+            peer_tx: RefCell::new(None),
+            stop_peer: Rc::new(Notify::new()),
+            peer_running: Cell::new(false),
+            discard_my_data: Cell::new(false),
         }
     }
 
-    /// Hand a validated request to the node and start whatever it decides.
-    pub fn submit(self: &Rc<Self>, io: IoRequest, pending: Pending) {
+    pub fn alloc_id(&self) -> ReqId {
         let id = self.next_id.get();
         self.next_id.set(id.wrapping_add(1));
+        id
+    }
+
+    /// Hand a validated request to the node and start whatever it decides.
+    /// `payload` is the data of a write.
+    pub fn submit(self: &Rc<Self>, io: IoRequest, pending: Pending, payload: Option<SharedBuf>) {
+        let id = self.alloc_id();
         self.pending.borrow_mut().insert(id, pending);
+        if let Some(p) = payload {
+            self.bufs.borrow_mut().insert(id, (p, 0));
+        }
         self.node.borrow_mut().handle(Event::NbdRequest { id, io });
+        self.run_actions();
+    }
+
+    /// A write arrived from the peer with its block.
+    pub fn peer_write(self: &Rc<Self>, seq: u64, offset: u64, len: u32, flags: u32, block: Option<SharedBuf>) {
+        let id = self.alloc_id();
+        if let Some(b) = block {
+            self.bufs.borrow_mut().insert(id, (b, 0));
+        }
+        self.event(Event::PeerWrite { id, seq, offset, len, flags });
+    }
+
+    pub fn event(self: &Rc<Self>, e: Event) {
+        self.node.borrow_mut().handle(e);
         self.run_actions();
     }
 
@@ -125,38 +148,90 @@ impl Resource {
                 Action::Disk { id, op } => self.start_disk_op(id, op),
                 Action::Reply { id, error } => self.reply(id, error),
                 Action::PersistMeta => self.persist_meta(),
+                Action::PersistBitmap => self.persist_bitmap(),
                 Action::StateChanged => self.changed.notify_one(),
+                Action::SendPeer(msg) => self.send_peer(PeerOut::message(&msg)),
+                Action::SendPeerData { id, msg } => {
+                    let block = self.bufs.borrow().get(&id).cloned();
+                    match block {
+                        Some((buf, at)) => {
+                            let len = match msg {
+                                Message::Data { len, .. } => len as usize,
+                                _ => 0,
+                            };
+                            self.send_peer(PeerOut::data(&msg, buf, at, len));
+                        }
+                        None => tracing::error!(resource = %self.name, id, "no buffer for a peer data message"),
+                    }
+                }
+                Action::Release { id } => {
+                    if let Some((b, _)) = self.bufs.borrow_mut().remove(&id) {
+                        b.recycle();
+                    }
+                }
+                Action::Disconnect { reason } => {
+                    tracing::error!(resource = %self.name, "{reason}");
+                    self.stop_peer.notify_one();
+                }
+                Action::Log { warn: true, message } => tracing::warn!(resource = %self.name, "{message}"),
+                Action::Log { warn: false, message } => tracing::info!(resource = %self.name, "{message}"),
             }
+        }
+    }
+
+    fn send_peer(&self, out: PeerOut) {
+        if let Some(tx) = self.peer_tx.borrow().as_ref() {
+            let _ = tx.send(out);
         }
     }
 
     fn start_disk_op(self: &Rc<Self>, id: ReqId, op: DiskOp) {
         let disk = self.disk.borrow().clone();
-        let buf = self.pending.borrow_mut().get_mut(&id).and_then(|p| p.buf.take());
+        let read_buf = match op {
+            DiskOp::Read { len, .. } => Some(
+                self.pending
+                    .borrow_mut()
+                    .get_mut(&id)
+                    .and_then(|p| p.read_buf.take())
+                    .unwrap_or_else(|| AlignedBuf::with_capacity(READ_HEADROOM + len as usize)),
+            ),
+            _ => None,
+        };
+        let write_buf = self.bufs.borrow().get(&id).cloned();
         let this = Rc::clone(self);
         tokio_uring::spawn(async move {
             let Some(disk) = disk else {
                 this.complete(id, Err(libc::EIO), None);
                 return;
             };
-            let (result, buf) = run_disk_op(&disk, op, buf).await;
+            let (result, buf) = run_disk_op(&disk, op, read_buf, write_buf).await;
             this.complete(id, result.map_err(|e| e.raw_os_error().unwrap_or(libc::EIO)), buf);
         });
     }
 
-    fn complete(self: &Rc<Self>, id: ReqId, result: Result<(), i32>, buf: Option<AlignedBuf>) {
-        if let Some(p) = self.pending.borrow_mut().get_mut(&id) {
-            p.buf = buf;
+    fn complete(self: &Rc<Self>, id: ReqId, result: Result<(), i32>, read_buf: Option<AlignedBuf>) {
+        if let Some(buf) = read_buf {
+            let mut pending = self.pending.borrow_mut();
+            match pending.get_mut(&id) {
+                Some(p) => p.read_buf = Some(buf),
+                // A read of the core's own (resync): keep it for the peer.
+                None => {
+                    drop(pending);
+                    self.bufs.borrow_mut().insert(id, (SharedBuf::new(buf), READ_HEADROOM));
+                }
+            }
         }
-        self.node.borrow_mut().handle(Event::DiskDone { id, result });
-        self.run_actions();
+        self.event(Event::DiskDone { id, result });
     }
 
     fn reply(&self, id: ReqId, error: u32) {
+        if let Some((b, _)) = self.bufs.borrow_mut().remove(&id) {
+            b.recycle();
+        }
         let Some(mut p) = self.pending.borrow_mut().remove(&id) else {
             return;
         };
-        let out = match (p.is_read, error, p.buf.take()) {
+        let out = match (p.is_read, error, p.read_buf.take()) {
             (true, 0, Some(buf)) => Outgoing::Data {
                 cookie: p.cookie,
                 buf,
@@ -169,15 +244,9 @@ impl Resource {
                     b.recycle();
                 }
                 if p.is_read && p.structured && error != 0 {
-                    Outgoing::StructuredError {
-                        cookie: p.cookie,
-                        error,
-                    }
+                    Outgoing::StructuredError { cookie: p.cookie, error }
                 } else {
-                    Outgoing::Simple {
-                        cookie: p.cookie,
-                        error,
-                    }
+                    Outgoing::Simple { cookie: p.cookie, error }
                 }
             }
         };
@@ -187,8 +256,8 @@ impl Resource {
     }
 
     /// Write the superblock after a flag or UUID change. Runs synchronously:
-    /// it happens on role changes and attach, never per I/O, and the change
-    /// must be durable before the operator is told it happened.
+    /// it happens on role and connection changes, never per I/O, and the
+    /// change must be durable before it is reported.
     pub fn persist_meta(&self) {
         let node = self.node.borrow();
         let (Some(uuids), flags) = (node.uuids(), node.flags()) else {
@@ -200,30 +269,55 @@ impl Resource {
             }
         }
     }
+
+    pub fn persist_bitmap(&self) {
+        let pages = self.node.borrow_mut().take_bitmap_pages();
+        if pages.is_empty() {
+            return;
+        }
+        if let Some(meta) = self.meta.borrow_mut().as_mut() {
+            if let Err(e) = meta.write_bitmap_pages(&pages) {
+                tracing::error!(resource = %self.name, error = %e, "failed to write the bitmap");
+            }
+        }
+    }
+
+    /// Read the on-disk bitmap into the node (attach of a replicated resource).
+    pub fn load_bitmap(&self) -> std::io::Result<()> {
+        let pages = self.node.borrow().bitmap_pages();
+        let meta = self.meta.borrow();
+        let Some(meta) = meta.as_ref() else { return Ok(()) };
+        for p in 0..pages {
+            let bytes = meta.read_bitmap_page(p)?;
+            self.node.borrow_mut().load_bitmap_page(p, &bytes);
+        }
+        // Loading marked nothing dirty worth writing back.
+        let _ = self.node.borrow_mut().take_bitmap_pages();
+        Ok(())
+    }
 }
 
-async fn run_disk_op(disk: &Disk, op: DiskOp, buf: Option<AlignedBuf>) -> (std::io::Result<()>, Option<AlignedBuf>) {
-    match (op, buf) {
-        (DiskOp::Read { offset, len }, Some(buf)) => {
+async fn run_disk_op(
+    disk: &Disk,
+    op: DiskOp,
+    read_buf: Option<AlignedBuf>,
+    write_buf: Option<(SharedBuf, usize)>,
+) -> (std::io::Result<()>, Option<AlignedBuf>) {
+    match (op, read_buf, write_buf) {
+        (DiskOp::Read { offset, len }, Some(buf), _) => {
             let (res, buf) = disk.read(buf, READ_HEADROOM, offset, len as usize).await;
             (res, Some(buf))
         }
-        (DiskOp::Write { offset, len, fua }, Some(buf)) => {
-            let (res, buf) = disk.write(buf, 0, offset, len as usize, fua).await;
-            (res, Some(buf))
+        (DiskOp::Write { offset, len, fua }, _, Some((buf, at))) => {
+            let (res, _buf) = disk.write(buf, at, offset, len as usize, fua).await;
+            (res, None)
         }
-        (DiskOp::Flush, buf) => (disk.flush().await, buf),
-        (DiskOp::Trim { offset, len }, buf) => (disk.trim(offset, u64::from(len)).await, buf),
-        (
-            DiskOp::Zero {
-                offset,
-                len,
-                may_trim,
-                fua,
-            },
-            buf,
-        ) => (disk.write_zeroes(offset, u64::from(len), may_trim, fua).await, buf),
-        (DiskOp::Read { .. } | DiskOp::Write { .. }, None) => {
+        (DiskOp::Flush, ..) => (disk.flush().await, None),
+        (DiskOp::Trim { offset, len }, ..) => (disk.trim(offset, u64::from(len)).await, None),
+        (DiskOp::Zero { offset, len, may_trim, fua }, ..) => {
+            (disk.write_zeroes(offset, u64::from(len), may_trim, fua).await, None)
+        }
+        (DiskOp::Read { .. } | DiskOp::Write { .. }, ..) => {
             debug_assert!(false, "read or write without a buffer");
             (Err(std::io::Error::from_raw_os_error(libc::EIO)), None)
         }

@@ -1,0 +1,1335 @@
+//! [`Node`]: one resource on this node, as a state machine.
+//!
+//! ```text
+//!  app write ─► [overlap wait] ─► Disk(Write) ────────────► DiskDone ─┐
+//!                             └─► SendPeerData(seq) ─► PeerAck(seq) ──┴─► Reply   (protocol C)
+//!
+//!  peer write ─► [overlap wait] ─► Disk(Write) ─► DiskDone ─► SendPeer(DataAck)
+//!
+//!  connect: PeerConnected(uuids) ─► generation::compare ─► Connected
+//!                                                      ├─► bitmaps exchanged ─► SyncSource / SyncTarget
+//!                                                      └─► split brain / unrelated ─► Disconnect, StandAlone
+//! ```
+//!
+//! Writes that overlap a write still in flight wait for it, on both nodes,
+//! so that both replicas apply overlapping writes in the same order.
+
+use super::generation::{self, uuid_flags, Sync, UuidReport, UUID_NEW_BM_OFFSET};
+use super::refusal::{Refusal, StateRv};
+use super::state::{ConnState, DiskState, Role};
+use super::{errno, limits, Action, AttachInfo, Counters, DiskOp, Event, IoKind, IoRequest, ReqId, Snapshot};
+use crate::meta::bitmap::Bitmap;
+use crate::meta::{GenerationUuids, MdFlags, BM_BLOCK_BYTES};
+use crate::wire::{self, Message};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+/// Ids the core gives its own disk reads (resync); the shell's ids stay below.
+const CORE_ID_BASE: ReqId = 1 << 62;
+/// Resync moves at most this much per request.
+const RESYNC_CHUNK_BYTES: u64 = 256 * 1024;
+/// Resync requests in flight at once.
+const RESYNC_INFLIGHT_MAX: usize = 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// An NBD request, answered with `Reply`.
+    App,
+    /// A write from the peer, answered with `DataAck`.
+    Peer { seq: u64, resync: bool },
+    /// A resync read of ours, sent to the peer when done.
+    ResyncRead,
+    /// A flush for a peer barrier.
+    PeerBarrier { epoch: u64 },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Inflight {
+    id: ReqId,
+    io: IoRequest,
+    origin: Origin,
+    /// Started on the disk (false while waiting behind an overlapping write).
+    started: bool,
+    local: Option<Result<(), i32>>,
+    /// The peer's answer we wait for, if any.
+    peer_seq: Option<u64>,
+    peer_failed: bool,
+}
+
+impl Inflight {
+    fn is_write(&self) -> bool {
+        !matches!(self.io.kind, IoKind::Read | IoKind::Flush)
+    }
+    fn overlaps(&self, io: &IoRequest) -> bool {
+        let (a, b) = (self.io.offset, self.io.offset + u64::from(self.io.len));
+        let (c, d) = (io.offset, io.offset + u64::from(io.len));
+        a < d && c < b
+    }
+}
+
+#[derive(Debug, Default)]
+struct Resync {
+    /// Next block to look at.
+    cursor: u64,
+    /// Reads or sends in flight: id → (first block, blocks).
+    inflight: HashMap<ReqId, (u64, u64)>,
+    /// Sent and awaiting the peer's ack: seq → (first block, blocks).
+    sent: HashMap<u64, (u64, u64)>,
+    /// Reads an application write overlapped after they started: their data
+    /// may be older than what the write sends, so they are dropped.
+    stale: Vec<ReqId>,
+    total_blocks: u64,
+}
+
+/// One resource's state on this node.
+#[derive(Debug)]
+pub struct Node {
+    resource: String,
+    minor: u32,
+    node: String,
+    peer: Option<String>,
+    protocol: char,
+    role: Role,
+    cstate: ConnState,
+    disk: DiskState,
+    peer_role: Role,
+    peer_disk: DiskState,
+    data_bytes: u64,
+    uuids: Option<GenerationUuids>,
+    flags: MdFlags,
+    nbd_clients: u32,
+    counters: Counters,
+    inflight: Vec<Inflight>,
+    /// Requests waiting for an overlapping write to finish, in arrival order.
+    waiting: VecDeque<ReqId>,
+    /// App flushes waiting for the peer's barrier ack: epoch → id.
+    barriers: HashMap<u64, ReqId>,
+    /// Peer barriers waiting for earlier peer writes: epoch.
+    peer_barriers: VecDeque<u64>,
+    next_seq: u64,
+    next_core_id: ReqId,
+    /// Out-of-sync blocks (only when a peer is configured).
+    bitmap: Option<Bitmap>,
+    /// Connection-time state: bitmaps exchanged before resync starts.
+    pending_sync: Option<Sync>,
+    peer_bitmap_done: bool,
+    resync: Option<Resync>,
+    /// Seq of app writes awaiting peer acks → request id.
+    peer_pending: BTreeMap<u64, ReqId>,
+    actions: VecDeque<Action>,
+}
+
+impl Node {
+    pub fn new(resource: &str, minor: u32, node: &str, peer: Option<&str>, protocol: char) -> Node {
+        Node {
+            resource: resource.to_owned(),
+            minor,
+            node: node.to_owned(),
+            peer: peer.map(str::to_owned),
+            protocol,
+            role: Role::Secondary,
+            cstate: ConnState::StandAlone,
+            disk: DiskState::Diskless,
+            peer_role: Role::Unknown,
+            peer_disk: DiskState::DUnknown,
+            data_bytes: 0,
+            uuids: None,
+            flags: MdFlags::default(),
+            nbd_clients: 0,
+            counters: Counters::default(),
+            inflight: Vec::with_capacity(limits::INFLIGHT_REQUESTS_MAX),
+            waiting: VecDeque::new(),
+            barriers: HashMap::new(),
+            peer_barriers: VecDeque::new(),
+            next_seq: 1,
+            next_core_id: CORE_ID_BASE,
+            bitmap: None,
+            pending_sync: None,
+            peer_bitmap_done: false,
+            resync: None,
+            peer_pending: BTreeMap::new(),
+            actions: VecDeque::new(),
+        }
+    }
+
+    pub fn resource(&self) -> &str {
+        &self.resource
+    }
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    pub fn disk_state(&self) -> DiskState {
+        self.disk
+    }
+    pub fn cstate(&self) -> ConnState {
+        self.cstate
+    }
+    pub fn data_bytes(&self) -> u64 {
+        self.data_bytes
+    }
+    pub fn uuids(&self) -> Option<GenerationUuids> {
+        self.uuids
+    }
+    pub fn flags(&self) -> MdFlags {
+        self.flags
+    }
+    pub fn is_attached(&self) -> bool {
+        self.disk != DiskState::Diskless
+    }
+    pub fn has_peer(&self) -> bool {
+        self.peer.is_some()
+    }
+    fn connected(&self) -> bool {
+        self.cstate >= ConnState::Connected
+    }
+
+    /// The next action to carry out, in the order they must be started.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    fn act(&mut self, a: Action) {
+        self.actions.push_back(a);
+    }
+
+    fn log(&mut self, warn: bool, message: String) {
+        self.act(Action::Log { warn, message });
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let mut counters = self.counters;
+        counters.oos = self.bitmap.as_ref().map_or(0, |b| b.weight() * (BM_BLOCK_BYTES / 1024));
+        counters.ep = u64::from(self.connected());
+        Snapshot {
+            resource: self.resource.clone(),
+            minor: self.minor,
+            node: self.node.clone(),
+            peer: self.peer.clone(),
+            role: self.role,
+            peer_role: if self.connected() { self.peer_role } else { Role::Unknown },
+            cstate: self.cstate,
+            disk: self.disk,
+            peer_disk: if self.connected() { self.peer_disk } else { DiskState::DUnknown },
+            protocol: self.peer.as_ref().map(|_| self.protocol),
+            size_bytes: self.data_bytes,
+            nbd_clients: self.nbd_clients,
+            counters,
+            uuids: self.uuids,
+        }
+    }
+
+    /// Resync progress: (blocks left, blocks total), while syncing.
+    pub fn resync_progress(&self) -> Option<(u64, u64)> {
+        let left = self.bitmap.as_ref()?.weight();
+        let total = self.resync.as_ref().map(|r| r.total_blocks).unwrap_or(left);
+        matches!(self.cstate, ConnState::SyncSource | ConnState::SyncTarget).then_some((left, total.max(left)))
+    }
+
+    /// What this node tells the peer on connect.
+    pub fn uuid_report(&self, discard_my_data: bool) -> UuidReport {
+        let mut flags = 0;
+        if self.flags.contains(MdFlags::CRASHED_PRIMARY) {
+            flags |= uuid_flags::CRASHED_PRIMARY;
+        }
+        if self.disk <= DiskState::Inconsistent {
+            flags |= uuid_flags::INCONSISTENT;
+        }
+        if discard_my_data {
+            flags |= uuid_flags::DISCARD_MY_DATA;
+        }
+        UuidReport {
+            uuids: self.uuids.unwrap_or_default(),
+            bitmap_bits: self.bitmap.as_ref().map_or(0, Bitmap::weight),
+            flags,
+            primary: self.role == Role::Primary,
+        }
+    }
+
+    /// Bitmap pages changed since the last call, as (page, bytes).
+    pub fn take_bitmap_pages(&mut self) -> Vec<(u64, Box<[u8; 4096]>)> {
+        let Some(bm) = self.bitmap.as_mut() else { return Vec::new() };
+        let pages = bm.take_dirty_pages();
+        self.counters.bm += pages.len() as u64;
+        pages.into_iter().map(|p| (p, Box::new(bm.page_bytes(p)))).collect()
+    }
+
+    /// Load one on-disk bitmap page at attach.
+    pub fn load_bitmap_page(&mut self, page: u64, bytes: &[u8]) {
+        if let Some(bm) = self.bitmap.as_mut() {
+            bm.load_page(page, bytes);
+        }
+    }
+
+    /// Pages the on-disk bitmap has, for the shell to load.
+    pub fn bitmap_pages(&self) -> u64 {
+        self.bitmap.as_ref().map_or(0, Bitmap::pages)
+    }
+
+    // ---------------------------------------------------------------- admin
+
+    /// The backing disk was opened and its metadata read and verified.
+    pub fn attach(&mut self, info: AttachInfo) -> Result<(), Refusal> {
+        if self.is_attached() {
+            return Ok(());
+        }
+        self.data_bytes = info.data_bytes;
+        self.uuids = Some(info.uuids);
+        self.flags = info.flags;
+        self.disk = if !info.flags.contains(MdFlags::CONSISTENT) {
+            DiskState::Inconsistent
+        } else if self.peer.is_none() || info.flags.contains(MdFlags::WAS_UP_TO_DATE) {
+            // With no peer configured this disk is the only copy there is.
+            DiskState::UpToDate
+        } else {
+            DiskState::Outdated
+        };
+        if self.peer.is_some() {
+            self.bitmap = Some(Bitmap::new(info.data_bytes.div_ceil(BM_BLOCK_BYTES)));
+        }
+        // A node that died as Primary left PRIMARY_IND set.
+        if self.flags.contains(MdFlags::PRIMARY_IND) {
+            self.flags.insert(MdFlags::CRASHED_PRIMARY);
+            self.flags.remove(MdFlags::PRIMARY_IND);
+            self.act(Action::PersistMeta);
+        }
+        self.act(Action::StateChanged);
+        Ok(())
+    }
+
+    pub fn detach(&mut self) -> Result<(), Refusal> {
+        if !self.is_attached() {
+            return Ok(());
+        }
+        if self.role == Role::Primary {
+            return Err(Refusal::new(
+                StateRv::DeviceInUse,
+                format!("{} is Primary; demote it first with 'tandemadm secondary {}'", self.resource, self.resource),
+            ));
+        }
+        if !self.inflight.is_empty() {
+            return Err(Refusal::new(
+                StateRv::InTransientState,
+                format!("{} requests still in flight", self.inflight.len()),
+            ));
+        }
+        self.act(Action::PersistBitmap);
+        self.disk = DiskState::Diskless;
+        self.uuids = None;
+        self.act(Action::StateChanged);
+        Ok(())
+    }
+
+    /// `primary [--force]`. `new_uuid` is a fresh random generation UUID from
+    /// the shell, used when promotion starts a new data generation.
+    pub fn promote(&mut self, force: bool, new_uuid: u64) -> Result<(), Refusal> {
+        if self.role == Role::Primary {
+            return Ok(());
+        }
+        if self.connected() && self.peer_role == Role::Primary {
+            return Err(Refusal::new(
+                StateRv::MultiplePrimaries,
+                format!("peer {} is Primary", self.peer.as_deref().unwrap_or("?")),
+            ));
+        }
+        let peer_up_to_date = self.connected() && self.peer_disk == DiskState::UpToDate;
+        let mut forced_full_sync = false;
+        match self.disk {
+            DiskState::Diskless | DiskState::Attaching | DiskState::Failed => {
+                return Err(Refusal::new(
+                    StateRv::NoUpToDateDisk,
+                    format!(
+                        "{} has no local disk ({}); attach it with 'tandemadm attach {}'",
+                        self.resource, self.disk, self.resource
+                    ),
+                ))
+            }
+            DiskState::UpToDate => {}
+            DiskState::Consistent | DiskState::Outdated if peer_up_to_date => {}
+            _ if self.cstate == ConnState::SyncTarget && !force => {
+                return Err(Refusal::new(
+                    StateRv::NoUpToDateDisk,
+                    format!("{} is SyncTarget and its data is Inconsistent until the resync ends", self.node),
+                ))
+            }
+            _ if force => {
+                // The operator declares this copy authoritative (initial sync).
+                self.disk = DiskState::UpToDate;
+                self.flags.insert(MdFlags::CONSISTENT);
+                self.flags.insert(MdFlags::WAS_UP_TO_DATE);
+                forced_full_sync = self.connected() && self.peer_disk < DiskState::UpToDate;
+            }
+            other => {
+                return Err(Refusal::new(
+                    StateRv::NoUpToDateDisk,
+                    format!(
+                        "local disk is {other} and no UpToDate peer is connected; if this copy must become authoritative, run 'tandemadm primary --force {}'",
+                        self.resource
+                    ),
+                ))
+            }
+        }
+        let connected = self.connected();
+        if let Some(uuids) = self.uuids.as_mut() {
+            if !connected || forced_full_sync {
+                generation::new_current(uuids, new_uuid);
+            }
+            generation::set_role_bit(uuids, true);
+        }
+        self.role = Role::Primary;
+        self.flags.insert(MdFlags::PRIMARY_IND);
+        self.flags.remove(MdFlags::CRASHED_PRIMARY);
+        self.act(Action::PersistMeta);
+        self.send_state();
+        if forced_full_sync {
+            if let Some(bm) = self.bitmap.as_mut() {
+                let n = bm.len();
+                bm.set_range(0, n);
+            }
+            self.log(false, format!("{}: forced Primary with an Inconsistent peer: full sync to {}", self.resource, self.peer.clone().unwrap_or_default()));
+            self.start_resync_source(new_uuid);
+        }
+        self.act(Action::StateChanged);
+        Ok(())
+    }
+
+    /// `secondary [--force]`: refused while NBD clients hold the export open,
+    /// as DRBD refuses while the device is open.
+    pub fn demote(&mut self, force: bool, holders: &str) -> Result<(), Refusal> {
+        if self.role != Role::Primary {
+            return Ok(());
+        }
+        if self.nbd_clients > 0 && !force {
+            return Err(Refusal::new(StateRv::DeviceInUse, holders.to_owned()));
+        }
+        if self.inflight.iter().any(|i| i.origin == Origin::App) {
+            return Err(Refusal::new(StateRv::InTransientState, "application requests still in flight".to_owned()));
+        }
+        self.role = Role::Secondary;
+        if let Some(uuids) = self.uuids.as_mut() {
+            generation::set_role_bit(uuids, false);
+        }
+        self.flags.remove(MdFlags::PRIMARY_IND);
+        self.act(Action::PersistMeta);
+        self.send_state();
+        self.act(Action::StateChanged);
+        Ok(())
+    }
+
+    fn send_state(&mut self) {
+        if self.connected() {
+            let msg = Message::State { primary: self.role == Role::Primary, disk: self.disk as u8 };
+            self.act(Action::SendPeer(msg));
+        }
+    }
+
+    /// Why this node will not export its disk right now, if it will not.
+    pub fn export_refusal(&self) -> Option<String> {
+        if self.role != Role::Primary {
+            return Some(format!("{} is {} on {}; only the Primary serves NBD", self.resource, self.role, self.node));
+        }
+        if self.disk < DiskState::Inconsistent {
+            return Some(format!("{} on {} has no usable disk ({})", self.resource, self.node, self.disk));
+        }
+        None
+    }
+
+    pub fn nbd_client_opened(&mut self) {
+        self.nbd_clients += 1;
+        self.act(Action::StateChanged);
+    }
+
+    pub fn nbd_client_closed(&mut self) {
+        self.nbd_clients = self.nbd_clients.saturating_sub(1);
+        self.act(Action::StateChanged);
+    }
+
+    pub fn nbd_clients(&self) -> u32 {
+        self.nbd_clients
+    }
+
+    /// The shell is trying to reach the peer.
+    pub fn connecting(&mut self) {
+        if self.cstate == ConnState::StandAlone || self.cstate < ConnState::WFConnection {
+            self.cstate = ConnState::WFConnection;
+            self.act(Action::StateChanged);
+        }
+    }
+
+    /// `disconnect`: back to StandAlone.
+    pub fn go_standalone(&mut self) {
+        self.cstate = ConnState::StandAlone;
+        self.act(Action::StateChanged);
+    }
+
+    // ---------------------------------------------------------------- events
+
+    pub fn handle(&mut self, event: Event) {
+        match event {
+            Event::NbdRequest { id, io } => self.on_request(id, io),
+            Event::DiskDone { id, result } => self.on_disk_done(id, result),
+            Event::PeerConnected { peer, peer_data_bytes } => self.on_peer_connected(peer, peer_data_bytes),
+            Event::PeerDisconnected { fresh_uuid } => self.on_peer_disconnected(fresh_uuid),
+            Event::PeerWrite { id, seq, offset, len, flags } => self.on_peer_write(id, seq, offset, len, flags),
+            Event::PeerAck { seq, status } => self.on_peer_ack(seq, status),
+            Event::PeerBarrier { epoch } => {
+                self.peer_barriers.push_back(epoch);
+                self.run_peer_barriers();
+            }
+            Event::PeerBarrierAck { epoch } => {
+                if let Some(id) = self.barriers.remove(&epoch) {
+                    self.counters.pe = self.counters.pe.saturating_sub(1);
+                    self.try_finish(id);
+                }
+            }
+            Event::PeerBitmap { runs, last } => self.on_peer_bitmap(runs, last),
+            Event::PeerSyncUuid { uuid } => {
+                if let Some(u) = self.uuids.as_mut() {
+                    u.current = (uuid & !1) | (u.current & 1);
+                    u.bitmap = 0;
+                }
+                self.act(Action::PersistMeta);
+            }
+            Event::PeerResyncDone { uuids } => self.on_resync_done_target(uuids),
+            Event::PeerState { primary, disk } => {
+                self.peer_role = if primary { Role::Primary } else { Role::Secondary };
+                self.peer_disk = disk;
+                self.act(Action::StateChanged);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------- app I/O
+
+    fn on_request(&mut self, id: ReqId, io: IoRequest) {
+        if self.role != Role::Primary {
+            self.act(Action::Reply { id, error: errno::EPERM });
+            return;
+        }
+        if self.disk <= DiskState::Failed {
+            self.act(Action::Reply { id, error: errno::EIO });
+            return;
+        }
+        let end = io.offset.checked_add(u64::from(io.len));
+        if end.is_none_or(|end| end > self.data_bytes) {
+            self.act(Action::Reply { id, error: errno::EINVAL });
+            return;
+        }
+        self.counters.ap += 1;
+        self.admit(Inflight {
+            id,
+            io,
+            origin: Origin::App,
+            started: false,
+            local: None,
+            peer_seq: None,
+            peer_failed: false,
+        });
+    }
+
+    /// Start a request now, or queue it behind an overlapping write.
+    fn admit(&mut self, r: Inflight) {
+        if r.origin == Origin::App && r.is_write() {
+            let overlapping: Vec<ReqId> = self
+                .inflight
+                .iter()
+                .filter(|o| o.origin == Origin::ResyncRead && o.overlaps(&r.io))
+                .map(|o| o.id)
+                .collect();
+            if let Some(rs) = self.resync.as_mut() {
+                rs.stale.extend(overlapping);
+            }
+        }
+        let blocked = r.is_write() && self.inflight.iter().any(|o| o.is_write() && o.overlaps(&r.io));
+        let id = r.id;
+        self.inflight.push(r);
+        if blocked {
+            self.waiting.push_back(id);
+        } else {
+            self.start(id);
+        }
+    }
+
+    fn start(&mut self, id: ReqId) {
+        let Some(i) = self.inflight.iter().position(|r| r.id == id) else { return };
+        let r = self.inflight[i];
+        self.inflight[i].started = true;
+        let io = r.io;
+        let op = match io.kind {
+            IoKind::Read => DiskOp::Read { offset: io.offset, len: io.len },
+            IoKind::Write { fua } => DiskOp::Write { offset: io.offset, len: io.len, fua },
+            IoKind::Flush => DiskOp::Flush,
+            IoKind::Trim => DiskOp::Trim { offset: io.offset, len: io.len },
+            IoKind::WriteZeroes { fua, may_trim } => DiskOp::Zero { offset: io.offset, len: io.len, may_trim, fua },
+        };
+        self.counters.lo += 1;
+        self.act(Action::Disk { id, op });
+        if r.origin != Origin::App {
+            return;
+        }
+        // Replicate application writes and flushes.
+        if self.peer.is_none() {
+            return;
+        }
+        let can_send = self.connected() && self.peer_disk >= DiskState::Inconsistent;
+        match io.kind {
+            IoKind::Read => {}
+            IoKind::Flush if can_send => {
+                let epoch = self.next_seq;
+                self.next_seq += 1;
+                self.barriers.insert(epoch, id);
+                self.counters.pe += 1;
+                self.act(Action::SendPeer(Message::Barrier { epoch }));
+                self.inflight[i].peer_seq = Some(epoch);
+            }
+            IoKind::Flush => {}
+            _ if can_send => {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                let flags = match io.kind {
+                    IoKind::Write { fua: true } => wire::DATA_FLAG_FUA,
+                    IoKind::Trim => wire::DATA_FLAG_TRIM,
+                    IoKind::WriteZeroes { fua, may_trim } => {
+                        wire::DATA_FLAG_ZERO
+                            | if may_trim { wire::DATA_FLAG_MAY_TRIM } else { 0 }
+                            | if fua { wire::DATA_FLAG_FUA } else { 0 }
+                    }
+                    _ => 0,
+                };
+                let msg = Message::Data { seq, offset: io.offset, len: io.len, flags };
+                if wire::data_has_payload(flags) {
+                    self.counters.ns += u64::from(io.len) / 1024;
+                    self.act(Action::SendPeerData { id, msg });
+                } else {
+                    self.act(Action::SendPeer(msg));
+                }
+                if self.protocol != 'A' {
+                    self.counters.pe += 1;
+                    self.peer_pending.insert(seq, id);
+                    self.inflight[i].peer_seq = Some(seq);
+                }
+            }
+            _ => {
+                // Degraded: remember what the peer is missing.
+                self.mark_out_of_sync(io.offset, io.len);
+            }
+        }
+    }
+
+    fn mark_out_of_sync(&mut self, offset: u64, len: u32) {
+        if let Some(bm) = self.bitmap.as_mut() {
+            let first = offset / BM_BLOCK_BYTES;
+            let last = (offset + u64::from(len)).div_ceil(BM_BLOCK_BYTES);
+            if bm.set_range(first, last - first) > 0 {
+                self.act(Action::StateChanged);
+            }
+        }
+    }
+
+    /// Blocks wholly covered by a write both sides now hold are in sync.
+    fn mark_in_sync(&mut self, offset: u64, len: u32) {
+        if let Some(bm) = self.bitmap.as_mut() {
+            let first = offset.div_ceil(BM_BLOCK_BYTES);
+            let last = (offset + u64::from(len)) / BM_BLOCK_BYTES;
+            if last > first {
+                bm.clear_range(first, last - first);
+            }
+        }
+    }
+
+    fn on_disk_done(&mut self, id: ReqId, result: Result<(), i32>) {
+        let Some(i) = self.inflight.iter().position(|r| r.id == id) else {
+            debug_assert!(false, "disk completion for unknown request {id}");
+            return;
+        };
+        self.counters.lo = self.counters.lo.saturating_sub(1);
+        self.inflight[i].local = Some(result);
+        let r = self.inflight[i];
+        let kib = u64::from(r.io.len) / 1024;
+        if result.is_ok() {
+            match r.io.kind {
+                IoKind::Read => self.counters.dr += kib,
+                IoKind::Flush => {}
+                _ => self.counters.dw += kib,
+            }
+        }
+        match r.origin {
+            Origin::App => self.try_finish(id),
+            Origin::Peer { seq, resync } => {
+                self.remove(id);
+                self.counters.ua = self.counters.ua.saturating_sub(1);
+                let status = match result {
+                    Ok(()) => {
+                        if resync {
+                            self.mark_in_sync(r.io.offset, r.io.len);
+                        }
+                        0
+                    }
+                    Err(e) => {
+                        self.disk_failed(e);
+                        errno::EIO
+                    }
+                };
+                if self.protocol == 'C' || resync {
+                    self.act(Action::SendPeer(Message::DataAck { seq, status }));
+                }
+                self.act(Action::Release { id });
+                self.run_peer_barriers();
+            }
+            Origin::ResyncRead => {
+                self.remove(id);
+                self.resync_read_done(id, result);
+            }
+            Origin::PeerBarrier { epoch } => {
+                self.remove(id);
+                self.act(Action::SendPeer(Message::BarrierAck { epoch }));
+            }
+        }
+    }
+
+    fn remove(&mut self, id: ReqId) {
+        if let Some(i) = self.inflight.iter().position(|r| r.id == id) {
+            self.inflight.swap_remove(i);
+        }
+        self.wake_waiters();
+    }
+
+    /// Start queued requests no longer blocked by an overlapping write.
+    fn wake_waiters(&mut self) {
+        let mut still = VecDeque::new();
+        while let Some(id) = self.waiting.pop_front() {
+            let Some(r) = self.inflight.iter().find(|r| r.id == id).copied() else { continue };
+            let blocked = self
+                .inflight
+                .iter()
+                .any(|o| o.started && o.is_write() && o.id != id && o.overlaps(&r.io))
+                || still.iter().any(|w: &ReqId| self.inflight.iter().any(|o| o.id == *w && o.overlaps(&r.io)));
+            if blocked {
+                still.push_back(id);
+            } else {
+                self.start(id);
+            }
+        }
+        self.waiting = still;
+    }
+
+    /// Answer an app request once its local I/O and (protocol B/C) the peer are done.
+    fn try_finish(&mut self, id: ReqId) {
+        let Some(i) = self.inflight.iter().position(|r| r.id == id) else { return };
+        let r = self.inflight[i];
+        let Some(local) = r.local else { return };
+        if let Some(seq) = r.peer_seq {
+            if self.peer_pending.contains_key(&seq) || self.barriers.contains_key(&seq) {
+                return;
+            }
+        }
+        self.counters.ap = self.counters.ap.saturating_sub(1);
+        let error = match local {
+            Ok(()) => {
+                if r.peer_seq.is_some() && !r.peer_failed && r.io.kind != IoKind::Read {
+                    self.mark_in_sync(r.io.offset, r.io.len);
+                }
+                0
+            }
+            Err(os) => self.app_io_error(r.io, os),
+        };
+        self.remove(id);
+        self.act(Action::Reply { id, error });
+        if self.cstate == ConnState::SyncSource && r.is_write() {
+            self.pump_resync();
+        }
+    }
+
+    fn app_io_error(&mut self, io: IoRequest, os_errno: i32) -> u32 {
+        match os_errno {
+            28 => errno::ENOSPC,
+            22 if io.kind == IoKind::Trim => errno::EINVAL,
+            e => {
+                if io.kind != IoKind::Read {
+                    self.disk_failed(e);
+                }
+                errno::EIO
+            }
+        }
+    }
+
+    fn disk_failed(&mut self, os_errno: i32) {
+        if self.disk != DiskState::Failed {
+            self.disk = DiskState::Failed;
+            self.log(true, format!("{}: local disk I/O error (errno {os_errno}); disk is Failed", self.resource));
+            self.send_state();
+            self.act(Action::StateChanged);
+        }
+    }
+
+    fn on_peer_ack(&mut self, seq: u64, status: u32) {
+        if let Some(id) = self.peer_pending.remove(&seq) {
+            self.counters.pe = self.counters.pe.saturating_sub(1);
+            if status != 0 {
+                if let Some(r) = self.inflight.iter_mut().find(|r| r.id == id) {
+                    r.peer_failed = true;
+                    let (o, l) = (r.io.offset, r.io.len);
+                    self.mark_out_of_sync(o, l);
+                }
+            }
+            self.try_finish(id);
+            return;
+        }
+        self.resync_ack(seq, status);
+    }
+
+    // ------------------------------------------------------------ peer I/O
+
+    fn on_peer_write(&mut self, id: ReqId, seq: u64, offset: u64, len: u32, flags: u32) {
+        self.counters.nr += u64::from(len) / 1024;
+        let resync = flags & wire::DATA_FLAG_RESYNC != 0;
+        let end = offset.checked_add(u64::from(len));
+        if self.role == Role::Primary && !resync || end.is_none_or(|e| e > self.data_bytes) || self.disk <= DiskState::Failed {
+            self.act(Action::SendPeer(Message::DataAck { seq, status: errno::EIO }));
+            self.act(Action::Release { id });
+            return;
+        }
+        let fua = flags & wire::DATA_FLAG_FUA != 0;
+        let kind = if flags & wire::DATA_FLAG_TRIM != 0 {
+            IoKind::Trim
+        } else if flags & wire::DATA_FLAG_ZERO != 0 {
+            IoKind::WriteZeroes { fua, may_trim: flags & wire::DATA_FLAG_MAY_TRIM != 0 }
+        } else {
+            IoKind::Write { fua }
+        };
+        if self.protocol == 'B' && !resync {
+            self.act(Action::SendPeer(Message::DataAck { seq, status: 0 }));
+        }
+        self.counters.ua += 1;
+        self.admit(Inflight {
+            id,
+            io: IoRequest { kind, offset, len },
+            origin: Origin::Peer { seq, resync },
+            started: false,
+            local: None,
+            peer_seq: None,
+            peer_failed: false,
+        });
+    }
+
+    /// A barrier completes once every peer write received before it is on
+    /// disk; then the disk is flushed and the barrier acknowledged.
+    fn run_peer_barriers(&mut self) {
+        while let Some(&epoch) = self.peer_barriers.front() {
+            let earlier = self.inflight.iter().any(|r| matches!(r.origin, Origin::Peer { seq, .. } if seq < epoch));
+            if earlier {
+                return;
+            }
+            self.peer_barriers.pop_front();
+            let id = self.core_id();
+            self.inflight.push(Inflight {
+                id,
+                io: IoRequest { kind: IoKind::Flush, offset: 0, len: 0 },
+                origin: Origin::PeerBarrier { epoch },
+                started: false,
+                local: None,
+                peer_seq: None,
+                peer_failed: false,
+            });
+            self.start(id);
+        }
+    }
+
+    fn core_id(&mut self) -> ReqId {
+        let id = self.next_core_id;
+        self.next_core_id += 1;
+        id
+    }
+
+    // ------------------------------------------------------------ connect
+
+    fn on_peer_connected(&mut self, peer: UuidReport, peer_data_bytes: u64) {
+        let Some(peer_name) = self.peer.clone() else { return };
+        let me = self.uuid_report(false);
+        self.peer_role = if peer.primary { Role::Primary } else { Role::Secondary };
+        self.peer_disk = if peer.flags & uuid_flags::INCONSISTENT != 0 { DiskState::Inconsistent } else { DiskState::UpToDate };
+        if peer_data_bytes != self.data_bytes {
+            let reason = format!(
+                "{}: peer {peer_name} has {peer_data_bytes} bytes of data, this node {}; sizes must match",
+                self.resource, self.data_bytes
+            );
+            self.refuse_link(reason);
+            return;
+        }
+        if self.role == Role::Primary && peer.primary {
+            self.refuse_link(format!("{}: both nodes are Primary; split brain, not connecting", self.resource));
+            return;
+        }
+        let tie_break = self.node < peer_name;
+        let mut decision = generation::compare(&me, &peer, tie_break);
+        // Disk states override: an Inconsistent side is always the target.
+        let me_bad = self.disk <= DiskState::Inconsistent;
+        let peer_bad = peer.flags & uuid_flags::INCONSISTENT != 0;
+        let overridden = match (me_bad, peer_bad) {
+            (true, false) if !matches!(decision.sync, Sync::TargetBitmap | Sync::TargetFull) => Some(Sync::TargetFull),
+            (false, true) if !matches!(decision.sync, Sync::SourceBitmap | Sync::SourceFull) => Some(Sync::SourceFull),
+            _ => None,
+        };
+        self.log(false, format!("{}: self {}", self.resource, generation::uuid_line(&me)));
+        self.log(false, format!("{}: peer {}", self.resource, generation::uuid_line(&peer)));
+        self.log(
+            false,
+            format!("{}: uuid_compare()={} by rule {}", self.resource, decision.sync.drbd_code(), decision.rule),
+        );
+        if let Some(sync) = overridden {
+            decision.sync = sync;
+            self.log(false, format!("{}: becoming sync {} due to disk states", self.resource, if matches!(sync, Sync::SourceFull) { "source" } else { "target" }));
+        }
+        let sentence = generation::explain(decision, &self.node, &peer_name, me.bitmap_bits, peer.bitmap_bits);
+        match decision.sync {
+            Sync::SplitBrain { .. } => {
+                self.refuse_link(format!("{}: Split-Brain detected, dropping connection: {sentence}", self.resource));
+                return;
+            }
+            Sync::Unrelated => {
+                self.refuse_link(format!("{}: Unrelated data, aborting: {sentence}", self.resource));
+                return;
+            }
+            Sync::TargetBitmap | Sync::TargetFull if self.role == Role::Primary && !me_bad => {
+                self.refuse_link(format!("{}: I shall become SyncTarget, but I am primary! ({sentence})", self.resource));
+                return;
+            }
+            _ => {}
+        }
+        self.log(false, format!("{}: {sentence}", self.resource));
+        self.cstate = ConnState::Connected;
+        self.flags.insert(MdFlags::CONNECTED_IND);
+        if matches!(decision.sync, Sync::SourceFull | Sync::TargetFull) {
+            if let Some(bm) = self.bitmap.as_mut() {
+                let n = bm.len();
+                bm.set_range(0, n);
+            }
+        }
+        self.pending_sync = match decision.sync {
+            Sync::None => None,
+            s => Some(s),
+        };
+        self.peer_bitmap_done = false;
+        if self.pending_sync.is_some() {
+            self.cstate = if matches!(decision.sync, Sync::SourceBitmap | Sync::SourceFull) {
+                ConnState::WFBitMapS
+            } else {
+                ConnState::WFBitMapT
+            };
+            self.send_bitmap();
+        }
+        self.act(Action::PersistMeta);
+        self.act(Action::StateChanged);
+    }
+
+    fn refuse_link(&mut self, reason: String) {
+        self.cstate = ConnState::StandAlone;
+        self.act(Action::Disconnect { reason });
+        self.act(Action::StateChanged);
+    }
+
+    fn send_bitmap(&mut self) {
+        let runs: Vec<(u64, u64)> = self.bitmap.as_ref().map(|b| b.iter_set_runs().collect()).unwrap_or_default();
+        let mut chunks = runs.chunks(wire::BITMAP_RUNS_PER_MESSAGE).peekable();
+        if chunks.peek().is_none() {
+            self.act(Action::SendPeer(Message::Bitmap { runs: Vec::new(), last: true }));
+            return;
+        }
+        while let Some(c) = chunks.next() {
+            let last = chunks.peek().is_none();
+            self.act(Action::SendPeer(Message::Bitmap { runs: c.to_vec(), last }));
+        }
+    }
+
+    fn on_peer_bitmap(&mut self, runs: Vec<(u64, u64)>, last: bool) {
+        // The union of both bitmaps: every block either side changed moves.
+        if let Some(bm) = self.bitmap.as_mut() {
+            for (start, len) in runs {
+                bm.set_range(start, len);
+            }
+        }
+        if !last {
+            return;
+        }
+        self.peer_bitmap_done = true;
+        match self.pending_sync.take() {
+            Some(Sync::SourceBitmap | Sync::SourceFull) => {
+                // Fresh bitmap UUID for this resync, from the current one.
+                let base = self.uuids.map_or(0, |u| u.bitmap);
+                let fresh = if base != 0 && base != GenerationUuids::JUST_CREATED {
+                    base.wrapping_add(UUID_NEW_BM_OFFSET)
+                } else {
+                    self.uuids.map_or(0, |u| u.current) ^ 0x5a5a_0000_0000_0000
+                };
+                self.start_resync_source(fresh);
+            }
+            Some(Sync::TargetBitmap | Sync::TargetFull) => {
+                self.cstate = ConnState::SyncTarget;
+                self.disk = DiskState::Inconsistent;
+                self.flags.remove(MdFlags::CONSISTENT);
+                let total = self.bitmap.as_ref().map_or(0, Bitmap::weight);
+                self.resync = Some(Resync { total_blocks: total, ..Resync::default() });
+                self.act(Action::PersistMeta);
+                self.act(Action::StateChanged);
+            }
+            _ => {}
+        }
+    }
+
+    /// Become SyncSource: rotate UUIDs (DRBD: the new bitmap UUID pushes the
+    /// old one into history), tell the target, start moving blocks.
+    fn start_resync_source(&mut self, new_bitmap_uuid: u64) {
+        if let Some(u) = self.uuids.as_mut() {
+            if u.bitmap != 0 {
+                u.history[1] = u.history[0];
+                u.history[0] = u.bitmap;
+            }
+            u.bitmap = new_bitmap_uuid & !1;
+        }
+        let current = self.uuids.map_or(0, |u| u.current);
+        self.act(Action::SendPeer(Message::SyncUuid { uuid: current }));
+        self.cstate = ConnState::SyncSource;
+        self.peer_disk = DiskState::Inconsistent;
+        let total = self.bitmap.as_ref().map_or(0, Bitmap::weight);
+        self.resync = Some(Resync { total_blocks: total, ..Resync::default() });
+        self.log(false, format!("{}: resync started: {} KiB to send", self.resource, total * 4));
+        self.act(Action::PersistMeta);
+        self.act(Action::StateChanged);
+        self.pump_resync();
+    }
+
+    /// Keep up to `RESYNC_INFLIGHT_MAX` resync reads going, in block order.
+    fn pump_resync(&mut self) {
+        if self.cstate != ConnState::SyncSource {
+            return;
+        }
+        let chunk_blocks = RESYNC_CHUNK_BYTES / BM_BLOCK_BYTES;
+        let mut wrapped = false;
+        loop {
+            let Some(rs) = self.resync.as_ref() else { return };
+            if rs.inflight.len() + rs.sent.len() >= RESYNC_INFLIGHT_MAX {
+                return;
+            }
+            let cursor = rs.cursor;
+            let Some(bm) = self.bitmap.as_ref() else { return };
+            let Some(first) = bm.find_next_set(cursor) else {
+                // Blocks skipped while busy get one more pass now; later
+                // passes start when the writes that made them busy finish.
+                if self.maybe_finish_resync() && !wrapped {
+                    wrapped = true;
+                    if let Some(rs) = self.resync.as_mut() {
+                        rs.cursor = 0;
+                    }
+                    continue;
+                }
+                return;
+            };
+            let mut len = 1;
+            while len < chunk_blocks && first + len < bm.len() && bm.get(first + len) {
+                len += 1;
+            }
+            let busy = self.inflight.iter().any(|r| {
+                r.is_write()
+                    && r.overlaps(&IoRequest { kind: IoKind::Read, offset: first * BM_BLOCK_BYTES, len: (len * BM_BLOCK_BYTES) as u32 })
+            });
+            if let Some(rs) = self.resync.as_mut() {
+                rs.cursor = first + len;
+            }
+            if busy {
+                // An application write to these blocks is in flight and will
+                // bring the peer up to date itself; revisit on the next pass.
+                continue;
+            }
+            let offset = first * BM_BLOCK_BYTES;
+            let bytes = (len * BM_BLOCK_BYTES).min(self.data_bytes - offset) as u32;
+            let id = self.core_id();
+            if let Some(rs) = self.resync.as_mut() {
+                rs.inflight.insert(id, (first, len));
+            }
+            self.inflight.push(Inflight {
+                id,
+                io: IoRequest { kind: IoKind::Read, offset, len: bytes },
+                origin: Origin::ResyncRead,
+                started: true,
+                local: None,
+                peer_seq: None,
+                peer_failed: false,
+            });
+            self.counters.lo += 1;
+            self.act(Action::Disk { id, op: DiskOp::Read { offset, len: bytes } });
+        }
+    }
+
+    fn resync_read_done(&mut self, id: ReqId, result: Result<(), i32>) {
+        let Some((first, len)) = self.resync.as_mut().and_then(|r| r.inflight.remove(&id)) else {
+            self.act(Action::Release { id });
+            return;
+        };
+        let stale = self.resync.as_mut().is_some_and(|r| {
+            let was = r.stale.contains(&id);
+            r.stale.retain(|s| *s != id);
+            was
+        });
+        if result.is_err() || stale || self.cstate != ConnState::SyncSource {
+            self.act(Action::Release { id });
+            self.pump_resync();
+            return;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let offset = first * BM_BLOCK_BYTES;
+        let bytes = (len * BM_BLOCK_BYTES).min(self.data_bytes - offset) as u32;
+        if let Some(rs) = self.resync.as_mut() {
+            rs.sent.insert(seq, (first, len));
+        }
+        self.counters.ns += u64::from(bytes) / 1024;
+        self.counters.pe += 1;
+        self.act(Action::SendPeerData {
+            id,
+            msg: Message::Data { seq, offset, len: bytes, flags: wire::DATA_FLAG_RESYNC },
+        });
+        self.act(Action::Release { id });
+    }
+
+    fn resync_ack(&mut self, seq: u64, status: u32) {
+        let Some((first, len)) = self.resync.as_mut().and_then(|r| r.sent.remove(&seq)) else { return };
+        self.counters.pe = self.counters.pe.saturating_sub(1);
+        if status == 0 {
+            if let Some(bm) = self.bitmap.as_mut() {
+                bm.clear_range(first, len);
+            }
+        }
+        self.pump_resync();
+    }
+
+    /// The cursor reached the end: finish if nothing is left, else report
+    /// whether another pass from block 0 is worth making.
+    fn maybe_finish_resync(&mut self) -> bool {
+        let Some(rs) = self.resync.as_ref() else { return false };
+        if !rs.inflight.is_empty() || !rs.sent.is_empty() {
+            return false;
+        }
+        if self.bitmap.as_ref().is_some_and(|b| b.weight() > 0) {
+            return true;
+        }
+        self.resync = None;
+        if let Some(u) = self.uuids.as_mut() {
+            u.history[1] = u.history[0];
+            u.history[0] = u.bitmap;
+            u.bitmap = 0;
+        }
+        let u = self.uuids.unwrap_or_default();
+        self.act(Action::SendPeer(Message::ResyncDone { current: u.current, bitmap: u.bitmap, history: u.history }));
+        self.cstate = ConnState::Connected;
+        self.peer_disk = DiskState::UpToDate;
+        self.log(false, format!("{}: resync finished; {} is UpToDate", self.resource, self.peer.clone().unwrap_or_default()));
+        self.act(Action::PersistMeta);
+        self.act(Action::PersistBitmap);
+        self.act(Action::StateChanged);
+        false
+    }
+
+    fn on_resync_done_target(&mut self, source: GenerationUuids) {
+        if let Some(u) = self.uuids.as_mut() {
+            let role = u.current & 1;
+            *u = source;
+            u.current = (u.current & !1) | role;
+        }
+        if let Some(bm) = self.bitmap.as_mut() {
+            let n = bm.len();
+            bm.clear_range(0, n);
+        }
+        self.resync = None;
+        self.disk = DiskState::UpToDate;
+        self.flags.insert(MdFlags::CONSISTENT);
+        self.flags.insert(MdFlags::WAS_UP_TO_DATE);
+        self.cstate = ConnState::Connected;
+        self.log(false, format!("{}: resync finished; {} is UpToDate", self.resource, self.node));
+        self.send_state();
+        self.act(Action::PersistMeta);
+        self.act(Action::PersistBitmap);
+        self.act(Action::StateChanged);
+    }
+
+    fn on_peer_disconnected(&mut self, fresh_uuid: u64) {
+        if self.peer.is_none() {
+            return;
+        }
+        let was_connected = self.connected();
+        // Writes waiting for the peer complete degraded; the blocks are out of sync.
+        let pending: Vec<(u64, ReqId)> = std::mem::take(&mut self.peer_pending).into_iter().collect();
+        for (_, id) in &pending {
+            if let Some(r) = self.inflight.iter_mut().find(|r| r.id == *id) {
+                r.peer_failed = true;
+                let (o, l) = (r.io.offset, r.io.len);
+                self.mark_out_of_sync(o, l);
+            }
+        }
+        let barriers: Vec<ReqId> = self.barriers.drain().map(|(_, id)| id).collect();
+        self.counters.pe = 0;
+        if let Some(rs) = self.resync.take() {
+            // Unacknowledged resync blocks stay set in the bitmap.
+            for (id, _) in rs.inflight {
+                self.act(Action::Release { id });
+            }
+        }
+        for (_, id) in pending {
+            self.try_finish(id);
+        }
+        for id in barriers {
+            self.try_finish(id);
+        }
+        self.peer_barriers.clear();
+        if was_connected && self.role == Role::Primary {
+            if let Some(u) = self.uuids.as_mut() {
+                generation::new_current(u, fresh_uuid);
+                generation::set_role_bit(u, true);
+            }
+            self.act(Action::PersistMeta);
+        }
+        if self.cstate == ConnState::SyncTarget {
+            self.log(true, format!("{}: connection lost during resync; local data stays Inconsistent", self.resource));
+        }
+        self.flags.remove(MdFlags::CONNECTED_IND);
+        if self.cstate != ConnState::StandAlone {
+            self.cstate = ConnState::WFConnection;
+        }
+        self.peer_role = Role::Unknown;
+        self.peer_disk = DiskState::DUnknown;
+        self.act(Action::PersistBitmap);
+        self.act(Action::StateChanged);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::errno;
+
+    fn attached(flags: MdFlags) -> Node {
+        let mut n = Node::new("r0", 0, "alpha", None, 'C');
+        n.attach(AttachInfo {
+            data_bytes: 1 << 20,
+            uuids: GenerationUuids::new_created(),
+            flags,
+        })
+        .unwrap();
+        while n.poll_action().is_some() {}
+        n
+    }
+
+    fn drain(n: &mut Node) -> Vec<Action> {
+        std::iter::from_fn(|| n.poll_action()).collect()
+    }
+
+    #[test]
+    fn fresh_metadata_needs_force_to_become_primary() {
+        let mut n = attached(MdFlags::default());
+        assert_eq!(n.disk_state(), DiskState::Inconsistent);
+        let e = n.promote(false, 0xabc0).unwrap_err();
+        assert_eq!(e.rv, StateRv::NoUpToDateDisk);
+        assert!(e
+            .to_string()
+            .starts_with("State change failed: (-2) Need access to UpToDate data"));
+        n.promote(true, 0xabc0).unwrap();
+        assert_eq!((n.role(), n.disk_state()), (Role::Primary, DiskState::UpToDate));
+        assert!(n.flags().contains(MdFlags::CONSISTENT) && n.flags().contains(MdFlags::PRIMARY_IND));
+        let u = n.uuids().unwrap();
+        assert_eq!(u.current, 0xabc1, "new generation, role bit set");
+        assert_eq!(drain(&mut n), vec![Action::PersistMeta, Action::StateChanged]);
+    }
+
+    #[test]
+    fn demotion_is_refused_while_a_client_holds_the_export() {
+        let mut n = attached(MdFlags::CONSISTENT);
+        n.promote(false, 2).unwrap();
+        n.nbd_client_opened();
+        let e = n.demote(false, "NBD client 10.0.0.5:51234").unwrap_err();
+        assert_eq!(
+            format!("r0: {e}"),
+            "r0: State change failed: (-12) Device is held open by someone (NBD client 10.0.0.5:51234)"
+        );
+        n.nbd_client_closed();
+        n.demote(false, "").unwrap();
+        assert_eq!(n.role(), Role::Secondary);
+        assert!(!n.flags().contains(MdFlags::PRIMARY_IND));
+        assert!(n.export_refusal().unwrap().contains("r0 is Secondary on alpha"));
+    }
+
+    #[test]
+    fn a_write_is_answered_only_after_its_disk_write_completes() {
+        let mut n = attached(MdFlags::CONSISTENT);
+        n.promote(false, 2).unwrap();
+        drain(&mut n);
+        let io = IoRequest {
+            kind: IoKind::Write { fua: true },
+            offset: 4096,
+            len: 8192,
+        };
+        n.handle(Event::NbdRequest { id: 7, io });
+        assert_eq!(
+            drain(&mut n),
+            vec![Action::Disk {
+                id: 7,
+                op: DiskOp::Write {
+                    offset: 4096,
+                    len: 8192,
+                    fua: true
+                }
+            }]
+        );
+        assert_eq!(n.snapshot().counters.lo, 1);
+        n.handle(Event::DiskDone { id: 7, result: Ok(()) });
+        assert_eq!(drain(&mut n), vec![Action::Reply { id: 7, error: 0 }]);
+        let c = n.snapshot().counters;
+        assert_eq!((c.dw, c.lo, c.ap), (8, 0, 0));
+    }
+
+    #[test]
+    fn a_write_error_fails_the_disk_and_reaches_the_client() {
+        let mut n = attached(MdFlags::CONSISTENT);
+        n.promote(false, 2).unwrap();
+        drain(&mut n);
+        n.handle(Event::NbdRequest {
+            id: 1,
+            io: IoRequest {
+                kind: IoKind::Write { fua: false },
+                offset: 0,
+                len: 4096,
+            },
+        });
+        drain(&mut n);
+        n.handle(Event::DiskDone { id: 1, result: Err(5) });
+        assert_eq!(
+            drain(&mut n),
+            vec![
+                Action::StateChanged,
+                Action::Reply {
+                    id: 1,
+                    error: errno::EIO
+                }
+            ]
+        );
+        assert_eq!(n.disk_state(), DiskState::Failed);
+        n.handle(Event::NbdRequest {
+            id: 2,
+            io: IoRequest {
+                kind: IoKind::Read,
+                offset: 0,
+                len: 4096,
+            },
+        });
+        assert_eq!(
+            drain(&mut n),
+            vec![Action::Reply {
+                id: 2,
+                error: errno::EIO
+            }]
+        );
+    }
+
+    #[test]
+    fn a_crashed_primary_is_remembered_on_attach() {
+        let n = attached(MdFlags(MdFlags::CONSISTENT.0 | MdFlags::PRIMARY_IND.0));
+        assert!(n.flags().contains(MdFlags::CRASHED_PRIMARY));
+        assert!(!n.flags().contains(MdFlags::PRIMARY_IND));
+    }
+}

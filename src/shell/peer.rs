@@ -1,0 +1,497 @@
+//! The TCP link to the peer: connect or accept, authenticate, exchange UUIDs,
+//! then carry frames both ways until the link fails, and try again.
+//!
+//! Of the two nodes, the one whose name sorts first dials and the other
+//! listens, so when both come up at once there is still exactly one
+//! connection. A listener that accepts a new authenticated connection while
+//! an old one lingers replaces it (the dialer restarted).
+
+use super::buf::{AlignedBuf, SharedBuf, WireBuf};
+use super::resource::Resource;
+use crate::core::{DiskState, Event, UuidReport};
+use crate::meta::GenerationUuids;
+use crate::wire::handshake::{self, Hello, NONCE_BYTES};
+use crate::wire::{self, Header, Message, WireError, HEADER_LEN};
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_uring::buf::BoundedBuf;
+use tokio_uring::net::TcpStream;
+
+/// How long authentication and the UUID exchange may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest non-data payload accepted (bitmap messages are the biggest).
+const CONTROL_PAYLOAD_MAX: usize = 1 << 20;
+const STAGE_BYTES: usize = 256 * 1024;
+/// Frames gathered into one `writev` at most.
+const SEND_BATCH_MAX: usize = 64;
+
+/// One frame on its way to the peer: its header and body, and for `Data`
+/// the block, sent from the buffer it already lives in.
+pub struct PeerOut {
+    head: Vec<u8>,
+    data: Option<(SharedBuf, usize, usize)>,
+}
+
+impl PeerOut {
+    pub fn message(msg: &Message) -> PeerOut {
+        PeerOut { head: msg.encode(&[]), data: None }
+    }
+
+    pub fn data(msg: &Message, buf: SharedBuf, at: usize, len: usize) -> PeerOut {
+        let head = msg.encode(&buf.as_slice()[at..at + len]);
+        PeerOut { head, data: Some((buf, at, len)) }
+    }
+}
+
+fn nonce() -> [u8; NONCE_BYTES] {
+    let mut n = [0u8; NONCE_BYTES];
+    // SAFETY: getrandom writes at most `n.len()` bytes into `n`.
+    let got = unsafe { libc::getrandom(n.as_mut_ptr().cast(), n.len(), 0) };
+    if got != NONCE_BYTES as isize {
+        // Never expected on Linux; a weaker nonce still differs per attempt.
+        let t = super::daemon::random_u64();
+        n[..8].copy_from_slice(&t.to_ne_bytes());
+    }
+    n
+}
+
+struct Link {
+    my_addr: Option<SocketAddr>,
+    peer_addr: SocketAddr,
+    peer_name: String,
+    dialer: bool,
+    connect_int: Duration,
+    ping_int: Duration,
+    ping_timeout: Duration,
+    secret: Vec<u8>,
+}
+
+fn link_config(res: &Resource) -> Option<Link> {
+    let me = &res.host;
+    let peer = res.cfg.peer_of(&me.name)?;
+    let n = &res.cfg.net;
+    Some(Link {
+        my_addr: me.address,
+        peer_addr: peer.address?,
+        peer_name: peer.name.clone(),
+        dialer: me.name < peer.name,
+        connect_int: Duration::from_secs(u64::from(n.connect_int_s.max(1))),
+        ping_int: Duration::from_secs(u64::from(n.ping_int_s.max(1))),
+        ping_timeout: Duration::from_millis(100 * u64::from(n.ping_timeout_ds.max(1))),
+        secret: n.shared_secret.clone().unwrap_or_default().into_bytes(),
+    })
+}
+
+/// Start the link task of a two-node resource (no-op if it runs already).
+pub fn start(res: &Rc<Resource>) -> io::Result<()> {
+    if res.peer_running.get() {
+        return Ok(());
+    }
+    let Some(link) = link_config(res) else { return Ok(()) };
+    let listener = if link.dialer {
+        None
+    } else {
+        let addr = link.my_addr.ok_or_else(|| io::Error::other("no address for this node"))?;
+        Some(tokio_uring::net::TcpListener::bind(addr)?)
+    };
+    if res.cfg.net.shared_secret.is_none() {
+        tracing::warn!(resource = %res.name, "no shared-secret configured: the peer link is not authenticated");
+    }
+    res.peer_running.set(true);
+    let res = Rc::clone(res);
+    tokio_uring::spawn(async move {
+        link_loop(&res, &link, listener).await;
+        res.peer_running.set(false);
+        res.node.borrow_mut().go_standalone();
+        res.run_actions();
+    });
+    Ok(())
+}
+
+async fn link_loop(res: &Rc<Resource>, link: &Link, listener: Option<tokio_uring::net::TcpListener>) {
+    loop {
+        res.node.borrow_mut().connecting();
+        res.run_actions();
+        let attempt = async {
+            let stream = match &listener {
+                None => TcpStream::connect(link.peer_addr).await?,
+                Some(l) => {
+                    let (s, from) = l.accept().await?;
+                    if from.ip() != link.peer_addr.ip() {
+                        return Err(io::Error::other(format!(
+                            "connection from {from} refused: {} is configured at {}",
+                            link.peer_name, link.peer_addr
+                        )));
+                    }
+                    s
+                }
+            };
+            stream.set_nodelay(true)?;
+            let report = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(res, link, &stream))
+                .await
+                .map_err(|_| io::Error::other("handshake timed out"))??;
+            Ok::<_, io::Error>((stream, report))
+        };
+        let outcome = tokio::select! {
+            _ = res.stop_peer.notified() => return,
+            o = attempt => o,
+        };
+        match outcome {
+            Ok((stream, (report, bytes))) => {
+                tracing::info!(resource = %res.name, peer = %link.peer_name, addr = %link.peer_addr, "peer connected");
+                if run_link(res, link, stream, report, bytes).await {
+                    return;
+                }
+            }
+            Err(e) => {
+                if e.kind() != io::ErrorKind::ConnectionRefused {
+                    tracing::warn!(resource = %res.name, peer = %link.peer_name, "peer link: {e}");
+                }
+            }
+        }
+        tokio::select! {
+            _ = res.stop_peer.notified() => return,
+            _ = tokio::time::sleep(link.connect_int) => {},
+        }
+    }
+}
+
+async fn send(stream: &TcpStream, msg: &Message) -> io::Result<()> {
+    stream.write_all(msg.encode(&[])).await.0
+}
+
+async fn read_exact(stream: &TcpStream, n: usize) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(n);
+    while buf.len() < n {
+        let have = buf.len();
+        let (res, b) = stream.read(buf.slice(have..n)).await;
+        buf = b.into_inner();
+        if res? == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed the connection"));
+        }
+    }
+    Ok(buf)
+}
+
+/// One whole control frame (handshake only).
+async fn read_message(stream: &TcpStream) -> io::Result<Message> {
+    let h = read_exact(stream, HEADER_LEN).await?;
+    let mut hb = [0u8; HEADER_LEN];
+    hb.copy_from_slice(&h);
+    let header = Header::decode(&hb).map_err(invalid)?;
+    if header.length as usize > CONTROL_PAYLOAD_MAX {
+        return Err(invalid(WireError::TooLong(header.length)));
+    }
+    let payload = read_exact(stream, header.length as usize).await?;
+    header.check(&hb, &payload).map_err(invalid)?;
+    Ok(Message::decode(header.kind, &payload).map_err(invalid)?.0)
+}
+
+fn invalid(e: WireError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
+
+/// Refuse: tell the peer why, and return the same reason as our error.
+async fn refuse(stream: &TcpStream, reason: String) -> io::Error {
+    let _ = send(stream, &Message::Refuse { reason: reason.clone() }).await;
+    io::Error::other(reason)
+}
+
+async fn handshake(res: &Rc<Resource>, link: &Link, stream: &TcpStream) -> io::Result<(UuidReport, u64)> {
+    let mine = Hello {
+        version: wire::ProtocolVersion::current() as u8,
+        resource: res.name.clone(),
+        node: res.host.name.clone(),
+        peer: link.peer_name.clone(),
+        data_bytes: res.node.borrow().data_bytes(),
+        features: 0,
+        nonce: nonce(),
+    };
+    send(stream, &Message::Hello(mine.clone())).await?;
+    let theirs = match read_message(stream).await? {
+        Message::Hello(h) => h,
+        Message::Refuse { reason } => return Err(io::Error::other(format!("peer refused: {reason}"))),
+        other => return Err(io::Error::other(format!("expected hello, got {other:?}"))),
+    };
+    if let Some(reason) = handshake::check_hello(&mine, &theirs) {
+        return Err(refuse(stream, reason).await);
+    }
+    send(stream, &Message::Auth { mac: handshake::prove(&link.secret, &mine, &theirs) }).await?;
+    match read_message(stream).await? {
+        Message::Auth { mac } if handshake::verify(&link.secret, &mine, &theirs, &mac) => {}
+        Message::Auth { .. } => {
+            let reason = format!(
+                "peer {} at {} failed authentication: wrong shared secret",
+                theirs.node, link.peer_addr
+            );
+            tracing::error!(resource = %res.name, "{reason}");
+            return Err(refuse(stream, format!("{} refuses: wrong shared secret", mine.node)).await);
+        }
+        Message::Refuse { reason } => return Err(io::Error::other(format!("peer refused: {reason}"))),
+        other => return Err(io::Error::other(format!("expected auth, got {other:?}"))),
+    }
+    send(stream, &Message::AuthOk).await?;
+    match read_message(stream).await? {
+        Message::AuthOk => {}
+        Message::Refuse { reason } => return Err(io::Error::other(format!("peer refused: {reason}"))),
+        other => return Err(io::Error::other(format!("expected auth-ok, got {other:?}"))),
+    }
+    let me = res.node.borrow().uuid_report(res.discard_my_data.get());
+    send(
+        stream,
+        &Message::Uuids {
+            current: me.uuids.current,
+            bitmap: me.uuids.bitmap,
+            history: me.uuids.history,
+            bitmap_bits: me.bitmap_bits,
+            flags: me.flags,
+            primary: me.primary,
+        },
+    )
+    .await?;
+    match read_message(stream).await? {
+        Message::Uuids { current, bitmap, history, bitmap_bits, flags, primary } => Ok((
+            UuidReport { uuids: GenerationUuids { current, bitmap, history }, bitmap_bits, flags, primary },
+            theirs.data_bytes,
+        )),
+        Message::Refuse { reason } => Err(io::Error::other(format!("peer refused: {reason}"))),
+        other => Err(io::Error::other(format!("expected uuids, got {other:?}"))),
+    }
+}
+
+/// Run an established link. Returns true if the operator (or a split brain)
+/// asked for the link to stay down.
+async fn run_link(res: &Rc<Resource>, link: &Link, stream: TcpStream, report: UuidReport, bytes: u64) -> bool {
+    let stream = Rc::new(stream);
+    let (tx, rx) = mpsc::unbounded_channel();
+    *res.peer_tx.borrow_mut() = Some(tx.clone());
+    res.discard_my_data.set(false);
+    let writer = tokio_uring::spawn(write_loop(Rc::clone(&stream), rx));
+    let ping_int = link.ping_int;
+    let pinger_tx = tx.clone();
+    let pinger = tokio_uring::spawn(async move {
+        loop {
+            tokio::time::sleep(ping_int).await;
+            if pinger_tx.send(PeerOut::message(&Message::Ping)).is_err() {
+                return;
+            }
+        }
+    });
+    drop(tx);
+    res.event(Event::PeerConnected { peer: report, peer_data_bytes: bytes });
+    let idle = link.ping_int + link.ping_timeout;
+    let stopped = tokio::select! {
+        _ = res.stop_peer.notified() => true,
+        r = read_loop(res, &stream, idle) => {
+            if let Err(e) = r {
+                tracing::warn!(resource = %res.name, peer = %link.peer_name, "peer link lost: {e}");
+            }
+            false
+        }
+    };
+    pinger.abort();
+    *res.peer_tx.borrow_mut() = None;
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    let _ = writer.await;
+    res.event(Event::PeerDisconnected { fresh_uuid: super::daemon::random_u64() });
+    stopped
+}
+
+struct Stage {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl Stage {
+    fn available(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    async fn fill(&mut self, stream: &TcpStream, want: usize, idle: Duration) -> io::Result<()> {
+        if want > self.buf.capacity() {
+            self.buf.reserve(want - self.buf.len());
+        }
+        while self.available() < want {
+            if self.start > 0 {
+                self.buf.copy_within(self.start.., 0);
+                self.buf.truncate(self.buf.len() - self.start);
+                self.start = 0;
+            }
+            let end = self.buf.len();
+            let buf = std::mem::take(&mut self.buf);
+            let cap = buf.capacity();
+            let read = tokio::time::timeout(idle, stream.read(buf.slice(end..cap)));
+            let (res, b) = read
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "peer silent beyond ping-int + ping-timeout"))?;
+            self.buf = b.into_inner();
+            if res? == 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed the connection"));
+            }
+        }
+        Ok(())
+    }
+}
+
+const DATA_BODY_LEN: usize = 24;
+
+async fn read_loop(res: &Rc<Resource>, stream: &TcpStream, idle: Duration) -> io::Result<()> {
+    let mut stage = Stage { buf: Vec::with_capacity(STAGE_BYTES), start: 0 };
+    loop {
+        stage.fill(stream, HEADER_LEN, idle).await?;
+        let mut hb = [0u8; HEADER_LEN];
+        hb.copy_from_slice(&stage.buf[stage.start..stage.start + HEADER_LEN]);
+        let header = Header::decode(&hb).map_err(invalid)?;
+        let length = header.length as usize;
+        if header.kind == wire::kind::DATA && length >= DATA_BODY_LEN {
+            stage.fill(stream, HEADER_LEN + DATA_BODY_LEN, idle).await?;
+            let at = stage.start + HEADER_LEN;
+            let body: [u8; DATA_BODY_LEN] = stage.buf[at..at + DATA_BODY_LEN].try_into().map_err(|_| io::Error::other("body"))?;
+            stage.start += HEADER_LEN + DATA_BODY_LEN;
+            let seq = u64::from_be_bytes(body[0..8].try_into().unwrap_or_default());
+            let offset = u64::from_be_bytes(body[8..16].try_into().unwrap_or_default());
+            let len = u32::from_be_bytes(body[16..20].try_into().unwrap_or_default());
+            let flags = u32::from_be_bytes(body[20..24].try_into().unwrap_or_default());
+            let data_len = length - DATA_BODY_LEN;
+            let expected = if wire::data_has_payload(flags) { len as usize } else { 0 };
+            if data_len != expected {
+                return Err(invalid(WireError::Malformed("data")));
+            }
+            let block = if data_len > 0 { Some(read_block(&mut stage, stream, data_len, idle).await?) } else { None };
+            let mut crc = crc32c::crc32c_append(crc32c::crc32c(&hb[..12]), &body);
+            if let Some(b) = &block {
+                crc = crc32c::crc32c_append(crc, b.as_slice());
+            }
+            if crc != header.crc {
+                // The block is never applied; the link drops, and the Primary
+                // marks every unacknowledged write out of sync.
+                tracing::error!(resource = %res.name, seq, offset, len, "data-integrity check failed (crc32c); resetting the link");
+                return Err(invalid(WireError::BadCrc { stored: header.crc, computed: crc }));
+            }
+            res.peer_write(seq, offset, len, flags, block.map(SharedBuf::new));
+            continue;
+        }
+        if length > CONTROL_PAYLOAD_MAX {
+            return Err(invalid(WireError::TooLong(header.length)));
+        }
+        stage.fill(stream, HEADER_LEN + length, idle).await?;
+        let frame = &stage.buf[stage.start..stage.start + HEADER_LEN + length];
+        let decoded = wire::decode_frame(frame).map_err(invalid)?;
+        stage.start += HEADER_LEN + length;
+        let Some((msg, _, _)) = decoded else { continue };
+        let event = match msg {
+            Message::DataAck { seq, status } => Event::PeerAck { seq, status },
+            Message::Barrier { epoch } => Event::PeerBarrier { epoch },
+            Message::BarrierAck { epoch } => Event::PeerBarrierAck { epoch },
+            Message::Bitmap { runs, last } => Event::PeerBitmap { runs, last },
+            Message::SyncUuid { uuid } => Event::PeerSyncUuid { uuid },
+            Message::ResyncDone { current, bitmap, history } => {
+                Event::PeerResyncDone { uuids: GenerationUuids { current, bitmap, history } }
+            }
+            Message::State { primary, disk } => Event::PeerState { primary, disk: disk_state(disk) },
+            Message::Ping => {
+                if let Some(tx) = res.peer_tx.borrow().as_ref() {
+                    let _ = tx.send(PeerOut::message(&Message::PingAck));
+                }
+                continue;
+            }
+            Message::PingAck => continue,
+            Message::Refuse { reason } => return Err(io::Error::other(format!("peer dropped the link: {reason}"))),
+            other => return Err(io::Error::other(format!("unexpected message on an established link: {other:?}"))),
+        };
+        res.event(event);
+    }
+}
+
+fn disk_state(v: u8) -> DiskState {
+    use DiskState::*;
+    [Diskless, Attaching, Failed, Negotiating, Inconsistent, Outdated, DUnknown, Consistent, UpToDate]
+        .get(v as usize)
+        .copied()
+        .unwrap_or(DUnknown)
+}
+
+/// A block into an aligned buffer: what the staging buffer holds is copied,
+/// the rest read straight into place.
+async fn read_block(stage: &mut Stage, stream: &TcpStream, len: usize, idle: Duration) -> io::Result<AlignedBuf> {
+    let mut buf = AlignedBuf::with_capacity(len);
+    let have = stage.available().min(len);
+    buf.as_full_mut()[..have].copy_from_slice(&stage.buf[stage.start..stage.start + have]);
+    stage.start += have;
+    buf.set_len(have);
+    let mut filled = have;
+    while filled < len {
+        let read = tokio::time::timeout(idle, stream.read(buf.slice(filled..len)));
+        let (res, slice) = read.await.map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "peer stalled mid-block"))?;
+        buf = slice.into_inner();
+        match res? {
+            0 => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed the connection mid-block")),
+            n => filled += n,
+        }
+    }
+    buf.set_len(len);
+    Ok(buf)
+}
+
+/// Everything queued leaves in one `writev`: headers packed together, blocks
+/// from the buffers they live in.
+async fn write_loop(stream: Rc<TcpStream>, mut rx: mpsc::UnboundedReceiver<PeerOut>) {
+    while let Some(first) = rx.recv().await {
+        let mut iov: Vec<tokio_uring::buf::Slice<WireBuf>> = Vec::with_capacity(8);
+        let mut heads = AlignedBuf::with_capacity(16 * 1024);
+        let mut next = Some(first);
+        let mut n = 0;
+        while let Some(out) = next.take() {
+            n += 1;
+            if heads.len() + out.head.len() > heads.capacity() {
+                let len = heads.len();
+                let full = std::mem::replace(&mut heads, AlignedBuf::with_capacity(out.head.len().max(16 * 1024)));
+                if len > 0 {
+                    iov.push(WireBuf::Owned(full).slice(0..len));
+                }
+            }
+            let at = heads.len();
+            heads.as_full_mut()[at..at + out.head.len()].copy_from_slice(&out.head);
+            heads.set_len(at + out.head.len());
+            if let Some((buf, start, len)) = out.data {
+                let hl = heads.len();
+                let full = std::mem::replace(&mut heads, AlignedBuf::with_capacity(16 * 1024));
+                iov.push(WireBuf::Owned(full).slice(0..hl));
+                iov.push(WireBuf::Shared(buf).slice(start..start + len));
+            }
+            if n < SEND_BATCH_MAX {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !heads.is_empty() {
+            let len = heads.len();
+            iov.push(WireBuf::Owned(heads).slice(0..len));
+        }
+        if send_all(&stream, iov).await.is_err() {
+            while rx.recv().await.is_some() {}
+            return;
+        }
+    }
+}
+
+async fn send_all(stream: &TcpStream, iov: Vec<tokio_uring::buf::Slice<WireBuf>>) -> io::Result<()> {
+    let (res, iov) = stream.writev(iov).await;
+    let mut written = res?;
+    for slice in iov {
+        let len = slice.bytes_init();
+        if written >= len {
+            written -= len;
+            slice.into_inner().recycle();
+            continue;
+        }
+        let (begin, end) = (slice.begin() + written, slice.end());
+        written = 0;
+        let (res, rest) = stream.write_all(slice.into_inner().slice(begin..end)).await;
+        rest.into_inner().recycle();
+        res?;
+    }
+    Ok(())
+}
