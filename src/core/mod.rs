@@ -22,9 +22,9 @@ mod node;
 pub mod refusal;
 pub mod state;
 
-pub use refusal::{Refusal, StateRv};
 pub use generation::UuidReport;
 pub use node::Node;
+pub use refusal::{Refusal, StateRv};
 pub use state::{ConnState, DiskState, Role};
 
 use crate::meta::{GenerationUuids, MdFlags};
@@ -98,19 +98,47 @@ pub enum Event {
         result: Result<(), i32>,
     },
     /// The link is up and authenticated, and the peer's UUIDs arrived.
-    PeerConnected { peer: UuidReport, peer_data_bytes: u64 },
+    PeerConnected {
+        peer: UuidReport,
+        peer_data_bytes: u64,
+    },
     /// The link is gone. `fresh_uuid` starts a new data generation if this
     /// node is Primary (DRBD does so when a Primary loses its peer).
-    PeerDisconnected { fresh_uuid: u64 },
+    PeerDisconnected {
+        fresh_uuid: u64,
+    },
     /// A write from the peer, whose block the shell holds under `id`.
-    PeerWrite { id: ReqId, seq: u64, offset: u64, len: u32, flags: u32 },
-    PeerAck { seq: u64, status: u32 },
-    PeerBarrier { epoch: u64 },
-    PeerBarrierAck { epoch: u64 },
-    PeerBitmap { runs: Vec<(u64, u64)>, last: bool },
-    PeerSyncUuid { uuid: u64 },
-    PeerResyncDone { uuids: GenerationUuids },
-    PeerState { primary: bool, disk: DiskState },
+    PeerWrite {
+        id: ReqId,
+        seq: u64,
+        offset: u64,
+        len: u32,
+        flags: u32,
+    },
+    PeerAck {
+        seq: u64,
+        status: u32,
+    },
+    PeerBarrier {
+        epoch: u64,
+    },
+    PeerBarrierAck {
+        epoch: u64,
+    },
+    PeerBitmap {
+        runs: Vec<(u64, u64)>,
+        last: bool,
+    },
+    PeerSyncUuid {
+        uuid: u64,
+    },
+    PeerResyncDone {
+        uuids: GenerationUuids,
+    },
+    PeerState {
+        primary: bool,
+        disk: DiskState,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,13 +155,23 @@ pub enum Action {
     /// Send a control message to the peer.
     SendPeer(Message),
     /// Send a `Data` message whose block is the buffer of request `id`.
-    SendPeerData { id: ReqId, msg: Message },
+    SendPeerData {
+        id: ReqId,
+        msg: Message,
+    },
     /// The buffer of `id` (a resync read, a peer write) is no longer needed.
-    Release { id: ReqId },
+    Release {
+        id: ReqId,
+    },
     /// Drop the peer link and stay StandAlone (split brain, unrelated data).
-    Disconnect { reason: String },
+    Disconnect {
+        reason: String,
+    },
     /// Something the operator must read in the log.
-    Log { warn: bool, message: String },
+    Log {
+        warn: bool,
+        message: String,
+    },
     /// The superblock (flags, UUIDs) changed and must be written before the
     /// change is reported to the operator.
     PersistMeta,
@@ -199,4 +237,3 @@ pub struct Snapshot {
     pub counters: Counters,
     pub uuids: Option<GenerationUuids>,
 }
-

@@ -412,9 +412,8 @@ impl Daemon {
             }
             res.discard_my_data.set(true);
         }
-        super::peer::start(res).map_err(|e| {
-            Response::err(exit::FAILED, format!("{}: cannot start the peer link: {e}", res.name))
-        })
+        super::peer::start(res)
+            .map_err(|e| Response::err(exit::FAILED, format!("{}: cannot start the peer link: {e}", res.name)))
     }
 
     /// Drop the peer link and wait until it is down.

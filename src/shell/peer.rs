@@ -37,12 +37,18 @@ pub struct PeerOut {
 
 impl PeerOut {
     pub fn message(msg: &Message) -> PeerOut {
-        PeerOut { head: msg.encode(&[]), data: None }
+        PeerOut {
+            head: msg.encode(&[]),
+            data: None,
+        }
     }
 
     pub fn data(msg: &Message, buf: SharedBuf, at: usize, len: usize) -> PeerOut {
         let head = msg.encode(&buf.as_slice()[at..at + len]);
-        PeerOut { head, data: Some((buf, at, len)) }
+        PeerOut {
+            head,
+            data: Some((buf, at, len)),
+        }
     }
 }
 
@@ -94,7 +100,9 @@ pub fn start(res: &Rc<Resource>) -> io::Result<()> {
     let listener = if link.dialer {
         None
     } else {
-        let addr = link.my_addr.ok_or_else(|| io::Error::other("no address for this node"))?;
+        let addr = link
+            .my_addr
+            .ok_or_else(|| io::Error::other("no address for this node"))?;
         Some(tokio_uring::net::TcpListener::bind(addr)?)
     };
     if res.cfg.net.shared_secret.is_none() {
@@ -170,7 +178,10 @@ async fn read_exact(stream: &TcpStream, n: usize) -> io::Result<Vec<u8>> {
         let (res, b) = stream.read(buf.slice(have..n)).await;
         buf = b.into_inner();
         if res? == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed the connection"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "peer closed the connection",
+            ));
         }
     }
     Ok(buf)
@@ -219,7 +230,13 @@ async fn handshake(res: &Rc<Resource>, link: &Link, stream: &TcpStream) -> io::R
     if let Some(reason) = handshake::check_hello(&mine, &theirs) {
         return Err(refuse(stream, reason).await);
     }
-    send(stream, &Message::Auth { mac: handshake::prove(&link.secret, &mine, &theirs) }).await?;
+    send(
+        stream,
+        &Message::Auth {
+            mac: handshake::prove(&link.secret, &mine, &theirs),
+        },
+    )
+    .await?;
     match read_message(stream).await? {
         Message::Auth { mac } if handshake::verify(&link.secret, &mine, &theirs, &mac) => {}
         Message::Auth { .. } => {
@@ -253,8 +270,24 @@ async fn handshake(res: &Rc<Resource>, link: &Link, stream: &TcpStream) -> io::R
     )
     .await?;
     match read_message(stream).await? {
-        Message::Uuids { current, bitmap, history, bitmap_bits, flags, primary } => Ok((
-            UuidReport { uuids: GenerationUuids { current, bitmap, history }, bitmap_bits, flags, primary },
+        Message::Uuids {
+            current,
+            bitmap,
+            history,
+            bitmap_bits,
+            flags,
+            primary,
+        } => Ok((
+            UuidReport {
+                uuids: GenerationUuids {
+                    current,
+                    bitmap,
+                    history,
+                },
+                bitmap_bits,
+                flags,
+                primary,
+            },
             theirs.data_bytes,
         )),
         Message::Refuse { reason } => Err(io::Error::other(format!("peer refused: {reason}"))),
@@ -281,7 +314,10 @@ async fn run_link(res: &Rc<Resource>, link: &Link, stream: TcpStream, report: Uu
         }
     });
     drop(tx);
-    res.event(Event::PeerConnected { peer: report, peer_data_bytes: bytes });
+    res.event(Event::PeerConnected {
+        peer: report,
+        peer_data_bytes: bytes,
+    });
     let idle = link.ping_int + link.ping_timeout;
     let stopped = tokio::select! {
         _ = res.stop_peer.notified() => true,
@@ -296,7 +332,9 @@ async fn run_link(res: &Rc<Resource>, link: &Link, stream: TcpStream, report: Uu
     *res.peer_tx.borrow_mut() = None;
     let _ = stream.shutdown(std::net::Shutdown::Both);
     let _ = writer.await;
-    res.event(Event::PeerDisconnected { fresh_uuid: super::daemon::random_u64() });
+    res.event(Event::PeerDisconnected {
+        fresh_uuid: super::daemon::random_u64(),
+    });
     stopped
 }
 
@@ -329,7 +367,10 @@ impl Stage {
                 .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "peer silent beyond ping-int + ping-timeout"))?;
             self.buf = b.into_inner();
             if res? == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed the connection"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "peer closed the connection",
+                ));
             }
         }
         Ok(())
@@ -339,7 +380,10 @@ impl Stage {
 const DATA_BODY_LEN: usize = 24;
 
 async fn read_loop(res: &Rc<Resource>, stream: &TcpStream, idle: Duration) -> io::Result<()> {
-    let mut stage = Stage { buf: Vec::with_capacity(STAGE_BYTES), start: 0 };
+    let mut stage = Stage {
+        buf: Vec::with_capacity(STAGE_BYTES),
+        start: 0,
+    };
     loop {
         stage.fill(stream, HEADER_LEN, idle).await?;
         let mut hb = [0u8; HEADER_LEN];
@@ -349,7 +393,9 @@ async fn read_loop(res: &Rc<Resource>, stream: &TcpStream, idle: Duration) -> io
         if header.kind == wire::kind::DATA && length >= DATA_BODY_LEN {
             stage.fill(stream, HEADER_LEN + DATA_BODY_LEN, idle).await?;
             let at = stage.start + HEADER_LEN;
-            let body: [u8; DATA_BODY_LEN] = stage.buf[at..at + DATA_BODY_LEN].try_into().map_err(|_| io::Error::other("body"))?;
+            let body: [u8; DATA_BODY_LEN] = stage.buf[at..at + DATA_BODY_LEN]
+                .try_into()
+                .map_err(|_| io::Error::other("body"))?;
             stage.start += HEADER_LEN + DATA_BODY_LEN;
             let seq = u64::from_be_bytes(body[0..8].try_into().unwrap_or_default());
             let offset = u64::from_be_bytes(body[8..16].try_into().unwrap_or_default());
@@ -360,7 +406,11 @@ async fn read_loop(res: &Rc<Resource>, stream: &TcpStream, idle: Duration) -> io
             if data_len != expected {
                 return Err(invalid(WireError::Malformed("data")));
             }
-            let block = if data_len > 0 { Some(read_block(&mut stage, stream, data_len, idle).await?) } else { None };
+            let block = if data_len > 0 {
+                Some(read_block(&mut stage, stream, data_len, idle).await?)
+            } else {
+                None
+            };
             let mut crc = crc32c::crc32c_append(crc32c::crc32c(&hb[..12]), &body);
             if let Some(b) = &block {
                 crc = crc32c::crc32c_append(crc, b.as_slice());
@@ -369,7 +419,10 @@ async fn read_loop(res: &Rc<Resource>, stream: &TcpStream, idle: Duration) -> io
                 // The block is never applied; the link drops, and the Primary
                 // marks every unacknowledged write out of sync.
                 tracing::error!(resource = %res.name, seq, offset, len, "data-integrity check failed (crc32c); resetting the link");
-                return Err(invalid(WireError::BadCrc { stored: header.crc, computed: crc }));
+                return Err(invalid(WireError::BadCrc {
+                    stored: header.crc,
+                    computed: crc,
+                }));
             }
             res.peer_write(seq, offset, len, flags, block.map(SharedBuf::new));
             continue;
@@ -388,10 +441,21 @@ async fn read_loop(res: &Rc<Resource>, stream: &TcpStream, idle: Duration) -> io
             Message::BarrierAck { epoch } => Event::PeerBarrierAck { epoch },
             Message::Bitmap { runs, last } => Event::PeerBitmap { runs, last },
             Message::SyncUuid { uuid } => Event::PeerSyncUuid { uuid },
-            Message::ResyncDone { current, bitmap, history } => {
-                Event::PeerResyncDone { uuids: GenerationUuids { current, bitmap, history } }
-            }
-            Message::State { primary, disk } => Event::PeerState { primary, disk: disk_state(disk) },
+            Message::ResyncDone {
+                current,
+                bitmap,
+                history,
+            } => Event::PeerResyncDone {
+                uuids: GenerationUuids {
+                    current,
+                    bitmap,
+                    history,
+                },
+            },
+            Message::State { primary, disk } => Event::PeerState {
+                primary,
+                disk: disk_state(disk),
+            },
             Message::Ping => {
                 if let Some(tx) = res.peer_tx.borrow().as_ref() {
                     let _ = tx.send(PeerOut::message(&Message::PingAck));
@@ -400,7 +464,11 @@ async fn read_loop(res: &Rc<Resource>, stream: &TcpStream, idle: Duration) -> io
             }
             Message::PingAck => continue,
             Message::Refuse { reason } => return Err(io::Error::other(format!("peer dropped the link: {reason}"))),
-            other => return Err(io::Error::other(format!("unexpected message on an established link: {other:?}"))),
+            other => {
+                return Err(io::Error::other(format!(
+                    "unexpected message on an established link: {other:?}"
+                )))
+            }
         };
         res.event(event);
     }
@@ -408,10 +476,20 @@ async fn read_loop(res: &Rc<Resource>, stream: &TcpStream, idle: Duration) -> io
 
 fn disk_state(v: u8) -> DiskState {
     use DiskState::*;
-    [Diskless, Attaching, Failed, Negotiating, Inconsistent, Outdated, DUnknown, Consistent, UpToDate]
-        .get(v as usize)
-        .copied()
-        .unwrap_or(DUnknown)
+    [
+        Diskless,
+        Attaching,
+        Failed,
+        Negotiating,
+        Inconsistent,
+        Outdated,
+        DUnknown,
+        Consistent,
+        UpToDate,
+    ]
+    .get(v as usize)
+    .copied()
+    .unwrap_or(DUnknown)
 }
 
 /// A block into an aligned buffer: what the staging buffer holds is copied,
@@ -425,10 +503,17 @@ async fn read_block(stage: &mut Stage, stream: &TcpStream, len: usize, idle: Dur
     let mut filled = have;
     while filled < len {
         let read = tokio::time::timeout(idle, stream.read(buf.slice(filled..len)));
-        let (res, slice) = read.await.map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "peer stalled mid-block"))?;
+        let (res, slice) = read
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "peer stalled mid-block"))?;
         buf = slice.into_inner();
         match res? {
-            0 => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed the connection mid-block")),
+            0 => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "peer closed the connection mid-block",
+                ))
+            }
             n => filled += n,
         }
     }

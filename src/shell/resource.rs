@@ -40,11 +40,23 @@ pub const READ_HEADROOM: usize = 4096;
 
 /// A reply on its way to one NBD connection's writer.
 pub enum Outgoing {
-    Simple { cookie: u64, error: u32 },
+    Simple {
+        cookie: u64,
+        error: u32,
+    },
     /// Read data at `buf[READ_HEADROOM..READ_HEADROOM+len]`.
-    Data { cookie: u64, buf: AlignedBuf, offset: u64, len: u32, structured: bool },
+    Data {
+        cookie: u64,
+        buf: AlignedBuf,
+        offset: u64,
+        len: u32,
+        structured: bool,
+    },
     /// An error answered with a structured error chunk (reads, when negotiated).
-    StructuredError { cookie: u64, error: u32 },
+    StructuredError {
+        cookie: u64,
+        error: u32,
+    },
 }
 
 pub struct Resource {
@@ -77,7 +89,13 @@ pub struct Resource {
 }
 
 impl Resource {
-    pub fn new(cfg: config::Resource, host: config::Host, minor: u32, node_name: &str, changed: Rc<Notify>) -> Resource {
+    pub fn new(
+        cfg: config::Resource,
+        host: config::Host,
+        minor: u32,
+        node_name: &str,
+        changed: Rc<Notify>,
+    ) -> Resource {
         let peer = cfg.peer_of(node_name).map(|h| h.name.clone());
         let protocol = cfg.protocol.to_string().chars().next().unwrap_or('C');
         Resource {
@@ -125,7 +143,13 @@ impl Resource {
         if let Some(b) = block {
             self.bufs.borrow_mut().insert(id, (b, 0));
         }
-        self.event(Event::PeerWrite { id, seq, offset, len, flags });
+        self.event(Event::PeerWrite {
+            id,
+            seq,
+            offset,
+            len,
+            flags,
+        });
     }
 
     pub fn event(self: &Rc<Self>, e: Event) {
@@ -244,9 +268,15 @@ impl Resource {
                     b.recycle();
                 }
                 if p.is_read && p.structured && error != 0 {
-                    Outgoing::StructuredError { cookie: p.cookie, error }
+                    Outgoing::StructuredError {
+                        cookie: p.cookie,
+                        error,
+                    }
                 } else {
-                    Outgoing::Simple { cookie: p.cookie, error }
+                    Outgoing::Simple {
+                        cookie: p.cookie,
+                        error,
+                    }
                 }
             }
         };
@@ -314,9 +344,15 @@ async fn run_disk_op(
         }
         (DiskOp::Flush, ..) => (disk.flush().await, None),
         (DiskOp::Trim { offset, len }, ..) => (disk.trim(offset, u64::from(len)).await, None),
-        (DiskOp::Zero { offset, len, may_trim, fua }, ..) => {
-            (disk.write_zeroes(offset, u64::from(len), may_trim, fua).await, None)
-        }
+        (
+            DiskOp::Zero {
+                offset,
+                len,
+                may_trim,
+                fua,
+            },
+            ..,
+        ) => (disk.write_zeroes(offset, u64::from(len), may_trim, fua).await, None),
         (DiskOp::Read { .. } | DiskOp::Write { .. }, ..) => {
             debug_assert!(false, "read or write without a buffer");
             (Err(std::io::Error::from_raw_os_error(libc::EIO)), None)
