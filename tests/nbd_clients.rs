@@ -110,6 +110,7 @@ fn fio_verify(iodepth: u32) {
         "--rw=randwrite",
         "--verify=crc32c",
         "--verify_fatal=1",
+        "--verify_state_save=0",
         "--do_verify=1",
         "--verify_backlog=1024",
         "--output-format=terse",
@@ -126,6 +127,7 @@ fn fio_verify(iodepth: u32) {
         "--rw=randwrite",
         "--verify=crc32c",
         "--verify_fatal=1",
+        "--verify_state_save=0",
         "--verify_only=1",
     ]));
 }

@@ -952,13 +952,6 @@ impl Node {
             self.refuse_link(reason);
             return;
         }
-        if self.role == Role::Primary && peer.primary {
-            self.refuse_link(format!(
-                "{}: both nodes are Primary; split brain, not connecting",
-                self.resource
-            ));
-            return;
-        }
         let tie_break = self.node < peer_name;
         let mut decision = generation::compare(&me, &peer, tie_break);
         // Disk states override: an Inconsistent side is always the target.

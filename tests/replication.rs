@@ -1,0 +1,366 @@
+//! Two `tandemd` processes on loopback: initial sync, protocol C writes on
+//! both disks when acknowledged, degraded writes resynced from the bitmap,
+//! refusals, split-brain detection.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const SIZE: u64 = 64 << 20;
+
+struct Daemon {
+    name: &'static str,
+    conf: PathBuf,
+    run_dir: PathBuf,
+    image: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    fn adm(&self, args: &[&str]) -> Output {
+        run(Command::new(TANDEMADM)
+            .args(["-c", &self.conf.to_string_lossy(), "--node", self.name, "--run-dir"])
+            .arg(&self.run_dir)
+            .args(args))
+    }
+
+    fn adm_ok(&self, args: &[&str]) -> String {
+        let out = self.adm(args);
+        assert!(
+            out.status.success(),
+            "{}: tandemadm {args:?} failed: {}\nlog:\n{}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr),
+            self.log_text()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log");
+        self.child = Some(
+            Command::new(TANDEMD)
+                .args(["-c", &self.conf.to_string_lossy(), "--node", self.name, "--run-dir"])
+                .arg(&self.run_dir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("start tandemd"),
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.run_dir.join("tandemd.sock").exists() {
+            assert!(
+                Instant::now() < deadline,
+                "{} did not start:\n{}",
+                self.name,
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_file(self.run_dir.join("tandemd.sock"));
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn status(&self) -> String {
+        std::fs::read_to_string(self.run_dir.join("drbd")).unwrap_or_default()
+    }
+
+    /// Wait until the status file contains `what`.
+    fn wait_for(&self, what: &str, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !self.status().contains(what) {
+            assert!(
+                Instant::now() < deadline,
+                "{}: status never showed {what:?}:\n{}\nlog:\n{}",
+                self.name,
+                self.status(),
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn counter(&self, key: &str) -> u64 {
+        let s = self.status();
+        s.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{key}:")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {s}"))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+struct Pair {
+    _dir: tempfile::TempDir,
+    alpha: Daemon,
+    beta: Daemon,
+    nbd_alpha: u16,
+}
+
+fn write_conf(path: &Path, dir: &Path, secret: &str, ports: [u16; 4]) {
+    std::fs::write(
+        path,
+        format!(
+            r#"resource r0 {{
+  net {{ shared-secret "{secret}"; cram-hmac-alg sha256; connect-int 1; ping-int 1; ping-timeout 10; }}
+  on alpha {{
+    device nbd://127.0.0.1:{}/r0; disk {d}/alpha.img; address 127.0.0.1:{}; meta-disk {d}/alpha.md;
+  }}
+  on beta {{
+    device nbd://127.0.0.1:{}/r0; disk {d}/beta.img; address 127.0.0.1:{}; meta-disk {d}/beta.md;
+  }}
+}}
+"#,
+            ports[0],
+            ports[1],
+            ports[2],
+            ports[3],
+            d = dir.display()
+        ),
+    )
+    .expect("config");
+}
+
+impl Pair {
+    /// Two nodes with metadata created, up; not yet synced.
+    fn up(secret_beta: &str) -> Pair {
+        let dir = tempfile::Builder::new()
+            .prefix("tandem-pair-")
+            .tempdir()
+            .expect("tempdir");
+        let ports = [free_port(), free_port(), free_port(), free_port()];
+        let mk = |name: &'static str, secret: &str| {
+            let conf = dir.path().join(format!("{name}.conf"));
+            write_conf(&conf, dir.path(), secret, ports);
+            let image = dir.path().join(format!("{name}.img"));
+            std::fs::File::create(&image)
+                .and_then(|f| f.set_len(SIZE))
+                .expect("image");
+            Daemon {
+                name,
+                conf,
+                run_dir: dir.path().join(name),
+                image,
+                log: dir.path().join(format!("{name}.log")),
+                child: None,
+            }
+        };
+        let mut alpha = mk("alpha", "s3cret");
+        let mut beta = mk("beta", secret_beta);
+        for d in [&mut alpha, &mut beta] {
+            d.adm_ok(&["create-md", "r0"]);
+            d.start();
+            d.adm_ok(&["up", "r0"]);
+        }
+        Pair {
+            _dir: dir,
+            alpha,
+            beta,
+            nbd_alpha: ports[0],
+        }
+    }
+
+    /// Up, connected, alpha Primary and both UpToDate.
+    fn synced() -> Pair {
+        let p = Pair::up("s3cret");
+        p.alpha.wait_for("cs:Connected", 20);
+        p.alpha.adm_ok(&["primary", "--force", "r0"]);
+        p.alpha.wait_for("ds:UpToDate/UpToDate", 60);
+        p.beta.wait_for("ds:UpToDate/UpToDate", 10);
+        p
+    }
+
+    fn uri(&self) -> String {
+        format!("nbd://127.0.0.1:{}/r0", self.nbd_alpha)
+    }
+
+    fn assert_identical(&self) {
+        let a = std::fs::read(&self.alpha.image).expect("alpha image");
+        let b = std::fs::read(&self.beta.image).expect("beta image");
+        assert_eq!(a.len(), b.len());
+        if a != b {
+            let first = a.iter().zip(&b).position(|(x, y)| x != y).unwrap_or(0);
+            panic!(
+                "replicas differ, first at byte {first}\nalpha:\n{}\nbeta:\n{}\nalpha log:\n{}\nbeta log:\n{}",
+                self.alpha.status(),
+                self.beta.status(),
+                self.alpha.log_text(),
+                self.beta.log_text()
+            );
+        }
+    }
+}
+
+fn qemu_io(uri: &str, cmds: &[&str]) {
+    let mut args = vec!["-f".to_owned(), "raw".to_owned()];
+    for c in cmds {
+        args.push("-c".into());
+        args.push((*c).to_owned());
+    }
+    args.push(uri.to_owned());
+    let out = run_ok(Command::new("qemu-io").args(&args));
+    assert!(!out.contains("Pattern verification failed"), "{out}");
+}
+
+#[test]
+fn initial_sync_then_every_acknowledged_write_is_on_both_disks() {
+    let p = Pair::up("s3cret");
+    p.alpha
+        .wait_for("cs:Connected ro:Secondary/Secondary ds:Inconsistent/Inconsistent C", 20);
+    // A fresh pair: nobody may be Primary without saying whose data wins.
+    let out = p.alpha.adm(&["primary", "r0"]);
+    assert_eq!(out.status.code(), Some(11));
+    std::fs::write(&p.alpha.image, pattern(5, SIZE as usize)).expect("fill alpha");
+    p.alpha.adm_ok(&["primary", "--force", "r0"]);
+    p.alpha.wait_for("ds:UpToDate/UpToDate", 60);
+    p.assert_identical();
+    assert!(
+        p.alpha.counter("ns") >= SIZE / 1024,
+        "full sync sent {} KiB",
+        p.alpha.counter("ns")
+    );
+
+    // Protocol C: when qemu-io returns, both disks hold the data.
+    qemu_io(
+        &p.uri(),
+        &[
+            "write -P 0x61 0 64k",
+            "write -P 0x62 1M 1M",
+            "write -f -P 0x63 10M 4k",
+            "write -z 20M 256k",
+            "flush",
+        ],
+    );
+    p.assert_identical();
+    let beta = std::fs::read(&p.beta.image).expect("beta");
+    assert!(beta[1 << 20..2 << 20].iter().all(|&b| b == 0x62));
+    assert!(beta[20 << 20..(20 << 20) + (256 << 10)].iter().all(|&b| b == 0));
+
+    // fio with verification through the Primary, then identical replicas.
+    run_ok(Command::new("fio").args([
+        "--name=rep",
+        "--ioengine=nbd",
+        &format!("--uri={}", p.uri()),
+        "--size=32m",
+        "--bs=4k",
+        "--iodepth=16",
+        "--rw=randwrite",
+        "--verify=crc32c",
+        "--verify_fatal=1",
+        "--verify_state_save=0",
+    ]));
+    p.assert_identical();
+    assert_eq!(p.alpha.adm_ok(&["dstate", "r0"]), "UpToDate/UpToDate\n");
+    assert_eq!(p.beta.adm_ok(&["role", "r0"]), "Secondary/Primary\n");
+}
+
+#[test]
+fn a_disconnected_primary_resyncs_only_the_blocks_it_wrote() {
+    let p = Pair::synced();
+    p.beta.adm_ok(&["disconnect", "r0"]);
+    p.alpha.wait_for("cs:WFConnection", 10);
+    let ns_before = p.alpha.counter("ns");
+    qemu_io(&p.uri(), &["write -P 0x71 4M 512k", "write -P 0x72 40M 512k"]);
+    // 1 MiB written while degraded: the bitmap says so.
+    p.alpha.wait_for("oos:1024", 5);
+    p.beta.adm_ok(&["connect", "r0"]);
+    p.alpha
+        .wait_for("cs:Connected ro:Primary/Secondary ds:UpToDate/UpToDate", 30);
+    p.alpha.wait_for("oos:0", 5);
+    p.assert_identical();
+    let moved = p.alpha.counter("ns") - ns_before;
+    assert!(
+        (1024..=1024 + 64).contains(&moved),
+        "resync moved {moved} KiB for 1024 KiB of changes"
+    );
+    assert!(
+        p.alpha.log_text().contains("uuid_compare()=1 by rule 70"),
+        "{}",
+        p.alpha.log_text()
+    );
+    assert!(p
+        .alpha
+        .log_text()
+        .contains("blocks newer than beta; alpha becomes SyncSource"));
+}
+
+#[test]
+fn a_killed_secondary_catches_up_after_restart() {
+    let mut p = Pair::synced();
+    p.beta.kill9();
+    p.alpha.wait_for("cs:WFConnection", 15);
+    qemu_io(&p.uri(), &["write -P 0x31 8M 256k"]);
+    p.beta.start();
+    p.beta.adm_ok(&["up", "r0"]);
+    p.alpha.wait_for("ds:UpToDate/UpToDate", 30);
+    p.beta.wait_for("ds:UpToDate/UpToDate", 10);
+    p.assert_identical();
+}
+
+#[test]
+fn refusals_say_why() {
+    let p = Pair::synced();
+    let out = p.beta.adm(&["primary", "r0"]);
+    assert_eq!(out.status.code(), Some(11));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("(-1) Multiple primaries not allowed by config (peer alpha is Primary)"),
+        "{err}"
+    );
+    let out = p.beta.adm(&["connect", "--discard-my-data", "r0"]);
+    assert!(out.status.success(), "discard-my-data on a Secondary is allowed");
+    let out = p.alpha.adm(&["connect", "--discard-my-data", "r0"]);
+    assert_eq!(out.status.code(), Some(11));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("this node is Primary"));
+}
+
+#[test]
+fn a_wrong_shared_secret_is_refused_with_a_log_line() {
+    let p = Pair::up("not-the-secret");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(p.alpha.status().contains("cs:WFConnection"), "{}", p.alpha.status());
+    let logs = p.alpha.log_text() + &p.beta.log_text();
+    assert!(logs.contains("wrong shared secret"), "{logs}");
+}
+
+#[test]
+fn split_brain_is_detected_and_never_merged() {
+    let p = Pair::synced();
+    p.beta.adm_ok(&["disconnect", "r0"]);
+    p.alpha.adm_ok(&["disconnect", "r0"]);
+    qemu_io(&p.uri(), &["write -P 0x41 0 64k"]);
+    p.beta.adm_ok(&["primary", "r0"]);
+    p.alpha.adm_ok(&["connect", "r0"]);
+    p.beta.adm_ok(&["connect", "r0"]);
+    p.alpha.wait_for("cs:StandAlone", 20);
+    p.beta.wait_for("cs:StandAlone", 20);
+    let logs = p.alpha.log_text() + &p.beta.log_text();
+    assert!(logs.contains("Split-Brain detected"), "{logs}");
+    // Nothing was merged: beta still lacks alpha's write.
+    let beta = std::fs::read(&p.beta.image).expect("beta");
+    assert!(!beta[..65536].iter().all(|&b| b == 0x41));
+}
