@@ -236,4 +236,6 @@ pub struct Snapshot {
     pub nbd_clients: u32,
     pub counters: Counters,
     pub uuids: Option<GenerationUuids>,
+    /// While resyncing: (KiB left, KiB total).
+    pub resync_kib: Option<(u64, u64)>,
 }

@@ -222,6 +222,7 @@ impl Node {
             nbd_clients: self.nbd_clients,
             counters,
             uuids: self.uuids,
+            resync_kib: self.resync_progress().map(|(l, t)| (l * 4, t * 4)),
         }
     }
 
@@ -405,7 +406,8 @@ impl Node {
                     self.peer.clone().unwrap_or_default()
                 ),
             );
-            self.start_resync_source(new_uuid);
+            // A bitmap UUID of its own, distinct from the new current UUID.
+            self.start_resync_source(new_uuid.rotate_left(29) | 2);
         }
         self.act(Action::StateChanged);
         Ok(())

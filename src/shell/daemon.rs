@@ -38,7 +38,18 @@ pub struct Daemon {
     pub events: broadcast::Sender<String>,
     /// Every resource's last published snapshot (events are diffs of these).
     last: RefCell<Vec<Option<Snapshot>>>,
+    /// Resync progress samples per resource, for the speed and ETA.
+    speeds: RefCell<std::collections::HashMap<String, SpeedSamples>>,
 }
+
+/// (time, KiB left) samples of one resync.
+struct SpeedSamples {
+    start: (std::time::Instant, u64),
+    recent: std::collections::VecDeque<(std::time::Instant, u64)>,
+}
+
+/// DRBD computes the recent speed over roughly the last 18 seconds.
+const SPEED_WINDOW: Duration = Duration::from_secs(18);
 
 /// Run the daemon until SIGTERM/SIGINT. Returns an error for start-up failures.
 pub fn run(opts: Options) -> anyhow::Result<()> {
@@ -80,6 +91,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         }
         let (events, _) = broadcast::channel(1024);
         let daemon = Rc::new(Daemon {
+            speeds: RefCell::new(std::collections::HashMap::new()),
             last: RefCell::new(vec![None; resources.len()]),
             opts,
             config,
@@ -485,6 +497,37 @@ impl Daemon {
             }
         }
         let _ = status_file::write(self);
+    }
+
+    /// The measured speed of a running resync (None when not syncing).
+    pub fn resync_speed(&self, resource: &str) -> Option<status::Speed> {
+        let res = self.resources.iter().find(|r| r.name == resource)?;
+        let mut speeds = self.speeds.borrow_mut();
+        let Some((left, _)) = res.node.borrow().snapshot().resync_kib else {
+            speeds.remove(resource);
+            return None;
+        };
+        let now = std::time::Instant::now();
+        let s = speeds.entry(resource.to_owned()).or_insert_with(|| SpeedSamples {
+            start: (now, left),
+            recent: std::collections::VecDeque::new(),
+        });
+        s.recent.push_back((now, left));
+        while s.recent.len() > 2 && now.duration_since(s.recent[0].0) > SPEED_WINDOW {
+            s.recent.pop_front();
+        }
+        let rate = |(t0, l0): (std::time::Instant, u64)| {
+            let dt = now.duration_since(t0).as_secs_f64();
+            if dt < 0.01 {
+                0
+            } else {
+                (l0.saturating_sub(left) as f64 / dt) as u64
+            }
+        };
+        Some(status::Speed {
+            recent_kib_s: s.recent.front().map_or(0, |&f| rate(f)),
+            average_kib_s: rate(s.start),
+        })
     }
 
     /// Publish snapshots that changed since last time as event lines.

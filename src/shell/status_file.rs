@@ -24,7 +24,7 @@ pub fn render(daemon: &Daemon) -> String {
         .iter()
         .zip(&snaps)
         .map(|(r, s)| match s {
-            Some(s) => Minor::Up(s),
+            Some(s) => Minor::Up(s, daemon.resync_speed(&r.name)),
             None => Minor::Unconfigured {
                 minor: r.node.borrow().snapshot().minor,
             },

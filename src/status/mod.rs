@@ -15,10 +15,18 @@ use std::fmt::Write;
 /// DRBD's version line, which parsers of the 8.4 format require unchanged.
 pub const DRBD_VERSION_LINE: &str = "version: 8.4.11 (api:1/proto:86-101)";
 
-/// One resource for the status file: configured but down, or up.
+/// One resource for the status file: configured but down, or up (with the
+/// resync speed the shell measured, if syncing).
 pub enum Minor<'a> {
     Unconfigured { minor: u32 },
-    Up(&'a Snapshot),
+    Up(&'a Snapshot, Option<Speed>),
+}
+
+/// Resync speed in KiB/s: over the last few seconds, and since the start.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Speed {
+    pub recent_kib_s: u64,
+    pub average_kib_s: u64,
 }
 
 /// The whole status file.
@@ -32,13 +40,13 @@ pub fn render_proc_drbd(minors: &[Minor<'_>]) -> String {
             Minor::Unconfigured { minor } => {
                 let _ = writeln!(out, "{minor:2}: cs:Unconfigured");
             }
-            Minor::Up(s) => render_minor(&mut out, s),
+            Minor::Up(s, speed) => render_minor(&mut out, s, *speed),
         }
     }
     out
 }
 
-fn render_minor(out: &mut String, s: &Snapshot) {
+fn render_minor(out: &mut String, s: &Snapshot, speed: Option<Speed>) {
     let c = &s.counters;
     let _ = writeln!(
         out,
@@ -56,6 +64,38 @@ fn render_minor(out: &mut String, s: &Snapshot) {
         "    ns:{} nr:{} dw:{} dr:{} al:{} bm:{} lo:{} pe:{} ua:{} ap:{} ep:{} wo:f oos:{}",
         c.ns, c.nr, c.dw, c.dr, c.al, c.bm, c.lo, c.pe, c.ua, c.ap, c.ep, c.oos
     );
+    if let (true, Some((left, total))) = (s.cstate.shows_progress(), s.resync_kib) {
+        let permille = permille_done(left, total);
+        // DRBD switches to MiB above 4 GiB of bitmap.
+        let (l, t, unit) = if total > 4 << 20 {
+            (left >> 10, total >> 10, 'M')
+        } else {
+            (left, total, 'K')
+        };
+        let _ = writeln!(
+            out,
+            "\t{} sync'ed:{:3}.{}% ({l}/{t}){unit}",
+            progress_bar(permille),
+            permille / 10,
+            permille % 10
+        );
+        let sp = speed.unwrap_or_default();
+        let eta = left.checked_div(sp.recent_kib_s.max(1)).unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "\tfinish: {}:{:02}:{:02} speed: {} ({}) K/sec",
+            eta / 3600,
+            eta / 60 % 60,
+            eta % 60,
+            thousands(sp.recent_kib_s),
+            thousands(sp.average_kib_s)
+        );
+    }
+}
+
+/// DRBD's per-mille done, robust to `total` 0.
+pub fn permille_done(left: u64, total: u64) -> u32 {
+    (1000 - (left.min(total) * 1000 / (total + 1)).min(1000)) as u32
 }
 
 /// DRBD's progress bar: `x = permille / 50`, `=` × (x−1), `>`, `.` × (20−x).
@@ -145,7 +185,23 @@ pub fn render_status(s: &Snapshot, verbose: bool, color: bool) -> String {
     if let Some(peer) = &s.peer {
         if s.cstate >= ConnState::Connected {
             let _ = writeln!(out, "  {peer} role:{}", s.peer_role);
-            let _ = writeln!(out, "    peer-disk:{}", s.peer_disk);
+            match s.resync_kib {
+                Some((left, total)) if s.cstate.shows_progress() => {
+                    let pm = permille_done(left, total);
+                    let _ = writeln!(
+                        out,
+                        "    replication:{} peer-disk:{} done:{}.{}",
+                        s.cstate,
+                        s.peer_disk,
+                        pm / 10,
+                        pm % 10
+                    );
+                    let _ = writeln!(out, "    {} {} KiB left", progress_bar(pm), left);
+                }
+                _ => {
+                    let _ = writeln!(out, "    peer-disk:{}", s.peer_disk);
+                }
+            }
         } else {
             let cs = p.state(&s.cstate.to_string(), false, s.cstate == ConnState::StandAlone);
             let _ = writeln!(out, "  {peer} connection:{cs}");
@@ -179,13 +235,14 @@ mod tests {
                 ..Counters::default()
             },
             uuids: None,
+            resync_kib: None,
         }
     }
 
     #[test]
     fn proc_drbd_standalone_primary() {
         let s = snap();
-        let text = render_proc_drbd(&[Minor::Up(&s), Minor::Unconfigured { minor: 1 }]);
+        let text = render_proc_drbd(&[Minor::Up(&s, None), Minor::Unconfigured { minor: 1 }]);
         let expected = "version: 8.4.11 (api:1/proto:86-101)\n\
              srcversion: tandem-VERSION\n \
              0: cs:StandAlone ro:Primary/Unknown ds:UpToDate/DUnknown   r-----\n    \
@@ -193,6 +250,30 @@ mod tests {
              1: cs:Unconfigured\n"
             .replace("VERSION", env!("CARGO_PKG_VERSION"));
         assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn resync_lines_follow_the_counters() {
+        let mut s = snap();
+        s.cstate = ConnState::SyncSource;
+        s.peer = Some("beta".into());
+        s.protocol = Some('C');
+        s.resync_kib = Some((731_204, 1_024_000));
+        let text = render_proc_drbd(&[Minor::Up(
+            &s,
+            Some(Speed {
+                recent_kib_s: 104_456,
+                average_kib_s: 98_816,
+            }),
+        )]);
+        assert!(
+            text.contains("\t[====>...............] sync'ed: 28.6% (731204/1024000)K\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\tfinish: 0:00:07 speed: 104,456 (98,816) K/sec\n"),
+            "{text}"
+        );
     }
 
     #[test]

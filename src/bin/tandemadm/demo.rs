@@ -35,13 +35,13 @@ extern "C" fn on_signal(_: libc::c_int) {
 
 struct Demo {
     dir: PathBuf,
-    daemon: Option<Child>,
+    daemons: Vec<Child>,
     keep: bool,
 }
 
 impl Drop for Demo {
     fn drop(&mut self) {
-        if let Some(mut child) = self.daemon.take() {
+        for mut child in self.daemons.drain(..) {
             // SIGTERM lets tandemd finish I/O and leave clean metadata.
             // SAFETY: kill(2) on our own child's pid.
             unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
@@ -86,7 +86,7 @@ pub fn run(args: &DemoArgs) -> i32 {
     let dir = std::env::temp_dir().join(format!("tandem-demo-{}", std::process::id()));
     let mut demo = Demo {
         dir: dir.clone(),
-        daemon: None,
+        daemons: Vec::new(),
         keep: args.keep,
     };
     match start(&mut demo, args, size) {
@@ -99,34 +99,39 @@ pub fn run(args: &DemoArgs) -> i32 {
     watch(&demo, args)
 }
 
+const NODES: [&str; 2] = ["alpha", "beta"];
+
 fn start(demo: &mut Demo, args: &DemoArgs, size: u64) -> Result<(), String> {
-    let dir = &demo.dir;
-    std::fs::create_dir_all(dir.join("run")).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let image = dir.join("r0.img");
-    let f = std::fs::File::create(&image).map_err(|e| format!("cannot create {}: {e}", image.display()))?;
-    f.set_len(size)
-        .map_err(|e| format!("cannot size {}: {e}", image.display()))?;
+    let dir = demo.dir.clone();
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let p = args.port;
+    let mut hosts = String::new();
+    for (i, node) in NODES.iter().enumerate() {
+        let image = dir.join(format!("{node}.img"));
+        let f = std::fs::File::create(&image).map_err(|e| format!("cannot create {}: {e}", image.display()))?;
+        f.set_len(size)
+            .map_err(|e| format!("cannot size {}: {e}", image.display()))?;
+        hosts.push_str(&format!(
+            "  on {node} {{\n    device    nbd://127.0.0.1:{}/r0;\n    disk      {};\n    address   127.0.0.1:{};\n    meta-disk internal;\n  }}\n",
+            p + i as u16,
+            image.display(),
+            p + 2 + i as u16
+        ));
+    }
     let conf = dir.join("tandem.conf");
     let text = format!(
-        "# Written by 'tandemadm demo'.\nresource r0 {{\n  on alpha {{\n    device    nbd://127.0.0.1:{port}/r0;\n    disk      {img};\n    meta-disk internal;\n  }}\n}}\n",
-        port = args.port,
-        img = image.display()
+        "# Written by 'tandemadm demo': two nodes on loopback.\nresource r0 {{\n  protocol C;\n  net {{ shared-secret \"demo-{}\"; connect-int 1; ping-int 2; }}\n{hosts}}}\n",
+        std::process::id()
     );
     std::fs::write(&conf, text).map_err(|e| format!("cannot write {}: {e}", conf.display()))?;
 
     let tandemadm = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
     let tandemd = sibling(&tandemadm, "tandemd");
-    let run_dir = dir.join("run");
-    let step = |what: &[&str]| -> Result<(), String> {
+    let conf_s = conf.to_string_lossy().into_owned();
+    let step = |node: &str, what: &[&str]| -> Result<(), String> {
+        let run_dir = dir.join(node).to_string_lossy().into_owned();
         let out = Process::new(&tandemadm)
-            .args([
-                "-c",
-                &conf.to_string_lossy(),
-                "--node",
-                "alpha",
-                "--run-dir",
-                &run_dir.to_string_lossy(),
-            ])
+            .args(["-c", &conf_s, "--node", node, "--run-dir", &run_dir])
             .args(what)
             .output()
             .map_err(|e| format!("cannot run tandemadm: {e}"))?;
@@ -134,42 +139,49 @@ fn start(demo: &mut Demo, args: &DemoArgs, size: u64) -> Result<(), String> {
             Ok(())
         } else {
             Err(format!(
-                "'tandemadm {}' failed: {}",
+                "{node}: 'tandemadm {}' failed: {}",
                 what.join(" "),
                 String::from_utf8_lossy(&out.stderr).trim()
             ))
         }
     };
-    step(&["create-md", "r0"])?;
-    let log = std::fs::File::create(dir.join("tandemd.log")).map_err(|e| e.to_string())?;
-    let child = Process::new(&tandemd)
-        .args([
-            "-c",
-            &conf.to_string_lossy(),
-            "--node",
-            "alpha",
-            "--run-dir",
-            &run_dir.to_string_lossy(),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", tandemd.display()))?;
-    demo.daemon = Some(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !tandem::shell::daemon::socket_path(&run_dir).exists() {
-        if Instant::now() > deadline {
-            return Err(format!(
-                "tandemd did not start; see {}",
-                dir.join("tandemd.log").display()
-            ));
+    for node in NODES {
+        step(node, &["create-md", "r0"])?;
+        let log = std::fs::File::create(dir.join(format!("{node}.log"))).map_err(|e| e.to_string())?;
+        let run_dir = dir.join(node);
+        let child = Process::new(&tandemd)
+            .args(["-c", &conf_s, "--node", node, "--run-dir"])
+            .arg(&run_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", tandemd.display()))?;
+        demo.daemons.push(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !tandem::shell::daemon::socket_path(&run_dir).exists() {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "tandemd {node} did not start; see {}",
+                    dir.join(format!("{node}.log")).display()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
-        std::thread::sleep(Duration::from_millis(20));
+        step(node, &["up", "r0"])?;
     }
-    step(&["up", "r0"])?;
-    // A fresh image has no authoritative copy yet: declare this one so.
-    step(&["primary", "--force", "r0"])?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !std::fs::read_to_string(dir.join("alpha/drbd"))
+        .unwrap_or_default()
+        .contains("cs:Connected")
+    {
+        if Instant::now() > deadline {
+            return Err(format!("the nodes did not connect; see {}/alpha.log", dir.display()));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Fresh images: declare alpha's authoritative; the initial sync starts.
+    step("alpha", &["primary", "--force", "r0"])?;
     Ok(())
 }
 
@@ -180,18 +192,20 @@ fn sibling(exe: &Path, name: &str) -> PathBuf {
 }
 
 fn watch(demo: &Demo, args: &DemoArgs) -> i32 {
-    let run_dir = demo.dir.join("run");
     let uri = format!("nbd://127.0.0.1:{}/r0", args.port);
     let tty = std::io::stdout().is_terminal();
     let started = Instant::now();
     let banner = format!(
-        "Tandem demo: resource r0, {} sparse image in {}\n\
-         NBD export: {uri}\n\
+        "Tandem demo: resource r0 replicated between alpha and beta (protocol C, loopback),\n\
+         {} sparse images in {}\n\
+         NBD export of the Primary (alpha): {uri}\n\
          Try:  qemu-io -f raw -c 'write -P 0xab 0 1M' -c 'read -P 0xab 0 1M' {uri}\n      \
-         nbdinfo {uri}\n      \
-         fio --name=t --ioengine=nbd --uri={uri} --rw=randwrite --bs=4k --iodepth=32 --size=256M --runtime=10 --time_based\n\
+         fio --name=t --ioengine=nbd --uri={uri} --rw=randwrite --bs=4k --iodepth=32 --size=256M --runtime=10 --time_based\n      \
+         tandemadm -c {}/tandem.conf --node beta --run-dir {}/beta disconnect r0   (then write, then connect)\n\
          Ctrl-C stops the demo{}.\n",
         args.size,
+        demo.dir.display(),
+        demo.dir.display(),
         demo.dir.display(),
         if args.keep { " and keeps the directory" } else { " and removes the directory" },
     );
@@ -200,26 +214,32 @@ fn watch(demo: &Demo, args: &DemoArgs) -> i32 {
         if args.duration > 0 && started.elapsed() >= Duration::from_secs(args.duration) {
             break;
         }
-        let status = call(
-            &run_dir,
-            &Request {
-                verbose: true,
-                color: tty,
-                ..Request::new(Command::Status, "r0")
-            },
-        );
-        let procfile = std::fs::read_to_string(run_dir.join("drbd")).unwrap_or_default();
+        let mut screen = String::new();
+        for node in NODES {
+            let run_dir = demo.dir.join(node);
+            let status = call(
+                &run_dir,
+                &Request {
+                    verbose: true,
+                    color: tty,
+                    ..Request::new(Command::Status, "r0")
+                },
+            );
+            match status {
+                Ok(resp) => screen.push_str(&format!("── {node} ──\n{}", resp.output)),
+                Err(code) => return code,
+            }
+        }
+        let procfile = std::fs::read_to_string(demo.dir.join("alpha/drbd")).unwrap_or_default();
         let mut out = std::io::stdout().lock();
         if tty {
             let _ = writeln!(out, "\x1b[2J\x1b[H{banner}");
         }
-        match status {
-            Ok(resp) => {
-                let file = run_dir.join("drbd");
-                let _ = write!(out, "{}\nstatus file: {}\n{procfile}", resp.output, file.display());
-            }
-            Err(code) => return code,
-        }
+        let _ = write!(
+            out,
+            "{screen}\nalpha's status file ({}):\n{procfile}\n",
+            demo.dir.join("alpha/drbd").display()
+        );
         let _ = out.flush();
         drop(out);
         for _ in 0..10 {
