@@ -16,6 +16,7 @@
 //!  Action::Reply ◄── Node::handle(DiskDone) ◄──────────────────────────────┘
 //! ```
 
+pub mod activity_log;
 pub mod generation;
 pub mod limits;
 mod node;
@@ -176,7 +177,12 @@ pub enum Action {
     /// change is reported to the operator.
     PersistMeta,
     /// Bitmap pages changed; write them (`Node::take_bitmap_pages`).
+    /// Carried out synchronously, before any later action starts.
     PersistBitmap,
+    /// Write this activity-log transaction durably. Carried out
+    /// synchronously, before any later action starts: the writes queued after
+    /// it rely on it being on disk.
+    PersistAl(crate::meta::al::AlTransaction),
     /// Something the status file or the events stream shows changed.
     StateChanged,
 }

@@ -14,12 +14,13 @@
 //! Writes that overlap a write still in flight wait for it, on both nodes,
 //! so that both replicas apply overlapping writes in the same order.
 
+use super::activity_log::{extents_of, ActivityLog};
 use super::generation::{self, uuid_flags, Sync, UuidReport, UUID_NEW_BM_OFFSET};
 use super::refusal::{Refusal, StateRv};
 use super::state::{ConnState, DiskState, Role};
 use super::{errno, limits, Action, AttachInfo, Counters, DiskOp, Event, IoKind, IoRequest, ReqId, Snapshot};
 use crate::meta::bitmap::Bitmap;
-use crate::meta::{GenerationUuids, MdFlags, BM_BLOCK_BYTES};
+use crate::meta::{GenerationUuids, MdFlags, AL_EXTENT_SHIFT, BM_BLOCK_BYTES};
 use crate::wire::{self, Message};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -115,6 +116,9 @@ pub struct Node {
     resync: Option<Resync>,
     /// Seq of app writes awaiting peer acks → request id.
     peer_pending: BTreeMap<u64, ReqId>,
+    /// Hot extents (only when a peer is configured).
+    al: Option<ActivityLog>,
+    al_extents: u32,
     actions: VecDeque<Action>,
 }
 
@@ -147,8 +151,44 @@ impl Node {
             peer_bitmap_done: false,
             resync: None,
             peer_pending: BTreeMap::new(),
+            al: None,
+            al_extents: 1237,
             actions: VecDeque::new(),
         }
+    }
+
+    /// `al-extents` from the configuration (before attach).
+    pub fn set_al_extents(&mut self, n: u32) {
+        self.al_extents = n;
+    }
+
+    /// After a crash (the log was not marked clean): every extent the last
+    /// transactions list may differ from the peer.
+    pub fn apply_activity_log(&mut self, extents: &[u32], last_tr: Option<u64>, crashed: bool) {
+        if let Some(al) = self.al.as_mut() {
+            al.set_next_tr(last_tr.map_or(0, |t| t + 1));
+        }
+        if !crashed {
+            return;
+        }
+        let per_extent = (1u64 << AL_EXTENT_SHIFT) / BM_BLOCK_BYTES;
+        if let Some(bm) = self.bitmap.as_mut() {
+            for &e in extents {
+                bm.set_range(u64::from(e) * per_extent, per_extent);
+            }
+        }
+        if !extents.is_empty() {
+            self.log(
+                true,
+                format!(
+                    "{}: unclean shutdown: {} activity-log extents ({} MiB) marked out of sync",
+                    self.resource,
+                    extents.len(),
+                    extents.len() * 4
+                ),
+            );
+        }
+        self.act(Action::PersistBitmap);
     }
 
     pub fn resource(&self) -> &str {
@@ -295,6 +335,7 @@ impl Node {
         };
         if self.peer.is_some() {
             self.bitmap = Some(Bitmap::new(info.data_bytes.div_ceil(BM_BLOCK_BYTES)));
+            self.al = Some(ActivityLog::new(self.al_extents, 0));
         }
         // A node that died as Primary left PRIMARY_IND set.
         if self.flags.contains(MdFlags::PRIMARY_IND) {
@@ -623,6 +664,9 @@ impl Node {
                 fua,
             },
         };
+        if r.origin == Origin::App && r.is_write() {
+            self.activate_extents(io);
+        }
         self.counters.lo += 1;
         self.act(Action::Disk { id, op });
         if r.origin != Origin::App {
@@ -680,6 +724,34 @@ impl Node {
                 self.mark_out_of_sync(io.offset, io.len);
             }
         }
+    }
+
+    /// Queue the activity-log transaction a write into cold extents needs;
+    /// the shell makes it durable before the write (queued next) starts.
+    fn activate_extents(&mut self, io: IoRequest) {
+        let Some(al) = self.al.as_ref() else { return };
+        if extents_of(io.offset, io.len).all(|e| al.is_hot(e)) {
+            return;
+        }
+        let busy: Vec<u32> = self
+            .inflight
+            .iter()
+            .filter(|r| r.started && r.origin == Origin::App && r.is_write())
+            .flat_map(|r| extents_of(r.io.offset, r.io.len))
+            .collect();
+        let Some(update) = self
+            .al
+            .as_mut()
+            .and_then(|al| al.activate(io.offset, io.len, |e| busy.contains(&e)))
+        else {
+            return;
+        };
+        if !update.evicted.is_empty() {
+            // The log stops protecting these: their bitmap bits must be on disk.
+            self.act(Action::PersistBitmap);
+        }
+        self.counters.al += 1;
+        self.act(Action::PersistAl(update.transaction));
     }
 
     fn mark_out_of_sync(&mut self, offset: u64, len: u32) {

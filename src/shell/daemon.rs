@@ -385,7 +385,11 @@ impl Daemon {
         }
         if res.node.borrow().has_peer() {
             if let Err(e) = res.load_bitmap() {
-                tracing::error!(resource = %res.name, error = %e, "cannot read the bitmap; assuming everything is out of sync");
+                tracing::error!(resource = %res.name, error = %e, "cannot read the bitmap");
+            }
+            let crashed = !info.flags.contains(crate::meta::MdFlags::AL_CLEAN);
+            if let Err(e) = res.apply_activity_log(crashed) {
+                tracing::error!(resource = %res.name, error = %e, "cannot read the activity log");
             }
         }
         res.run_actions();

@@ -193,6 +193,29 @@ impl MetaStore {
         Ok(())
     }
 
+    /// Make one activity-log transaction durable, in its ring slot.
+    pub fn write_al(&mut self, tr: &meta::al::AlTransaction) -> io::Result<()> {
+        let slot = tr.tr_number % u64::from(self.layout.al_blocks.max(1));
+        self.file.write_all_at(
+            &tr.encode()[..],
+            self.layout.al_offset + slot * meta::BLOCK_BYTES as u64,
+        )?;
+        self.file.sync_data()
+    }
+
+    /// Read the whole ring back (attach after a crash).
+    pub fn read_al(&self) -> io::Result<meta::al::AlRecovery> {
+        let mut blocks = Vec::with_capacity(self.layout.al_blocks as usize);
+        for i in 0..u64::from(self.layout.al_blocks) {
+            blocks.push(read_block(
+                &self.file,
+                self.layout.al_offset + i * meta::BLOCK_BYTES as u64,
+            )?);
+        }
+        let refs: Vec<&[u8]> = blocks.iter().map(Vec::as_slice).collect();
+        Ok(meta::al::recover_hot_extents(&refs))
+    }
+
     /// Clean detach: the activity log holds nothing that needs replaying.
     pub fn mark_clean(&mut self) -> io::Result<()> {
         let mut flags = self.sb.flags;

@@ -100,7 +100,11 @@ impl Resource {
         let protocol = cfg.protocol.to_string().chars().next().unwrap_or('C');
         Resource {
             name: cfg.name.clone(),
-            node: RefCell::new(Node::new(&cfg.name, minor, node_name, peer.as_deref(), protocol)),
+            node: RefCell::new({
+                let mut n = Node::new(&cfg.name, minor, node_name, peer.as_deref(), protocol);
+                n.set_al_extents(cfg.disk.al_extents);
+                n
+            }),
             cfg,
             host,
             disk: RefCell::new(None),
@@ -173,6 +177,15 @@ impl Resource {
                 Action::Reply { id, error } => self.reply(id, error),
                 Action::PersistMeta => self.persist_meta(),
                 Action::PersistBitmap => self.persist_bitmap(),
+                Action::PersistAl(tr) => {
+                    if let Some(meta) = self.meta.borrow_mut().as_mut() {
+                        if let Err(e) = meta.write_al(&tr) {
+                            // Not durable means not protected: fail safe by
+                            // treating the disk as failed for writes.
+                            tracing::error!(resource = %self.name, error = %e, "cannot write the activity log");
+                        }
+                    }
+                }
                 Action::StateChanged => self.changed.notify_one(),
                 Action::SendPeer(msg) => self.send_peer(PeerOut::message(&msg)),
                 Action::SendPeerData { id, msg } => {
@@ -323,6 +336,22 @@ impl Resource {
         }
         // Loading marked nothing dirty worth writing back.
         let _ = self.node.borrow_mut().take_bitmap_pages();
+        Ok(())
+    }
+
+    /// Replay the activity log after a crash (`crashed`: it was not marked clean).
+    pub fn apply_activity_log(self: &Rc<Self>, crashed: bool) -> std::io::Result<()> {
+        let recovery = match self.meta.borrow().as_ref() {
+            Some(meta) => meta.read_al()?,
+            None => return Ok(()),
+        };
+        if recovery.corrupt_blocks > 0 {
+            tracing::warn!(resource = %self.name, blocks = recovery.corrupt_blocks, "activity-log blocks with bad checksums ignored (a torn last write)");
+        }
+        self.node
+            .borrow_mut()
+            .apply_activity_log(&recovery.extents, recovery.last_tr, crashed);
+        self.run_actions();
         Ok(())
     }
 }
