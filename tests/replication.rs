@@ -438,3 +438,40 @@ fn primary_crash_failover_keeps_every_acknowledged_write_and_the_old_primary_rej
     );
     p.assert_identical();
 }
+
+#[test]
+fn resync_under_application_writes_ends_identical() {
+    let p = Pair::synced();
+    p.beta.adm_ok(&["disconnect", "r0"]);
+    p.alpha.wait_for("cs:WFConnection", 10);
+    qemu_io(&p.uri(), &["write -P 0x51 0 16M"]);
+    p.beta.adm_ok(&["connect", "r0"]);
+    // Writes with verification while the 16 MiB resync runs.
+    run_ok(Command::new("fio").args([
+        "--name=during-resync",
+        "--ioengine=nbd",
+        &format!("--uri={}", p.uri()),
+        "--offset=8m",
+        "--size=16m",
+        "--bs=4k",
+        "--iodepth=8",
+        "--rw=randwrite",
+        "--verify=crc32c",
+        "--verify_fatal=1",
+        "--verify_state_save=0",
+    ]));
+    p.alpha.wait_for("ds:UpToDate/UpToDate", 30);
+    p.alpha.wait_for("oos:0", 10);
+    p.assert_identical();
+}
+
+#[test]
+fn a_dry_run_connect_never_acts() {
+    let p = Pair::synced();
+    p.beta.adm_ok(&["disconnect", "r0"]);
+    let out = p.beta.adm(&["connect", "--dry-run", "r0"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--dry-run"));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(p.beta.status().contains("cs:StandAlone"), "{}", p.beta.status());
+}

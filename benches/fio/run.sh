@@ -94,6 +94,40 @@ for _ in $(seq 100); do [ -S "$T/run/tandemd.sock" ] && break; sleep 0.05; done
 wait_nbd "nbd://127.0.0.1:$PORT/r0"
 workloads tandem "nbd://127.0.0.1:$PORT/r0"
 "${A[@]}" status --verbose r0 >&2 || true
+"${A[@]}" secondary r0
+"${A[@]}" down r0
+kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
+
+echo "target: tandem replicated (protocol C, two nodes on loopback)" >&2
+R=$WORK/tandem-pair; rm -rf "$R"; mkdir -p "$R"
+PEER_IMG=$WORK/peer.img
+cp --sparse=never "$IMG" "$PEER_IMG"
+P0=$((PORT + 1))
+cat >"$R/tandem.conf" <<EOF
+resource r0 {
+  protocol C;
+  net { shared-secret "bench"; connect-int 1; }
+  on alpha { device nbd://127.0.0.1:$P0/r0; disk $IMG; address 127.0.0.1:$((P0 + 1)); meta-disk $R/alpha.md; }
+  on beta  { device nbd://127.0.0.1:$((P0 + 2))/r0; disk $PEER_IMG; address 127.0.0.1:$((P0 + 3)); meta-disk $R/beta.md; }
+}
+EOF
+for n in alpha beta; do
+  B=("$BIN/tandemadm" -c "$R/tandem.conf" --node $n --run-dir "$R/$n")
+  "${B[@]}" create-md --force r0 >/dev/null
+  TANDEM_LOG=warn "$BIN/tandemd" -c "$R/tandem.conf" --node $n --run-dir "$R/$n" </dev/null >"$R/$n.log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 100); do [ -S "$R/$n/tandemd.sock" ] && break; sleep 0.05; done
+  "${B[@]}" up r0
+done
+for _ in $(seq 200); do grep -q "cs:Connected" "$R/alpha/drbd" 2>/dev/null && break; sleep 0.05; done
+t0=$(date +%s.%N)
+"$BIN/tandemadm" -c "$R/tandem.conf" --node alpha --run-dir "$R/alpha" primary --force r0
+for _ in $(seq 1200); do grep -q "ds:UpToDate/UpToDate" "$R/alpha/drbd" 2>/dev/null && break; sleep 0.05; done
+t1=$(date +%s.%N)
+echo "initial full sync of $SIZE over loopback: $(python3 -c "print(f'{$t1-$t0:.2f}')") s" | tee "$WORK/fullsync.txt" >&2
+wait_nbd "nbd://127.0.0.1:$P0/r0"
+workloads replicated "nbd://127.0.0.1:$P0/r0"
+if cmp -s "$IMG" "$PEER_IMG"; then echo "replicas identical after the run (cmp)" | tee "$WORK/cmp.txt" >&2; else echo "REPLICAS DIFFER (cmp)" | tee "$WORK/cmp.txt" >&2; fi
 
 python3 - "$WORK" "$OUT" "$RUNTIME" "$SIZE" <<'PY'
 import json, sys, os, platform, subprocess
@@ -123,14 +157,18 @@ rows = [
 cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
 lines = [f"Machine: {platform.node()}, {os.cpu_count()} vCPU ({cpu}), kernel {platform.release()}; "
          f"{size} preallocated random-filled file; fio {runtime} s per row, 1 s ramp.", "",
-         "| workload | file (O_DIRECT, the limit) | qemu-nbd (cache=none, io_uring) | Tandem standalone | Tandem / qemu-nbd | target |",
-         "|---|---|---|---|---|---|"]
+         "| workload | file (O_DIRECT, the limit) | qemu-nbd (cache=none, io_uring) | Tandem standalone | standalone / qemu-nbd | Tandem replicated (C) | replicated / qemu-nbd |",
+         "|---|---|---|---|---|---|---|"]
 for name, w, key, higher in rows:
-    f, q, t = wr("file", w, key), wr("qemu", w, key), wr("tandem", w, key)
+    f, q, t, r = wr("file", w, key), wr("qemu", w, key), wr("tandem", w, key), wr("replicated", w, key)
     ratio = t / q if q else float("nan")
     ok = ratio >= 1.0 if higher else ratio <= 1.0
-    goal = "≥ 1.00" if higher else "≤ 1.00"
-    lines.append(f"| {name} | {f:,.0f} | {q:,.0f} | {t:,.0f} | {ratio:.2f} {'✓' if ok else '✗'} | {goal} |")
+    lines.append(f"| {name} | {f:,.0f} | {q:,.0f} | {t:,.0f} | {ratio:.2f} {'✓' if ok else '✗'} | {r:,.0f} | {r / q:.2f} |")
+for extra in ("fullsync.txt", "cmp.txt"):
+    path = os.path.join(work, extra)
+    if os.path.exists(path):
+        lines.append("")
+        lines.append(open(path).read().strip())
 text = "\n".join(lines) + "\n"
 open(out, "w").write(text)
 print(text)

@@ -419,6 +419,13 @@ impl Daemon {
                 format!("{}: State change failed: (-11) Device is diskless, the requested operation requires a disk (attach it with 'tandemadm attach {}')", res.name, res.name),
             ));
         }
+        if req.dry_run {
+            // Refuse rather than connect for real: a dry run must never act.
+            return Err(Response::err(
+                exit::FAILED,
+                format!("{}: connect --dry-run is not available in this build; the decision is logged on every connect (grep 'uuid_compare' in tandemd's log)", res.name),
+            ));
+        }
         if req.discard_my_data {
             if res.node.borrow().role() == crate::core::Role::Primary {
                 return Err(Response::err(

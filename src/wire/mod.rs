@@ -95,6 +95,10 @@ impl Header {
         if b[4] != ProtocolVersion::current() as u8 {
             return Err(WireError::UnsupportedVersion(b[4]));
         }
+        if b[6] != 0 || b[7] != 0 {
+            // Reserved for later versions; a v1 peer never sets them.
+            return Err(WireError::Malformed("frame header"));
+        }
         let length = u32::from_be_bytes([b[8], b[9], b[10], b[11]]);
         if length > FRAME_PAYLOAD_MAX {
             return Err(WireError::TooLong(length));
@@ -249,6 +253,14 @@ impl<'a> Reader<'a> {
     pub(crate) fn u8(&mut self) -> Result<u8, WireError> {
         Ok(self.take(1)?[0])
     }
+    /// A flag byte: exactly 0 or 1, so every message has one encoding.
+    pub(crate) fn bool(&mut self) -> Result<bool, WireError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(WireError::Malformed(self.what)),
+        }
+    }
     pub(crate) fn u16(&mut self) -> Result<u16, WireError> {
         let b = self.take(2)?;
         Ok(u16::from_be_bytes([b[0], b[1]]))
@@ -398,7 +410,7 @@ impl Message {
                 history: [r.u64()?, r.u64()?],
                 bitmap_bits: r.u64()?,
                 flags: r.u32()?,
-                primary: r.u8()? != 0,
+                primary: r.bool()?,
             },
             kind::DATA => {
                 let (seq, offset, len, flags) = (r.u64()?, r.u64()?, r.u32()?, r.u32()?);
@@ -426,7 +438,7 @@ impl Message {
             kind::PING => Message::Ping,
             kind::PING_ACK => Message::PingAck,
             kind::BITMAP => {
-                let last = r.u8()? != 0;
+                let last = r.bool()?;
                 let n = r.u32()? as usize;
                 if n > BITMAP_RUNS_PER_MESSAGE {
                     return Err(WireError::Malformed("bitmap"));
@@ -444,7 +456,7 @@ impl Message {
                 history: [r.u64()?, r.u64()?],
             },
             kind::STATE => Message::State {
-                primary: r.u8()? != 0,
+                primary: r.bool()?,
                 disk: r.u8()?,
             },
             other => return Err(WireError::UnknownType(other)),
