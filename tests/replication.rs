@@ -365,6 +365,19 @@ fn split_brain_is_detected_and_never_merged() {
     // Nothing was merged: beta still lacks alpha's write.
     let beta = std::fs::read(&p.beta.image).expect("beta");
     assert!(!beta[..65536].iter().all(|&b| b == 0x41));
+
+    // Manual recovery: beta is the victim. Refused while it is Primary.
+    let out = p.beta.adm(&["connect", "--discard-my-data", "r0"]);
+    assert_eq!(out.status.code(), Some(11));
+    p.beta.adm_ok(&["secondary", "r0"]);
+    p.beta.adm_ok(&["--", "--discard-my-data", "connect", "r0"]);
+    p.alpha.adm_ok(&["connect", "r0"]);
+    p.alpha
+        .wait_for("cs:Connected ro:Primary/Secondary ds:UpToDate/UpToDate", 30);
+    p.beta.wait_for("ds:UpToDate/UpToDate", 10);
+    p.assert_identical();
+    let logs = p.alpha.log_text() + &p.beta.log_text();
+    assert!(logs.contains("manually solved"), "{logs}");
 }
 
 /// QD1 writes of self-describing blocks until the connection dies; returns
@@ -466,12 +479,27 @@ fn resync_under_application_writes_ends_identical() {
 }
 
 #[test]
-fn a_dry_run_connect_never_acts() {
+fn a_dry_run_connect_says_what_would_happen_and_changes_nothing() {
     let p = Pair::synced();
     p.beta.adm_ok(&["disconnect", "r0"]);
-    let out = p.beta.adm(&["connect", "--dry-run", "r0"]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--dry-run"));
-    std::thread::sleep(Duration::from_millis(1500));
+    p.alpha.wait_for("cs:WFConnection", 10);
+    qemu_io(&p.uri(), &["write -P 0x22 0 128k"]);
+    let out = p.beta.adm_ok(&["connect", "--dry-run", "r0"]);
+    assert!(out.contains("uuid_compare()=-1 by rule 50"), "{out}");
+    assert!(
+        out.contains("alpha has 32 blocks newer than beta; beta becomes SyncTarget"),
+        "{out}"
+    );
+    assert!(
+        out.contains("would connect: this node becomes SyncTarget (bitmap-based)"),
+        "{out}"
+    );
+    assert!(out.contains("dry run: nothing was changed"), "{out}");
+    std::thread::sleep(Duration::from_millis(500));
     assert!(p.beta.status().contains("cs:StandAlone"), "{}", p.beta.status());
+    assert!(p.alpha.status().contains("oos:128"), "{}", p.alpha.status());
+    // The real connect then does exactly that.
+    p.beta.adm_ok(&["connect", "r0"]);
+    p.alpha.wait_for("ds:UpToDate/UpToDate", 30);
+    p.assert_identical();
 }

@@ -24,7 +24,7 @@ pub mod refusal;
 pub mod state;
 
 pub use generation::UuidReport;
-pub use node::Node;
+pub use node::{Node, Verdict};
 pub use refusal::{Refusal, StateRv};
 pub use state::{ConnState, DiskState, Role};
 

@@ -119,7 +119,20 @@ pub struct Node {
     /// Hot extents (only when a peer is configured).
     al: Option<ActivityLog>,
     al_extents: u32,
+    /// `connect --discard-my-data` for the next connection only.
+    discard_my_data: bool,
     actions: VecDeque<Action>,
+}
+
+/// The outcome of comparing with a peer on connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// The sync to perform (from this node's side), if the link is accepted.
+    pub sync: Option<Sync>,
+    /// Why the link is refused, if it is.
+    pub refuse: Option<String>,
+    /// UUID tuples, rule and the plain sentence, for the log.
+    pub lines: Vec<String>,
 }
 
 impl Node {
@@ -153,6 +166,7 @@ impl Node {
             peer_pending: BTreeMap::new(),
             al: None,
             al_extents: 1237,
+            discard_my_data: false,
             actions: VecDeque::new(),
         }
     }
@@ -1009,25 +1023,34 @@ impl Node {
 
     // ------------------------------------------------------------ connect
 
-    fn on_peer_connected(&mut self, peer: UuidReport, peer_data_bytes: u64) {
-        let Some(peer_name) = self.peer.clone() else { return };
-        let me = self.uuid_report(false);
-        self.peer_role = if peer.primary { Role::Primary } else { Role::Secondary };
-        self.peer_disk = if peer.flags & uuid_flags::INCONSISTENT != 0 {
-            DiskState::Inconsistent
-        } else {
-            DiskState::UpToDate
-        };
+    /// What connecting to a peer with this report decides, and the log
+    /// lines that explain it. Pure: used on connect and by `--dry-run`.
+    pub fn decide(&self, peer: &UuidReport, peer_data_bytes: u64) -> Verdict {
+        let peer_name = self.peer.clone().unwrap_or_default();
+        let me = self.uuid_report(self.discard_my_data);
+        let mut lines = vec![
+            format!("{}: self {}", self.resource, generation::uuid_line(&me)),
+            format!("{}: peer {}", self.resource, generation::uuid_line(peer)),
+        ];
         if peer_data_bytes != self.data_bytes {
-            let reason = format!(
+            let why = format!(
                 "{}: peer {peer_name} has {peer_data_bytes} bytes of data, this node {}; sizes must match",
                 self.resource, self.data_bytes
             );
-            self.refuse_link(reason);
-            return;
+            return Verdict {
+                sync: None,
+                refuse: Some(why),
+                lines,
+            };
         }
         let tie_break = self.node < peer_name;
-        let mut decision = generation::compare(&me, &peer, tie_break);
+        let mut decision = generation::compare(&me, peer, tie_break);
+        lines.push(format!(
+            "{}: uuid_compare()={} by rule {}",
+            self.resource,
+            decision.sync.drbd_code(),
+            decision.rule
+        ));
         // Disk states override: an Inconsistent side is always the target.
         let me_bad = self.disk <= DiskState::Inconsistent;
         let peer_bad = peer.flags & uuid_flags::INCONSISTENT != 0;
@@ -1036,73 +1059,130 @@ impl Node {
             (false, true) if !matches!(decision.sync, Sync::SourceBitmap | Sync::SourceFull) => Some(Sync::SourceFull),
             _ => None,
         };
-        self.log(false, format!("{}: self {}", self.resource, generation::uuid_line(&me)));
-        self.log(
-            false,
-            format!("{}: peer {}", self.resource, generation::uuid_line(&peer)),
-        );
-        self.log(
-            false,
-            format!(
-                "{}: uuid_compare()={} by rule {}",
-                self.resource,
-                decision.sync.drbd_code(),
-                decision.rule
-            ),
-        );
         if let Some(sync) = overridden {
             decision.sync = sync;
-            self.log(
-                false,
-                format!(
-                    "{}: becoming sync {} due to disk states",
-                    self.resource,
-                    if matches!(sync, Sync::SourceFull) {
-                        "source"
-                    } else {
-                        "target"
-                    }
-                ),
-            );
+            let side = if matches!(sync, Sync::SourceFull) {
+                "source"
+            } else {
+                "target"
+            };
+            lines.push(format!("{}: becoming sync {side} due to disk states", self.resource));
         }
         let sentence = generation::explain(decision, &self.node, &peer_name, me.bitmap_bits, peer.bitmap_bits);
-        match decision.sync {
-            Sync::SplitBrain { .. } => {
-                self.refuse_link(format!(
-                    "{}: Split-Brain detected, dropping connection: {sentence}",
+        // Manual split-brain recovery: the side told --discard-my-data loses.
+        if let Sync::SplitBrain { same_parent } = decision.sync {
+            let mine = self.discard_my_data;
+            let theirs = peer.flags & uuid_flags::DISCARD_MY_DATA != 0;
+            let resolved = match (mine, theirs) {
+                (true, false) => Some(if same_parent {
+                    Sync::TargetBitmap
+                } else {
+                    Sync::TargetFull
+                }),
+                (false, true) => Some(if same_parent {
+                    Sync::SourceBitmap
+                } else {
+                    Sync::SourceFull
+                }),
+                (true, true) => {
+                    let why = format!(
+                        "{}: incompatible discard-my-data settings: both nodes would discard their data",
+                        self.resource
+                    );
+                    return Verdict {
+                        sync: None,
+                        refuse: Some(why),
+                        lines,
+                    };
+                }
+                (false, false) => None,
+            };
+            if let Some(sync) = resolved {
+                let victim = if mine { &self.node } else { &peer_name };
+                lines.push(format!(
+                    "{}: Split-Brain detected, manually solved: {sentence}; {victim} discards its changes",
                     self.resource
                 ));
-                return;
+                return Verdict {
+                    sync: Some(sync),
+                    refuse: None,
+                    lines,
+                };
             }
-            Sync::Unrelated => {
-                self.refuse_link(format!("{}: Unrelated data, aborting: {sentence}", self.resource));
-                return;
-            }
-            Sync::TargetBitmap | Sync::TargetFull if self.role == Role::Primary && !me_bad => {
-                self.refuse_link(format!(
-                    "{}: I shall become SyncTarget, but I am primary! ({sentence})",
-                    self.resource
-                ));
-                return;
-            }
-            _ => {}
+            let why = format!(
+                "{}: Split-Brain detected but unresolved, dropping connection: {sentence}",
+                self.resource
+            );
+            return Verdict {
+                sync: None,
+                refuse: Some(why),
+                lines,
+            };
         }
-        self.log(false, format!("{}: {sentence}", self.resource));
+        let refuse = match decision.sync {
+            Sync::Unrelated => Some(format!("{}: Unrelated data, aborting: {sentence}", self.resource)),
+            Sync::TargetBitmap | Sync::TargetFull if self.role == Role::Primary && !me_bad => Some(format!(
+                "{}: I shall become SyncTarget, but I am primary! ({sentence})",
+                self.resource
+            )),
+            _ => None,
+        };
+        if refuse.is_none() {
+            lines.push(format!("{}: {sentence}", self.resource));
+        }
+        Verdict {
+            sync: Some(decision.sync),
+            refuse,
+            lines,
+        }
+    }
+
+    /// `connect --discard-my-data` for the next connection.
+    pub fn set_discard_my_data(&mut self, discard: bool) {
+        self.discard_my_data = discard;
+    }
+
+    fn on_peer_connected(&mut self, peer: UuidReport, peer_data_bytes: u64) {
+        if self.peer.is_none() {
+            return;
+        }
+        self.peer_role = if peer.primary { Role::Primary } else { Role::Secondary };
+        self.peer_disk = if peer.flags & uuid_flags::INCONSISTENT != 0 {
+            DiskState::Inconsistent
+        } else {
+            DiskState::UpToDate
+        };
+        let verdict = self.decide(&peer, peer_data_bytes);
+        self.discard_my_data = false;
+        for line in verdict.lines {
+            self.log(false, line);
+        }
+        let sync = match (verdict.refuse, verdict.sync) {
+            (Some(why), _) => {
+                self.refuse_link(why);
+                return;
+            }
+            (None, None) => {
+                self.refuse_link(format!("{}: no connect decision", self.resource));
+                return;
+            }
+            (None, Some(sync)) => sync,
+        };
         self.cstate = ConnState::Connected;
         self.flags.insert(MdFlags::CONNECTED_IND);
-        if matches!(decision.sync, Sync::SourceFull | Sync::TargetFull) {
+        if matches!(sync, Sync::SourceFull | Sync::TargetFull) {
             if let Some(bm) = self.bitmap.as_mut() {
                 let n = bm.len();
                 bm.set_range(0, n);
             }
         }
-        self.pending_sync = match decision.sync {
+        self.pending_sync = match sync {
             Sync::None => None,
             s => Some(s),
         };
         self.peer_bitmap_done = false;
         if self.pending_sync.is_some() {
-            self.cstate = if matches!(decision.sync, Sync::SourceBitmap | Sync::SourceFull) {
+            self.cstate = if matches!(sync, Sync::SourceBitmap | Sync::SourceFull) {
                 ConnState::WFBitMapS
             } else {
                 ConnState::WFBitMapT

@@ -309,6 +309,17 @@ impl Daemon {
                 self.detach(res).await.map_err(refused)?;
                 Ok(String::new())
             }
+            Command::Connect if req.dry_run => {
+                if res.cfg.hosts.len() < 2 {
+                    return Err(Response::err(
+                        exit::FAILED,
+                        format!("{}: standalone resource; nothing to connect to", res.name),
+                    ));
+                }
+                super::peer::dry_run(res)
+                    .await
+                    .map_err(|e| Response::err(exit::FAILED, e))
+            }
             Command::Connect => {
                 self.connect(res, req)?;
                 Ok(String::new())
@@ -419,13 +430,6 @@ impl Daemon {
                 format!("{}: State change failed: (-11) Device is diskless, the requested operation requires a disk (attach it with 'tandemadm attach {}')", res.name, res.name),
             ));
         }
-        if req.dry_run {
-            // Refuse rather than connect for real: a dry run must never act.
-            return Err(Response::err(
-                exit::FAILED,
-                format!("{}: connect --dry-run is not available in this build; the decision is logged on every connect (grep 'uuid_compare' in tandemd's log)", res.name),
-            ));
-        }
         if req.discard_my_data {
             if res.node.borrow().role() == crate::core::Role::Primary {
                 return Err(Response::err(
@@ -434,6 +438,7 @@ impl Daemon {
                 ));
             }
             res.discard_my_data.set(true);
+            res.node.borrow_mut().set_discard_my_data(true);
         }
         super::peer::start(res)
             .map_err(|e| Response::err(exit::FAILED, format!("{}: cannot start the peer link: {e}", res.name)))

@@ -123,26 +123,7 @@ async fn link_loop(res: &Rc<Resource>, link: &Link, listener: Option<tokio_uring
     loop {
         res.node.borrow_mut().connecting();
         res.run_actions();
-        let attempt = async {
-            let stream = match &listener {
-                None => TcpStream::connect(link.peer_addr).await?,
-                Some(l) => {
-                    let (s, from) = l.accept().await?;
-                    if from.ip() != link.peer_addr.ip() {
-                        return Err(io::Error::other(format!(
-                            "connection from {from} refused: {} is configured at {}",
-                            link.peer_name, link.peer_addr
-                        )));
-                    }
-                    s
-                }
-            };
-            stream.set_nodelay(true)?;
-            let report = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(res, link, &stream))
-                .await
-                .map_err(|_| io::Error::other("handshake timed out"))??;
-            Ok::<_, io::Error>((stream, report))
-        };
+        let attempt = establish(res, link, listener.as_ref(), false);
         let outcome = tokio::select! {
             _ = res.stop_peer.notified() => return,
             o = attempt => o,
@@ -155,7 +136,10 @@ async fn link_loop(res: &Rc<Resource>, link: &Link, listener: Option<tokio_uring
                 }
             }
             Err(e) => {
-                if e.kind() != io::ErrorKind::ConnectionRefused {
+                if !matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionAborted
+                ) {
                     tracing::warn!(resource = %res.name, peer = %link.peer_name, "peer link: {e}");
                 }
             }
@@ -164,6 +148,100 @@ async fn link_loop(res: &Rc<Resource>, link: &Link, listener: Option<tokio_uring
             _ = res.stop_peer.notified() => return,
             _ = tokio::time::sleep(link.connect_int) => {},
         }
+    }
+}
+
+/// Dial or accept one connection and run the handshake on it.
+async fn establish(
+    res: &Rc<Resource>,
+    link: &Link,
+    listener: Option<&tokio_uring::net::TcpListener>,
+    dry_run: bool,
+) -> io::Result<(TcpStream, (UuidReport, u64))> {
+    let stream = match listener {
+        None => TcpStream::connect(link.peer_addr).await?,
+        Some(l) => {
+            let (s, from) = l.accept().await?;
+            if from.ip() != link.peer_addr.ip() {
+                return Err(io::Error::other(format!(
+                    "connection from {from} refused: {} is configured at {}",
+                    link.peer_name, link.peer_addr
+                )));
+            }
+            s
+        }
+    };
+    stream.set_nodelay(true)?;
+    let report = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(res, link, &stream, dry_run))
+        .await
+        .map_err(|_| io::Error::other("handshake timed out"))??;
+    Ok((stream, report))
+}
+
+/// `connect --dry-run`: reach the peer once, compare UUIDs, say what a real
+/// connect would decide, and change nothing on either node.
+pub async fn dry_run(res: &Rc<Resource>) -> Result<String, String> {
+    let Some(link) = link_config(res) else {
+        return Err(format!(
+            "{}: no peer configured; the resource runs standalone",
+            res.name
+        ));
+    };
+    if res.peer_running.get() {
+        return Err(format!(
+            "{}: the link is already up or connecting ({}); run 'tandemadm disconnect {}' first to preview a connect",
+            res.name,
+            res.node.borrow().cstate(),
+            res.name
+        ));
+    }
+    let listener = if link.dialer {
+        None
+    } else {
+        let addr = link.my_addr.ok_or_else(|| "no address for this node".to_owned())?;
+        Some(
+            tokio_uring::net::TcpListener::bind(addr)
+                .map_err(|e| format!("{}: cannot listen on {addr}: {e}", res.name))?,
+        )
+    };
+    let wait = link.connect_int * 2 + Duration::from_secs(5);
+    let attempt = tokio::time::timeout(wait, establish(res, &link, listener.as_ref(), true)).await;
+    let (stream, (report, bytes)) = match attempt {
+        Ok(Ok(x)) => x,
+        Ok(Err(e)) => return Err(format!("{}: dry run could not reach {}: {e}", res.name, link.peer_name)),
+        Err(_) => {
+            return Err(format!(
+                "{}: {} did not connect within {}s (is its link up? 'tandemadm connect {}' there)",
+                res.name,
+                link.peer_name,
+                wait.as_secs(),
+                res.name
+            ))
+        }
+    };
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    let verdict = res.node.borrow().decide(&report, bytes);
+    let mut out = verdict.lines.join("\n");
+    out.push('\n');
+    match (verdict.refuse, verdict.sync) {
+        (Some(why), _) => out.push_str(&format!("would refuse the connection: {why}\n")),
+        (None, Some(sync)) => out.push_str(&format!("would connect: {}\n", describe(sync))),
+        (None, None) => {}
+    }
+    out.push_str("dry run: nothing was changed\n");
+    Ok(out)
+}
+
+fn describe(sync: crate::core::generation::Sync) -> &'static str {
+    use crate::core::generation::Sync::*;
+    match sync {
+        None => "no resync, Connected",
+        SourceBitmap => "this node becomes SyncSource (bitmap-based)",
+        SourceFull => "this node becomes SyncSource (full sync)",
+        TargetBitmap => "this node becomes SyncTarget (bitmap-based)",
+        TargetFull => "this node becomes SyncTarget (full sync)",
+        SplitBrain { .. } => "split brain",
+        Unrelated => "unrelated data",
     }
 }
 
@@ -211,14 +289,23 @@ async fn refuse(stream: &TcpStream, reason: String) -> io::Error {
     io::Error::other(reason)
 }
 
-async fn handshake(res: &Rc<Resource>, link: &Link, stream: &TcpStream) -> io::Result<(UuidReport, u64)> {
+/// `Hello` feature bit: the sender only wants to compare UUIDs
+/// (`connect --dry-run`); neither side acts on the result.
+const FEATURE_DRY_RUN: u64 = 1;
+
+async fn handshake(
+    res: &Rc<Resource>,
+    link: &Link,
+    stream: &TcpStream,
+    dry_run: bool,
+) -> io::Result<(UuidReport, u64)> {
     let mine = Hello {
         version: wire::ProtocolVersion::current() as u8,
         resource: res.name.clone(),
         node: res.host.name.clone(),
         peer: link.peer_name.clone(),
         data_bytes: res.node.borrow().data_bytes(),
-        features: 0,
+        features: if dry_run { FEATURE_DRY_RUN } else { 0 },
         nonce: nonce(),
     };
     send(stream, &Message::Hello(mine.clone())).await?;
