@@ -333,6 +333,19 @@ fn refusals_say_why() {
         err.contains("(-1) Multiple primaries not allowed by config (peer alpha is Primary)"),
         "{err}"
     );
+    // The Secondary refuses its NBD export, saying why.
+    let beta_uri = format!("nbd://127.0.0.1:{}/r0", p.nbd_beta);
+    let out = run(Command::new("qemu-io").args(["-f", "raw", "-c", "read 0 4k", &beta_uri]));
+    assert!(!out.status.success());
+    let msg = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(msg.contains("r0 is Secondary on beta"), "{msg}");
+    // A connected Primary with an NBD client cannot be demoted.
+    let (mut client, _) = RawClient::handshake(p.nbd_alpha);
+    assert_eq!(client.write(1, 0, &pattern(1, 4096)), 0);
+    let out = p.alpha.adm(&["secondary", "r0"]);
+    assert_eq!(out.status.code(), Some(11));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("(-12) Device is held open by someone"));
+    drop(client);
     let out = p.beta.adm(&["connect", "--discard-my-data", "r0"]);
     assert!(out.status.success(), "discard-my-data on a Secondary is allowed");
     let out = p.alpha.adm(&["connect", "--discard-my-data", "r0"]);

@@ -120,6 +120,8 @@ pub fn start(res: &Rc<Resource>) -> io::Result<()> {
 }
 
 async fn link_loop(res: &Rc<Resource>, link: &Link, listener: Option<tokio_uring::net::TcpListener>) {
+    let first_retry = Duration::from_millis(250).min(link.connect_int);
+    let mut backoff = first_retry;
     loop {
         res.node.borrow_mut().connecting();
         res.run_actions();
@@ -134,6 +136,7 @@ async fn link_loop(res: &Rc<Resource>, link: &Link, listener: Option<tokio_uring
                 if run_link(res, link, stream, report, bytes).await {
                     return;
                 }
+                backoff = first_retry;
             }
             Err(e) => {
                 if !matches!(
@@ -146,8 +149,10 @@ async fn link_loop(res: &Rc<Resource>, link: &Link, listener: Option<tokio_uring
         }
         tokio::select! {
             _ = res.stop_peer.notified() => return,
-            _ = tokio::time::sleep(link.connect_int) => {},
+            _ = tokio::time::sleep(backoff) => {},
         }
+        // Retry quickly after a blip, then back off to connect-int.
+        backoff = (backoff * 2).min(link.connect_int);
     }
 }
 
