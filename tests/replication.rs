@@ -149,6 +149,10 @@ fn write_conf(path: &Path, dir: &Path, secret: &str, ports: [u16; 4]) {
 impl Pair {
     /// Two nodes with metadata created, up; not yet synced.
     fn up(secret_beta: &str) -> Pair {
+        Pair::up_sized(secret_beta, SIZE)
+    }
+
+    fn up_sized(secret_beta: &str, size: u64) -> Pair {
         let dir = tempfile::Builder::new()
             .prefix("tandem-pair-")
             .tempdir()
@@ -159,7 +163,7 @@ impl Pair {
             write_conf(&conf, dir.path(), secret, ports);
             let image = dir.path().join(format!("{name}.img"));
             std::fs::File::create(&image)
-                .and_then(|f| f.set_len(SIZE))
+                .and_then(|f| f.set_len(size))
                 .expect("image");
             Daemon {
                 name,
@@ -514,5 +518,42 @@ fn a_dry_run_connect_says_what_would_happen_and_changes_nothing() {
     // The real connect then does exactly that.
     p.beta.adm_ok(&["connect", "r0"]);
     p.alpha.wait_for("ds:UpToDate/UpToDate", 30);
+    p.assert_identical();
+}
+
+#[test]
+fn wait_commands_pause_and_resume_a_full_sync() {
+    let p = Pair::up_sized("s3cret", 1 << 30);
+    p.alpha.adm_ok(&["wait-connect", "--timeout", "20", "r0"]);
+    p.alpha.adm_ok(&["primary", "--force", "r0"]);
+    p.alpha.adm_ok(&["pause-sync", "r0"]);
+    p.alpha.wait_for("cs:PausedSyncS", 5);
+    assert!(p.alpha.status().contains(" C r--u--"), "{}", p.alpha.status());
+    let paused_at = p.alpha.counter("ns");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        p.alpha.counter("ns") <= paused_at + 16 * 256,
+        "data kept moving while paused"
+    );
+    assert!(p.alpha.status().contains("sync'ed:"), "{}", p.alpha.status());
+    // The target cannot pause; it says where to do it.
+    let out = p.beta.adm(&["pause-sync", "r0"]);
+    assert!(!out.status.success());
+    p.alpha.adm_ok(&["resume-sync", "r0"]);
+    p.alpha.adm_ok(&["wait-sync", "--timeout", "120", "r0"]);
+    assert_eq!(p.alpha.adm_ok(&["dstate", "r0"]), "UpToDate/UpToDate\n");
+    p.assert_identical();
+}
+
+#[test]
+fn new_current_uuid_with_clear_bitmap_skips_the_initial_sync() {
+    let p = Pair::up("s3cret");
+    p.alpha.adm_ok(&["wait-connect", "--timeout", "20", "r0"]);
+    p.alpha.adm_ok(&["new-current-uuid", "--clear-bitmap", "r0"]);
+    p.alpha.wait_for("ds:UpToDate/UpToDate", 10);
+    p.beta.wait_for("ds:UpToDate/UpToDate", 10);
+    assert_eq!(p.alpha.counter("ns"), 0, "nothing was copied");
+    p.alpha.adm_ok(&["primary", "r0"]);
+    qemu_io(&p.uri(), &["write -P 0x3c 0 1M"]);
     p.assert_identical();
 }

@@ -129,6 +129,62 @@ wait_nbd "nbd://127.0.0.1:$P0/r0"
 workloads replicated "nbd://127.0.0.1:$P0/r0"
 if cmp -s "$IMG" "$PEER_IMG"; then echo "replicas identical after the run (cmp)" | tee "$WORK/cmp.txt" >&2; else echo "REPLICAS DIFFER (cmp)" | tee "$WORK/cmp.txt" >&2; fi
 
+# 1%-dirty resync: disconnect beta, dirty 1% of the device in scattered 4 KiB
+# blocks, reconnect, and count what crossed the link.
+BA=("$BIN/tandemadm" -c "$R/tandem.conf" --node beta --run-dir "$R/beta")
+"${BA[@]}" disconnect r0
+for _ in $(seq 100); do grep -q "cs:WFConnection" "$R/alpha/drbd" && break; sleep 0.05; done
+fio --name=dirty --ioengine=nbd "--uri=nbd://127.0.0.1:$P0/r0" --size="$SIZE" --rw=randwrite --bs=4k \
+    --number_ios=$((BYTES / 4096 / 100)) --norandommap=0 --randrepeat=0 --output-format=terse >/dev/null
+ns0=$(grep -o 'ns:[0-9]*' "$R/alpha/drbd" | cut -d: -f2)
+oos=$(grep -o 'oos:[0-9]*' "$R/alpha/drbd" | cut -d: -f2)
+t0=$(date +%s.%N)
+"${BA[@]}" connect r0
+for _ in $(seq 1200); do grep -q "oos:0" "$R/alpha/drbd" && grep -q "ds:UpToDate/UpToDate" "$R/alpha/drbd" && break; sleep 0.02; done
+t1=$(date +%s.%N)
+ns1=$(grep -o 'ns:[0-9]*' "$R/alpha/drbd" | cut -d: -f2)
+python3 -c "
+moved=($ns1-$ns0)*1024; dev=$BYTES
+print(f'1%-dirty resync: {$oos} KiB out of sync, {moved/2**20:.1f} MiB moved = {100*moved/dev:.2f}% of the device, in {$t1-$t0:.2f} s')" | tee "$WORK/dirty.txt" >&2
+if cmp -s "$IMG" "$PEER_IMG"; then echo "replicas identical after the 1%-dirty resync (cmp)" | tee -a "$WORK/dirty.txt" >&2; else echo "REPLICAS DIFFER after resync" | tee -a "$WORK/dirty.txt" >&2; fi
+for p in "${PIDS[@]: -2}"; do kill "$p" 2>/dev/null || true; done; sleep 2
+
+echo "target: qemu-storage-daemon write-blocking mirror (replicated peer)" >&2
+Q=$WORK/qsd; rm -rf "$Q"; mkdir -p "$Q"
+MIRROR_IMG=$WORK/mirror.img
+cp --sparse=never "$IMG" "$MIRROR_IMG"
+TP=$((P0 + 5)); QP=$((P0 + 6))
+qemu-nbd -t -p "$TP" -b 127.0.0.1 -f raw -x r0b --cache=none --aio=io_uring --shared=8 "$MIRROR_IMG" </dev/null >"$Q/target.log" 2>&1 &
+PIDS+=($!)
+wait_nbd "nbd://127.0.0.1:$TP/r0b"
+qemu-storage-daemon \
+  --blockdev driver=file,filename="$IMG",node-name=file0,cache.direct=on,aio=io_uring \
+  --blockdev driver=raw,file=file0,node-name=src \
+  --blockdev driver=nbd,server.type=inet,server.host=127.0.0.1,server.port=$TP,export=r0b,node-name=tgt \
+  --chardev socket,path="$Q/qmp.sock",server=on,wait=off,id=qmp0 --monitor chardev=qmp0 \
+  --nbd-server addr.type=inet,addr.host=127.0.0.1,addr.port=$QP \
+  --export type=nbd,id=exp0,node-name=src,name=r0,writable=on </dev/null >"$Q/qsd.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do [ -S "$Q/qmp.sock" ] && break; sleep 0.05; done
+python3 - "$Q/qmp.sock" <<'QMP'
+import json, socket, sys, time
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); f = s.makefile("rw")
+def cmd(c, a=None):
+    f.write(json.dumps({"execute": c, **({"arguments": a} if a else {})}) + "\n"); f.flush()
+    while True:
+        m = json.loads(f.readline())
+        if "return" in m or "error" in m: return m
+f.readline()
+cmd("qmp_capabilities")
+print(cmd("blockdev-mirror", {"job-id": "m0", "device": "src", "target": "tgt", "sync": "full", "copy-mode": "write-blocking"}), file=sys.stderr)
+for _ in range(1200):
+    jobs = cmd("query-block-jobs")["return"]
+    if jobs and jobs[0].get("ready"): break
+    time.sleep(0.1)
+QMP
+wait_nbd "nbd://127.0.0.1:$QP/r0"
+workloads mirror "nbd://127.0.0.1:$QP/r0"
+
 python3 - "$WORK" "$OUT" "$RUNTIME" "$SIZE" <<'PY'
 import json, sys, os, platform, subprocess
 work, out, runtime, size = sys.argv[1:5]
@@ -157,14 +213,15 @@ rows = [
 cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
 lines = [f"Machine: {platform.node()}, {os.cpu_count()} vCPU ({cpu}), kernel {platform.release()}; "
          f"{size} preallocated random-filled file; fio {runtime} s per row, 1 s ramp.", "",
-         "| workload | file (O_DIRECT, the limit) | qemu-nbd (cache=none, io_uring) | Tandem standalone | standalone / qemu-nbd | Tandem replicated (C) | replicated / qemu-nbd |",
-         "|---|---|---|---|---|---|---|"]
+         "| workload | file (O_DIRECT, the limit) | qemu-nbd (cache=none, io_uring) | Tandem standalone | standalone / qemu-nbd | Tandem replicated (C) | replicated / qemu-nbd | qemu write-blocking mirror | mirror / qemu-nbd |",
+         "|---|---|---|---|---|---|---|---|---|"]
 for name, w, key, higher in rows:
-    f, q, t, r = wr("file", w, key), wr("qemu", w, key), wr("tandem", w, key), wr("replicated", w, key)
+    f, q, t, r, m = (wr(x, w, key) for x in ("file", "qemu", "tandem", "replicated", "mirror"))
     ratio = t / q if q else float("nan")
     ok = ratio >= 1.0 if higher else ratio <= 1.0
-    lines.append(f"| {name} | {f:,.0f} | {q:,.0f} | {t:,.0f} | {ratio:.2f} {'✓' if ok else '✗'} | {r:,.0f} | {r / q:.2f} |")
-for extra in ("fullsync.txt", "cmp.txt"):
+    ahead = r > m if higher else r < m
+    lines.append(f"| {name} | {f:,.0f} | {q:,.0f} | {t:,.0f} | {ratio:.2f} {'✓' if ok else '✗'} | {r:,.0f}{' (ahead of mirror)' if ahead else ''} | {r / q:.2f} | {m:,.0f} | {m / q:.2f} |")
+for extra in ("fullsync.txt", "cmp.txt", "dirty.txt"):
     path = os.path.join(work, extra)
     if os.path.exists(path):
         lines.append("")

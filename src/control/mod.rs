@@ -29,6 +29,10 @@ pub enum Command {
     Events,
     /// Which resources are attached (used by create-md to refuse politely).
     Attached,
+    PauseSync,
+    ResumeSync,
+    /// `new-current-uuid [--clear-bitmap]` (`force` carries --clear-bitmap).
+    NewCurrentUuid,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -284,7 +284,11 @@ impl Node {
     pub fn resync_progress(&self) -> Option<(u64, u64)> {
         let left = self.bitmap.as_ref()?.weight();
         let total = self.resync.as_ref().map(|r| r.total_blocks).unwrap_or(left);
-        matches!(self.cstate, ConnState::SyncSource | ConnState::SyncTarget).then_some((left, total.max(left)))
+        matches!(
+            self.cstate,
+            ConnState::SyncSource | ConnState::SyncTarget | ConnState::PausedSyncS | ConnState::PausedSyncT
+        )
+        .then_some((left, total.max(left)))
     }
 
     /// What this node tells the peer on connect.
@@ -1135,6 +1139,95 @@ impl Node {
             refuse,
             lines,
         }
+    }
+
+    /// `pause-sync`: stop moving blocks; the resync resumes where it stopped.
+    pub fn pause_sync(&mut self) -> Result<(), Refusal> {
+        match self.cstate {
+            ConnState::SyncSource => {
+                self.cstate = ConnState::PausedSyncS;
+                self.act(Action::StateChanged);
+                Ok(())
+            }
+            ConnState::PausedSyncS | ConnState::PausedSyncT => Ok(()),
+            ConnState::SyncTarget => Err(Refusal::new(
+                StateRv::InTransientState,
+                format!(
+                    "this node is SyncTarget; run pause-sync on the SyncSource {}",
+                    self.peer.clone().unwrap_or_default()
+                ),
+            )),
+            other => Err(Refusal::new(
+                StateRv::InTransientState,
+                format!("no resync is running ({other})"),
+            )),
+        }
+    }
+
+    /// `resume-sync`.
+    pub fn resume_sync(&mut self) -> Result<(), Refusal> {
+        if self.cstate == ConnState::PausedSyncS {
+            self.cstate = ConnState::SyncSource;
+            self.act(Action::StateChanged);
+            self.pump_resync();
+        }
+        Ok(())
+    }
+
+    /// `new-current-uuid [--clear-bitmap]`. With `clear_bitmap` on a fresh,
+    /// connected pair, skip the initial sync: both disks are declared
+    /// identical (e.g. both all zeroes) and UpToDate.
+    pub fn new_current_uuid(&mut self, fresh: u64, clear_bitmap: bool) -> Result<(), Refusal> {
+        if !self.is_attached() {
+            return Err(Refusal::new(StateRv::DiskLess, "attach the disk first".to_owned()));
+        }
+        if !clear_bitmap {
+            if let Some(u) = self.uuids.as_mut() {
+                generation::new_current(u, fresh);
+            }
+            self.act(Action::PersistMeta);
+            return Ok(());
+        }
+        let fresh_pair = self
+            .uuids
+            .is_some_and(|u| u.current & !1 == GenerationUuids::JUST_CREATED);
+        if !(self.cstate == ConnState::Connected && fresh_pair) {
+            return Err(Refusal::new(
+                StateRv::InTransientState,
+                "--clear-bitmap skips the initial sync of a freshly created, connected pair only".to_owned(),
+            ));
+        }
+        if let Some(u) = self.uuids.as_mut() {
+            u.current = (fresh & !1) | (u.current & 1);
+            u.bitmap = 0;
+        }
+        if let Some(bm) = self.bitmap.as_mut() {
+            let n = bm.len();
+            bm.clear_range(0, n);
+        }
+        self.disk = DiskState::UpToDate;
+        self.flags.insert(MdFlags::CONSISTENT);
+        self.flags.insert(MdFlags::WAS_UP_TO_DATE);
+        let u = self.uuids.unwrap_or_default();
+        // The peer adopts the same generation, as at the end of a resync.
+        self.act(Action::SendPeer(Message::ResyncDone {
+            current: u.current,
+            bitmap: 0,
+            history: u.history,
+        }));
+        self.peer_disk = DiskState::UpToDate;
+        self.send_state();
+        self.log(
+            false,
+            format!(
+                "{}: new current UUID, bitmap cleared: initial sync skipped",
+                self.resource
+            ),
+        );
+        self.act(Action::PersistMeta);
+        self.act(Action::PersistBitmap);
+        self.act(Action::StateChanged);
+        Ok(())
     }
 
     /// `connect --discard-my-data` for the next connection.

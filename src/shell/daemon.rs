@@ -370,6 +370,25 @@ impl Daemon {
                 }
                 Ok(status::render_status(&node.snapshot(), req.verbose, req.color))
             }
+            Command::PauseSync => {
+                res.node.borrow_mut().pause_sync().map_err(refused)?;
+                res.run_actions();
+                Ok(String::new())
+            }
+            Command::ResumeSync => {
+                res.node.borrow_mut().resume_sync().map_err(refused)?;
+                res.run_actions();
+                Ok(String::new())
+            }
+            Command::NewCurrentUuid => {
+                let fresh = random_u64();
+                res.node
+                    .borrow_mut()
+                    .new_current_uuid(fresh, req.force)
+                    .map_err(refused)?;
+                res.run_actions();
+                Ok(String::new())
+            }
             Command::Attached | Command::Events => Ok(String::new()),
         }
     }

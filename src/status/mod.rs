@@ -50,7 +50,7 @@ fn render_minor(out: &mut String, s: &Snapshot, speed: Option<Speed>) {
     let c = &s.counters;
     let _ = writeln!(
         out,
-        "{:2}: cs:{} ro:{}/{} ds:{}/{} {} r-----",
+        "{:2}: cs:{} ro:{}/{} ds:{}/{} {} r--{}--",
         s.minor,
         s.cstate,
         s.role,
@@ -58,6 +58,12 @@ fn render_minor(out: &mut String, s: &Snapshot, speed: Option<Speed>) {
         s.disk,
         s.peer_disk,
         s.protocol.unwrap_or(' '),
+        // DRBD's fourth I/O flag: 'u' while the operator paused the resync.
+        if matches!(s.cstate, ConnState::PausedSyncS | ConnState::PausedSyncT) {
+            'u'
+        } else {
+            '-'
+        },
     );
     let _ = writeln!(
         out,

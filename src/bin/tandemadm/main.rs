@@ -104,6 +104,31 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Pause the running resync (on the SyncSource).
+    PauseSync { resource: String },
+    /// Resume a paused resync where it stopped.
+    ResumeSync { resource: String },
+    /// Start a new data generation; with --clear-bitmap skip the initial sync
+    /// of a freshly created, connected pair whose disks are identical.
+    NewCurrentUuid {
+        resource: String,
+        #[arg(long)]
+        clear_bitmap: bool,
+    },
+    /// Wait until the resource is connected to its peer.
+    WaitConnect {
+        resource: String,
+        /// Give up after this many seconds (0: wait forever).
+        #[arg(long, default_value_t = 0)]
+        timeout: u64,
+    },
+    /// Wait until no resync is running and both disks are UpToDate.
+    WaitSync {
+        resource: String,
+        /// Give up after this many seconds (0: wait forever).
+        #[arg(long, default_value_t = 0)]
+        timeout: u64,
+    },
     /// Stream state changes as JSON lines.
     Events {
         #[arg(default_value = "all")]
@@ -202,6 +227,14 @@ fn run(cli: Cli) -> i32 {
             ..request(Command::Status, resource)
         },
         Cmd::Events { resource } => return events(&cli.run_dir, resource),
+        Cmd::PauseSync { resource } => request(Command::PauseSync, resource),
+        Cmd::ResumeSync { resource } => request(Command::ResumeSync, resource),
+        Cmd::NewCurrentUuid { resource, clear_bitmap } => Request {
+            force: *clear_bitmap,
+            ..request(Command::NewCurrentUuid, resource)
+        },
+        Cmd::WaitConnect { resource, timeout } => return wait(&cli.run_dir, resource, *timeout, false),
+        Cmd::WaitSync { resource, timeout } => return wait(&cli.run_dir, resource, *timeout, true),
     };
     match call(&cli.run_dir, &req) {
         Ok(resp) => print_response(&resp),
@@ -287,6 +320,62 @@ fn events(run_dir: &Path, resource: &str) -> i32 {
         }
     }
     exit::OK
+}
+
+/// `wait-connect` / `wait-sync`: poll the daemon's view until the state is
+/// reached, showing the resync progress on a terminal.
+fn wait(run_dir: &Path, resource: &str, timeout: u64, sync: bool) -> i32 {
+    let started = std::time::Instant::now();
+    let tty = std::io::stderr().is_terminal();
+    loop {
+        let req = Request {
+            json: true,
+            ..Request::new(Command::Status, resource)
+        };
+        let resp = match call(run_dir, &req) {
+            Ok(r) if r.ok => r,
+            Ok(r) => return print_response(&r),
+            Err(code) => return code,
+        };
+        let snaps: Vec<serde_json::Value> = serde_json::from_str(&resp.output).unwrap_or_default();
+        let Some(s) = snaps.first() else {
+            eprintln!("{resource}: no status");
+            return exit::FAILED;
+        };
+        let cstate = s["cstate"].as_str().unwrap_or("");
+        let connected = matches!(
+            cstate,
+            "Connected" | "SyncSource" | "SyncTarget" | "PausedSyncS" | "PausedSyncT" | "WFBitMapS" | "WFBitMapT"
+        );
+        let done = if sync {
+            cstate == "Connected" && s["disk"] == "UpToDate" && s["peer_disk"] == "UpToDate"
+        } else {
+            connected
+        };
+        if done {
+            if tty && sync {
+                eprintln!();
+            }
+            return exit::OK;
+        }
+        if tty && sync {
+            if let Some(r) = s["resync_kib"].as_array() {
+                let (left, total) = (r[0].as_u64().unwrap_or(0), r[1].as_u64().unwrap_or(0));
+                let pm = tandem::status::permille_done(left, total);
+                eprint!(
+                    "\r{resource}: {cstate} {} {}.{}% ({left} KiB left)   ",
+                    tandem::status::progress_bar(pm),
+                    pm / 10,
+                    pm % 10
+                );
+            }
+        }
+        if timeout > 0 && started.elapsed() >= std::time::Duration::from_secs(timeout) {
+            eprintln!("{resource}: still {cstate} after {timeout}s");
+            return exit::FAILED;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
 
 fn load_resource(cli: &Cli, name: &str) -> Result<(config::Resource, config::Host), i32> {
