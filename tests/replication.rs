@@ -122,12 +122,13 @@ struct Pair {
     nbd_beta: u16,
 }
 
-fn write_conf(path: &Path, dir: &Path, secret: &str, ports: [u16; 4]) {
+fn write_conf(path: &Path, dir: &Path, secret: &str, ports: [u16; 4], disk: &str) {
     std::fs::write(
         path,
         format!(
             r#"resource r0 {{
   net {{ shared-secret "{secret}"; cram-hmac-alg sha256; connect-int 1; ping-int 1; ping-timeout 10; }}
+  disk {{ {disk} }}
   on alpha {{
     device nbd://127.0.0.1:{}/r0; disk {d}/alpha.img; address 127.0.0.1:{}; meta-disk {d}/alpha.md;
   }}
@@ -153,6 +154,10 @@ impl Pair {
     }
 
     fn up_sized(secret_beta: &str, size: u64) -> Pair {
+        Pair::up_with(secret_beta, size, "c-max-rate 4G;")
+    }
+
+    fn up_with(secret_beta: &str, size: u64, disk: &str) -> Pair {
         let dir = tempfile::Builder::new()
             .prefix("tandem-pair-")
             .tempdir()
@@ -160,7 +165,7 @@ impl Pair {
         let ports = [free_port(), free_port(), free_port(), free_port()];
         let mk = |name: &'static str, secret: &str| {
             let conf = dir.path().join(format!("{name}.conf"));
-            write_conf(&conf, dir.path(), secret, ports);
+            write_conf(&conf, dir.path(), secret, ports, disk);
             let image = dir.path().join(format!("{name}.img"));
             std::fs::File::create(&image)
                 .and_then(|f| f.set_len(size))
@@ -555,5 +560,19 @@ fn new_current_uuid_with_clear_bitmap_skips_the_initial_sync() {
     assert_eq!(p.alpha.counter("ns"), 0, "nothing was copied");
     p.alpha.adm_ok(&["primary", "r0"]);
     qemu_io(&p.uri(), &["write -P 0x3c 0 1M"]);
+    p.assert_identical();
+}
+
+#[test]
+fn a_fixed_resync_rate_is_honoured() {
+    let p = Pair::up_with("s3cret", SIZE, "c-plan-ahead 0; resync-rate 16M;");
+    p.alpha.adm_ok(&["wait-connect", "--timeout", "20", "r0"]);
+    p.alpha.adm_ok(&["primary", "--force", "r0"]);
+    std::thread::sleep(Duration::from_millis(1000));
+    // One second at 16 MiB/s, plus the burst and the requests in flight.
+    let sent = p.alpha.counter("ns");
+    assert!(sent < 24 * 1024, "{sent} KiB sent in the first second at 16 MiB/s");
+    assert!(p.alpha.status().contains("cs:SyncSource"), "{}", p.alpha.status());
+    p.alpha.adm_ok(&["wait-sync", "--timeout", "60", "r0"]);
     p.assert_identical();
 }

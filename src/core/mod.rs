@@ -140,6 +140,11 @@ pub enum Event {
         primary: bool,
         disk: DiskState,
     },
+    /// Time passed (the shell ticks while a resync runs): refills the
+    /// resync rate budget.
+    Tick {
+        elapsed_us: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -121,8 +121,24 @@ pub struct Node {
     al_extents: u32,
     /// `connect --discard-my-data` for the next connection only.
     discard_my_data: bool,
+    throttle: Throttle,
     actions: VecDeque<Action>,
 }
+
+/// The resync rate controller: a token bucket at the configured rate, and
+/// fewer resync requests in flight while the application is writing, so
+/// that resync yields to application I/O instead of queueing ahead of it.
+#[derive(Debug, Clone, Copy)]
+struct Throttle {
+    /// KiB/s; 0 = unlimited.
+    rate_kib_s: u64,
+    budget_kib: u64,
+    /// Application requests seen since the last tick.
+    app_active: bool,
+}
+
+/// Resync requests in flight while the application is busy.
+const RESYNC_INFLIGHT_UNDER_LOAD: usize = 2;
 
 /// The outcome of comparing with a peer on connect.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,6 +183,11 @@ impl Node {
             al: None,
             al_extents: 1237,
             discard_my_data: false,
+            throttle: Throttle {
+                rate_kib_s: 0,
+                budget_kib: 0,
+                app_active: false,
+            },
             actions: VecDeque::new(),
         }
     }
@@ -588,6 +609,17 @@ impl Node {
                 self.act(Action::PersistMeta);
             }
             Event::PeerResyncDone { uuids } => self.on_resync_done_target(uuids),
+            Event::Tick { elapsed_us } => {
+                let t = &mut self.throttle;
+                if t.rate_kib_s > 0 {
+                    // Burst at most 100 ms worth, so a long pause does not
+                    // turn into a flood.
+                    let cap = (t.rate_kib_s / 10).max(RESYNC_CHUNK_BYTES / 1024);
+                    t.budget_kib = (t.budget_kib + t.rate_kib_s * elapsed_us / 1_000_000).min(cap);
+                }
+                t.app_active = self.counters.ap > 0;
+                self.pump_resync();
+            }
             Event::PeerState { primary, disk } => {
                 self.peer_role = if primary { Role::Primary } else { Role::Secondary };
                 self.peer_disk = disk;
@@ -1141,6 +1173,21 @@ impl Node {
         }
     }
 
+    /// The resync rate, from `resync-rate` (fixed) or, with `c-plan-ahead`
+    /// > 0, the dynamic controller's ceiling `c-max-rate`.
+    pub fn set_resync_rate(&mut self, resync_rate_kib_s: u64, c_plan_ahead_ds: u32, c_max_rate_kib_s: u64) {
+        self.throttle.rate_kib_s = if c_plan_ahead_ds > 0 {
+            c_max_rate_kib_s
+        } else {
+            resync_rate_kib_s
+        };
+    }
+
+    /// Whether the shell should tick (a resync is moving blocks).
+    pub fn resync_active(&self) -> bool {
+        self.cstate == ConnState::SyncSource
+    }
+
     /// `pause-sync`: stop moving blocks; the resync resumes where it stopped.
     pub fn pause_sync(&mut self) -> Result<(), Refusal> {
         match self.cstate {
@@ -1387,8 +1434,16 @@ impl Node {
         let mut wrapped = false;
         loop {
             let Some(rs) = self.resync.as_ref() else { return };
-            if rs.inflight.len() + rs.sent.len() >= RESYNC_INFLIGHT_MAX {
+            let limit = if self.throttle.app_active || self.counters.ap > 0 {
+                RESYNC_INFLIGHT_UNDER_LOAD
+            } else {
+                RESYNC_INFLIGHT_MAX
+            };
+            if rs.inflight.len() + rs.sent.len() >= limit {
                 return;
+            }
+            if self.throttle.rate_kib_s > 0 && self.throttle.budget_kib < RESYNC_CHUNK_BYTES / 1024 {
+                return; // the next tick refills the budget
             }
             let cursor = rs.cursor;
             let Some(bm) = self.bitmap.as_ref() else { return };
@@ -1429,6 +1484,9 @@ impl Node {
             let id = self.core_id();
             if let Some(rs) = self.resync.as_mut() {
                 rs.inflight.insert(id, (first, len));
+            }
+            if self.throttle.rate_kib_s > 0 {
+                self.throttle.budget_kib = self.throttle.budget_kib.saturating_sub(u64::from(bytes) / 1024);
             }
             self.inflight.push(Inflight {
                 id,

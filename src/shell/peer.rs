@@ -406,6 +406,22 @@ async fn run_link(res: &Rc<Resource>, link: &Link, stream: TcpStream, report: Uu
         }
     });
     drop(tx);
+    // The resync controller's clock: ticks while blocks are moving.
+    let ticker_res = Rc::clone(res);
+    let ticker = tokio_uring::spawn(async move {
+        const TICK: Duration = Duration::from_millis(10);
+        let mut last = std::time::Instant::now();
+        loop {
+            let idle = !ticker_res.node.borrow().resync_active();
+            tokio::time::sleep(if idle { TICK * 10 } else { TICK }).await;
+            let now = std::time::Instant::now();
+            let elapsed_us = now.duration_since(last).as_micros() as u64;
+            last = now;
+            if !idle {
+                ticker_res.event(Event::Tick { elapsed_us });
+            }
+        }
+    });
     res.event(Event::PeerConnected {
         peer: report,
         peer_data_bytes: bytes,
@@ -421,6 +437,7 @@ async fn run_link(res: &Rc<Resource>, link: &Link, stream: TcpStream, report: Uu
         }
     };
     pinger.abort();
+    ticker.abort();
     *res.peer_tx.borrow_mut() = None;
     let _ = stream.shutdown(std::net::Shutdown::Both);
     let _ = writer.await;

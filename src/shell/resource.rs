@@ -103,6 +103,11 @@ impl Resource {
             node: RefCell::new({
                 let mut n = Node::new(&cfg.name, minor, node_name, peer.as_deref(), protocol);
                 n.set_al_extents(cfg.disk.al_extents);
+                n.set_resync_rate(
+                    cfg.disk.resync_rate_kib_s,
+                    cfg.disk.c_plan_ahead_ds,
+                    cfg.disk.c_max_rate_kib_s,
+                );
                 n
             }),
             cfg,
