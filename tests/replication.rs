@@ -576,3 +576,30 @@ fn a_fixed_resync_rate_is_honoured() {
     p.alpha.adm_ok(&["wait-sync", "--timeout", "60", "r0"]);
     p.assert_identical();
 }
+
+#[test]
+fn invalidate_resyncs_everything_from_the_peer() {
+    let p = Pair::synced();
+    // Damage beta's copy behind Tandem's back, then have beta throw it away.
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&p.beta.image)
+            .expect("beta image");
+        f.seek(SeekFrom::Start(5 << 20)).expect("seek");
+        f.write_all(&[0xde; 8192]).expect("damage");
+    }
+    let out = p.alpha.adm(&["invalidate", "r0"]);
+    assert_eq!(out.status.code(), Some(11), "the Primary's data cannot be invalidated");
+    let nr_before = p.beta.counter("nr");
+    p.beta.adm_ok(&["invalidate", "r0"]);
+    p.beta.adm_ok(&["wait-sync", "--timeout", "60", "r0"]);
+    p.alpha.wait_for("ds:UpToDate/UpToDate", 10);
+    assert!(p.beta.counter("nr") - nr_before >= SIZE / 1024, "not a full resync");
+    p.assert_identical();
+    // invalidate-remote from the Primary does the same in the other direction.
+    p.alpha.adm_ok(&["invalidate-remote", "r0"]);
+    p.alpha.adm_ok(&["wait-sync", "--timeout", "60", "r0"]);
+    p.assert_identical();
+}

@@ -29,6 +29,8 @@ pub enum Command {
     Events,
     /// Which resources are attached (used by create-md to refuse politely).
     Attached,
+    Invalidate,
+    InvalidateRemote,
     PauseSync,
     ResumeSync,
     /// `new-current-uuid [--clear-bitmap]` (`force` carries --clear-bitmap).

@@ -140,6 +140,10 @@ pub enum Event {
         primary: bool,
         disk: DiskState,
     },
+    /// The peer asked for a full resync (`invalidate` on one side).
+    PeerStartResync {
+        source_is_sender: bool,
+    },
     /// Time passed (the shell ticks while a resync runs): refills the
     /// resync rate budget.
     Tick {

@@ -609,6 +609,18 @@ impl Node {
                 self.act(Action::PersistMeta);
             }
             Event::PeerResyncDone { uuids } => self.on_resync_done_target(uuids),
+            Event::PeerStartResync { source_is_sender } => {
+                if let Some(bm) = self.bitmap.as_mut() {
+                    let n = bm.len();
+                    bm.set_range(0, n);
+                }
+                if source_is_sender {
+                    self.become_sync_target();
+                } else {
+                    let seed = self.uuids.map_or(0, |u| u.current).rotate_left(17) | 2;
+                    self.start_resync_source(seed);
+                }
+            }
             Event::Tick { elapsed_us } => {
                 let t = &mut self.throttle;
                 if t.rate_kib_s > 0 {
@@ -1186,6 +1198,59 @@ impl Node {
     /// Whether the shell should tick (a resync is moving blocks).
     pub fn resync_active(&self) -> bool {
         self.cstate == ConnState::SyncSource
+    }
+
+    /// `invalidate` (`local` true: this node's data is discarded and fully
+    /// resynced from the peer) or `invalidate-remote` (the peer's is).
+    pub fn invalidate(&mut self, local: bool, fresh: u64) -> Result<(), Refusal> {
+        if self.cstate != ConnState::Connected {
+            return Err(Refusal::new(
+                StateRv::NoRemoteDisk,
+                format!(
+                    "invalidate needs a Connected peer with no resync running (now {})",
+                    self.cstate
+                ),
+            ));
+        }
+        if local && self.role == Role::Primary {
+            return Err(Refusal::new(
+                StateRv::DeviceInUse,
+                "this node is Primary; its data cannot be invalidated".to_owned(),
+            ));
+        }
+        if !local && self.peer_role == Role::Primary {
+            return Err(Refusal::new(
+                StateRv::DeviceInUse,
+                "the peer is Primary; its data cannot be invalidated".to_owned(),
+            ));
+        }
+        if let Some(bm) = self.bitmap.as_mut() {
+            let n = bm.len();
+            bm.set_range(0, n);
+        }
+        self.act(Action::SendPeer(Message::StartResync {
+            source_is_sender: !local,
+        }));
+        if local {
+            self.become_sync_target();
+        } else {
+            self.start_resync_source(fresh.rotate_left(31) | 2);
+        }
+        Ok(())
+    }
+
+    fn become_sync_target(&mut self) {
+        self.cstate = ConnState::SyncTarget;
+        self.disk = DiskState::Inconsistent;
+        self.flags.remove(MdFlags::CONSISTENT);
+        let total = self.bitmap.as_ref().map_or(0, Bitmap::weight);
+        self.resync = Some(Resync {
+            total_blocks: total,
+            ..Resync::default()
+        });
+        self.send_state();
+        self.act(Action::PersistMeta);
+        self.act(Action::StateChanged);
     }
 
     /// `pause-sync`: stop moving blocks; the resync resumes where it stopped.

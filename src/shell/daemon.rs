@@ -370,6 +370,12 @@ impl Daemon {
                 }
                 Ok(status::render_status(&node.snapshot(), req.verbose, req.color))
             }
+            Command::Invalidate | Command::InvalidateRemote => {
+                let local = req.command == Command::Invalidate;
+                res.node.borrow_mut().invalidate(local, random_u64()).map_err(refused)?;
+                res.run_actions();
+                Ok(String::new())
+            }
             Command::PauseSync => {
                 res.node.borrow_mut().pause_sync().map_err(refused)?;
                 res.run_actions();

@@ -561,6 +561,7 @@ async fn read_loop(res: &Rc<Resource>, stream: &TcpStream, idle: Duration) -> io
                     history,
                 },
             },
+            Message::StartResync { source_is_sender } => Event::PeerStartResync { source_is_sender },
             Message::State { primary, disk } => Event::PeerState {
                 primary,
                 disk: disk_state(disk),

@@ -140,6 +140,7 @@ pub mod kind {
     pub const SYNC_UUID: u8 = 13;
     pub const RESYNC_DONE: u8 = 14;
     pub const STATE: u8 = 15;
+    pub const START_RESYNC: u8 = 16;
 }
 
 /// Every message except the data block's bytes, which travel by reference.
@@ -204,6 +205,11 @@ pub enum Message {
     State {
         primary: bool,
         disk: u8,
+    },
+    /// `invalidate` / `invalidate-remote`: a full resync starts now, with
+    /// the sender as source (`source_is_sender`) or as target.
+    StartResync {
+        source_is_sender: bool,
     },
 }
 
@@ -309,6 +315,7 @@ impl Message {
             Message::SyncUuid { .. } => kind::SYNC_UUID,
             Message::ResyncDone { .. } => kind::RESYNC_DONE,
             Message::State { .. } => kind::STATE,
+            Message::StartResync { .. } => kind::START_RESYNC,
         }
     }
 
@@ -371,6 +378,7 @@ impl Message {
                 o.push(u8::from(*primary));
                 o.push(*disk);
             }
+            Message::StartResync { source_is_sender } => o.push(u8::from(*source_is_sender)),
         }
         o
     }
@@ -455,6 +463,9 @@ impl Message {
                 bitmap: r.u64()?,
                 history: [r.u64()?, r.u64()?],
             },
+            kind::START_RESYNC => Message::StartResync {
+                source_is_sender: r.bool()?,
+            },
             kind::STATE => Message::State {
                 primary: r.bool()?,
                 disk: r.u8()?,
@@ -530,6 +541,7 @@ mod tests {
                 history: [2, 3],
             },
             Message::State { primary: true, disk: 8 },
+            Message::StartResync { source_is_sender: true },
             Message::Data {
                 seq: 2,
                 offset: 0,

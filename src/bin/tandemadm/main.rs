@@ -104,6 +104,10 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Discard this node's data: full resync from the peer.
+    Invalidate { resource: String },
+    /// Discard the peer's data: full resync to the peer.
+    InvalidateRemote { resource: String },
     /// Pause the running resync (on the SyncSource).
     PauseSync { resource: String },
     /// Resume a paused resync where it stopped.
@@ -227,6 +231,8 @@ fn run(cli: Cli) -> i32 {
             ..request(Command::Status, resource)
         },
         Cmd::Events { resource } => return events(&cli.run_dir, resource),
+        Cmd::Invalidate { resource } => request(Command::Invalidate, resource),
+        Cmd::InvalidateRemote { resource } => request(Command::InvalidateRemote, resource),
         Cmd::PauseSync { resource } => request(Command::PauseSync, resource),
         Cmd::ResumeSync { resource } => request(Command::ResumeSync, resource),
         Cmd::NewCurrentUuid { resource, clear_bitmap } => Request {
