@@ -287,6 +287,16 @@ fn initial_sync_then_every_acknowledged_write_is_on_both_disks() {
     p.assert_identical();
     assert_eq!(p.alpha.adm_ok(&["dstate", "r0"]), "UpToDate/UpToDate\n");
     assert_eq!(p.beta.adm_ok(&["role", "r0"]), "Secondary/Primary\n");
+
+    // Where the write latency went: local disk, network, peer disk.
+    let verbose = p.alpha.adm_ok(&["status", "--verbose", "r0"]);
+    assert!(verbose.contains("write-latency: local-disk p50:"), "{verbose}");
+    let json: serde_json::Value = serde_json::from_str(&p.alpha.adm_ok(&["status", "--json", "r0"])).expect("json");
+    let lat = &json[0]["write_latency_us"];
+    for part in ["local_disk", "network", "peer_disk"] {
+        assert!(lat[part]["count"].as_u64().unwrap_or(0) > 1000, "{part}: {lat}");
+        assert!(lat[part]["p50"].as_u64().unwrap_or(0) > 0, "{part}: {lat}");
+    }
 }
 
 #[test]

@@ -871,7 +871,11 @@ impl Node {
                     }
                 };
                 if self.protocol == 'C' || resync {
-                    self.act(Action::SendPeer(Message::DataAck { seq, status }));
+                    self.act(Action::SendPeer(Message::DataAck {
+                        seq,
+                        status,
+                        disk_us: 0,
+                    }));
                 }
                 self.act(Action::Release { id });
                 self.run_peer_barriers();
@@ -1003,6 +1007,7 @@ impl Node {
             self.act(Action::SendPeer(Message::DataAck {
                 seq,
                 status: errno::EIO,
+                disk_us: 0,
             }));
             self.act(Action::Release { id });
             return;
@@ -1019,7 +1024,11 @@ impl Node {
             IoKind::Write { fua }
         };
         if self.protocol == 'B' && !resync {
-            self.act(Action::SendPeer(Message::DataAck { seq, status: 0 }));
+            self.act(Action::SendPeer(Message::DataAck {
+                seq,
+                status: 0,
+                disk_us: 0,
+            }));
         }
         self.counters.ua += 1;
         self.admit(Inflight {

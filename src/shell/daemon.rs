@@ -262,7 +262,16 @@ impl Daemon {
             Err(resp) => return resp,
         };
         if req.command == Command::Status && req.json {
-            let snaps: Vec<Snapshot> = targets.iter().map(|r| r.node.borrow().snapshot()).collect();
+            let snaps: Vec<serde_json::Value> = targets
+                .iter()
+                .map(|r| {
+                    let mut v = serde_json::to_value(r.node.borrow().snapshot()).unwrap_or_default();
+                    if let Ok(split) = serde_json::to_value(r.latency.borrow().split()) {
+                        v["write_latency_us"] = split;
+                    }
+                    v
+                })
+                .collect();
             return Response::ok(serde_json::to_string_pretty(&snaps).unwrap_or_default() + "\n");
         }
         let mut output = String::new();
@@ -368,7 +377,11 @@ impl Daemon {
                 if !node.is_attached() {
                     return Ok(format!("{} role:Unconfigured\n  disk:Diskless\n", res.name));
                 }
-                Ok(status::render_status(&node.snapshot(), req.verbose, req.color))
+                let mut text = status::render_status(&node.snapshot(), req.verbose, req.color);
+                if req.verbose {
+                    text.push_str(&res.latency.borrow().line());
+                }
+                Ok(text)
             }
             Command::Invalidate | Command::InvalidateRemote => {
                 let local = req.command == Command::Invalidate;

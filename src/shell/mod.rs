@@ -6,6 +6,7 @@
 pub mod buf;
 pub mod daemon;
 pub mod disk;
+pub mod latency;
 pub mod meta_store;
 pub mod nbd_server;
 pub mod peer;

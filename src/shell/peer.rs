@@ -439,6 +439,7 @@ async fn run_link(res: &Rc<Resource>, link: &Link, stream: TcpStream, report: Uu
     pinger.abort();
     ticker.abort();
     *res.peer_tx.borrow_mut() = None;
+    res.forget_link_timings();
     let _ = stream.shutdown(std::net::Shutdown::Both);
     let _ = writer.await;
     res.event(Event::PeerDisconnected {
@@ -545,7 +546,10 @@ async fn read_loop(res: &Rc<Resource>, stream: &TcpStream, idle: Duration) -> io
         stage.start += HEADER_LEN + length;
         let Some((msg, _, _)) = decoded else { continue };
         let event = match msg {
-            Message::DataAck { seq, status } => Event::PeerAck { seq, status },
+            Message::DataAck { seq, status, disk_us } => {
+                res.ack_timing(seq, disk_us);
+                Event::PeerAck { seq, status }
+            }
             Message::Barrier { epoch } => Event::PeerBarrier { epoch },
             Message::BarrierAck { epoch } => Event::PeerBarrierAck { epoch },
             Message::Bitmap { runs, last } => Event::PeerBitmap { runs, last },

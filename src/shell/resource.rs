@@ -9,6 +9,7 @@
 
 use super::buf::{AlignedBuf, SharedBuf};
 use super::disk::Disk;
+use super::latency::LatencyStats;
 use super::meta_store::MetaStore;
 use super::peer::PeerOut;
 use crate::config;
@@ -17,6 +18,7 @@ use crate::wire::Message;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
+use std::time::Instant;
 use tokio::sync::{mpsc, Notify};
 
 /// What the NBD connection wants back when a request completes.
@@ -86,6 +88,15 @@ pub struct Resource {
     pub peer_running: Cell<bool>,
     /// `connect --discard-my-data` was given for the next connection.
     pub discard_my_data: Cell<bool>,
+    /// Write latency split (status --verbose / --json).
+    pub latency: RefCell<LatencyStats>,
+    /// When each disk write started, by request.
+    disk_started: RefCell<HashMap<ReqId, Instant>>,
+    /// Peer writes: request → the peer's seq, and seq → our disk time.
+    peer_seq_of: RefCell<HashMap<ReqId, u64>>,
+    peer_disk_us: RefCell<HashMap<u64, u32>>,
+    /// Application data sent to the peer: seq → when.
+    sent_at: RefCell<HashMap<u64, Instant>>,
 }
 
 impl Resource {
@@ -125,7 +136,28 @@ impl Resource {
             stop_peer: Rc::new(Notify::new()),
             peer_running: Cell::new(false),
             discard_my_data: Cell::new(false),
+            latency: RefCell::new(LatencyStats::default()),
+            disk_started: RefCell::new(HashMap::new()),
+            peer_seq_of: RefCell::new(HashMap::new()),
+            peer_disk_us: RefCell::new(HashMap::new()),
+            sent_at: RefCell::new(HashMap::new()),
         }
+    }
+
+    /// A `DataAck` arrived: split its round trip into network and peer disk.
+    pub fn ack_timing(&self, seq: u64, disk_us: u32) {
+        if let Some(sent) = self.sent_at.borrow_mut().remove(&seq) {
+            let rtt = sent.elapsed().as_micros() as u64;
+            let mut l = self.latency.borrow_mut();
+            l.network.record(rtt.saturating_sub(u64::from(disk_us)));
+            l.peer_disk.record(u64::from(disk_us));
+        }
+    }
+
+    /// The link went down: nothing sent on it will be acknowledged.
+    pub fn forget_link_timings(&self) {
+        self.sent_at.borrow_mut().clear();
+        self.peer_disk_us.borrow_mut().clear();
     }
 
     pub fn alloc_id(&self) -> ReqId {
@@ -152,6 +184,7 @@ impl Resource {
         if let Some(b) = block {
             self.bufs.borrow_mut().insert(id, (b, 0));
         }
+        self.peer_seq_of.borrow_mut().insert(id, seq);
         self.event(Event::PeerWrite {
             id,
             seq,
@@ -192,8 +225,22 @@ impl Resource {
                     }
                 }
                 Action::StateChanged => self.changed.notify_one(),
-                Action::SendPeer(msg) => self.send_peer(PeerOut::message(&msg)),
+                Action::SendPeer(Message::DataAck { seq, status, .. }) => {
+                    let disk_us = self.peer_disk_us.borrow_mut().remove(&seq).unwrap_or(0);
+                    self.send_peer(PeerOut::message(&Message::DataAck { seq, status, disk_us }));
+                }
+                Action::SendPeer(msg) => {
+                    if let Message::Data { seq, .. } = msg {
+                        self.sent_at.borrow_mut().insert(seq, Instant::now());
+                    }
+                    self.send_peer(PeerOut::message(&msg))
+                }
                 Action::SendPeerData { id, msg } => {
+                    if let Message::Data { seq, flags, .. } = msg {
+                        if flags & crate::wire::DATA_FLAG_RESYNC == 0 {
+                            self.sent_at.borrow_mut().insert(seq, Instant::now());
+                        }
+                    }
                     let block = self.bufs.borrow().get(&id).cloned();
                     match block {
                         Some((buf, at)) => {
@@ -240,6 +287,9 @@ impl Resource {
             _ => None,
         };
         let write_buf = self.bufs.borrow().get(&id).cloned();
+        if !matches!(op, DiskOp::Read { .. } | DiskOp::Flush) {
+            self.disk_started.borrow_mut().insert(id, Instant::now());
+        }
         let this = Rc::clone(self);
         tokio_uring::spawn(async move {
             let Some(disk) = disk else {
@@ -252,6 +302,19 @@ impl Resource {
     }
 
     fn complete(self: &Rc<Self>, id: ReqId, result: Result<(), i32>, read_buf: Option<AlignedBuf>) {
+        if let Some(t0) = self.disk_started.borrow_mut().remove(&id) {
+            let us = t0.elapsed().as_micros() as u64;
+            match self.peer_seq_of.borrow_mut().remove(&id) {
+                Some(seq) => {
+                    self.peer_disk_us
+                        .borrow_mut()
+                        .insert(seq, us.min(u64::from(u32::MAX)) as u32);
+                }
+                None => self.latency.borrow_mut().local_disk.record(us),
+            }
+        } else {
+            self.peer_seq_of.borrow_mut().remove(&id);
+        }
         if let Some(buf) = read_buf {
             let mut pending = self.pending.borrow_mut();
             match pending.get_mut(&id) {

@@ -172,9 +172,12 @@ pub enum Message {
         flags: u32,
     },
     /// `status` 0: written (protocol C) or received (B); else an errno.
+    /// `disk_us`: how long the receiver's disk write took, so the sender can
+    /// split its latency into network and peer disk.
     DataAck {
         seq: u64,
         status: u32,
+        disk_us: u32,
     },
     /// Everything before must be on stable storage before the ack.
     Barrier {
@@ -351,9 +354,10 @@ impl Message {
                 o.extend_from_slice(&len.to_be_bytes());
                 o.extend_from_slice(&flags.to_be_bytes());
             }
-            Message::DataAck { seq, status } => {
+            Message::DataAck { seq, status, disk_us } => {
                 o.extend_from_slice(&seq.to_be_bytes());
                 o.extend_from_slice(&status.to_be_bytes());
+                o.extend_from_slice(&disk_us.to_be_bytes());
             }
             Message::Barrier { epoch } | Message::BarrierAck { epoch } => o.extend_from_slice(&epoch.to_be_bytes()),
             Message::Bitmap { runs, last } => {
@@ -440,6 +444,7 @@ impl Message {
             kind::DATA_ACK => Message::DataAck {
                 seq: r.u64()?,
                 status: r.u32()?,
+                disk_us: r.u32()?,
             },
             kind::BARRIER => Message::Barrier { epoch: r.u64()? },
             kind::BARRIER_ACK => Message::BarrierAck { epoch: r.u64()? },
@@ -525,7 +530,11 @@ mod tests {
                 flags: 6,
                 primary: true,
             },
-            Message::DataAck { seq: 9, status: 0 },
+            Message::DataAck {
+                seq: 9,
+                status: 0,
+                disk_us: 70,
+            },
             Message::Barrier { epoch: 3 },
             Message::BarrierAck { epoch: 3 },
             Message::Ping,
