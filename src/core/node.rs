@@ -474,10 +474,7 @@ impl Node {
         self.act(Action::PersistMeta);
         self.send_state();
         if forced_full_sync {
-            if let Some(bm) = self.bitmap.as_mut() {
-                let n = bm.len();
-                bm.set_range(0, n);
-            }
+            self.mark_all_out_of_sync();
             self.log(
                 false,
                 format!(
@@ -610,10 +607,7 @@ impl Node {
             }
             Event::PeerResyncDone { uuids } => self.on_resync_done_target(uuids),
             Event::PeerStartResync { source_is_sender } => {
-                if let Some(bm) = self.bitmap.as_mut() {
-                    let n = bm.len();
-                    bm.set_range(0, n);
-                }
+                self.mark_all_out_of_sync();
                 if source_is_sender {
                     self.become_sync_target();
                 } else {
@@ -814,6 +808,14 @@ impl Node {
         }
         self.counters.al += 1;
         self.act(Action::PersistAl(update.transaction));
+    }
+
+    /// Everything must move (full sync).
+    fn mark_all_out_of_sync(&mut self) {
+        if let Some(bm) = self.bitmap.as_mut() {
+            let n = bm.len();
+            bm.set_range(0, n);
+        }
     }
 
     fn mark_out_of_sync(&mut self, offset: u64, len: u32) {
@@ -1233,10 +1235,7 @@ impl Node {
                 "the peer is Primary; its data cannot be invalidated".to_owned(),
             ));
         }
-        if let Some(bm) = self.bitmap.as_mut() {
-            let n = bm.len();
-            bm.set_range(0, n);
-        }
+        self.mark_all_out_of_sync();
         self.act(Action::SendPeer(Message::StartResync {
             source_is_sender: !local,
         }));
@@ -1385,10 +1384,7 @@ impl Node {
         self.cstate = ConnState::Connected;
         self.flags.insert(MdFlags::CONNECTED_IND);
         if matches!(sync, Sync::SourceFull | Sync::TargetFull) {
-            if let Some(bm) = self.bitmap.as_mut() {
-                let n = bm.len();
-                bm.set_range(0, n);
-            }
+            self.mark_all_out_of_sync();
         }
         self.pending_sync = match sync {
             Sync::None => None,

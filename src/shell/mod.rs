@@ -11,4 +11,5 @@ pub mod meta_store;
 pub mod nbd_server;
 pub mod peer;
 pub mod resource;
+pub mod sendv;
 pub mod status_file;

@@ -8,7 +8,7 @@
 //! serialises the replies, in completion order, coalescing small ones into a
 //! single send.
 
-use super::buf::{AlignedBuf, SharedBuf};
+use super::buf::{AlignedBuf, SharedBuf, WireBuf};
 use super::resource::{Outgoing, Pending, Resource, READ_HEADROOM};
 use crate::config::NbdEndpoint;
 use crate::core::{limits, IoKind, IoRequest};
@@ -486,7 +486,7 @@ const REPLY_BATCH_MAX: usize = 64;
 /// in the headroom just before the data), so nothing is copied.
 async fn write_replies(stream: Rc<Stream>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
     while let Some(first) = rx.recv().await {
-        let mut iov: Vec<tokio_uring::buf::Slice<AlignedBuf>> = Vec::with_capacity(8);
+        let mut iov: Vec<tokio_uring::buf::Slice<WireBuf>> = Vec::with_capacity(8);
         let mut small = AlignedBuf::with_capacity(4096);
         let mut next = Some(first);
         let mut gathered = 0;
@@ -507,7 +507,10 @@ async fn write_replies(stream: Rc<Stream>, mut rx: mpsc::UnboundedReceiver<Outgo
                     // Keep reply order: small replies gathered so far go first.
                     if !small.is_empty() {
                         let len = small.len();
-                        iov.push(std::mem::replace(&mut small, AlignedBuf::with_capacity(4096)).slice(0..len));
+                        iov.push(
+                            WireBuf::Owned(std::mem::replace(&mut small, AlignedBuf::with_capacity(4096)))
+                                .slice(0..len),
+                        );
                     }
                     let start = if structured {
                         let h = reply::structured_offset_data_header(cookie, offset, len, true);
@@ -518,7 +521,7 @@ async fn write_replies(stream: Rc<Stream>, mut rx: mpsc::UnboundedReceiver<Outgo
                         buf.as_full_mut()[READ_HEADROOM - h.len()..READ_HEADROOM].copy_from_slice(&h);
                         READ_HEADROOM - h.len()
                     };
-                    iov.push(buf.slice(start..READ_HEADROOM + len as usize));
+                    iov.push(WireBuf::Owned(buf).slice(start..READ_HEADROOM + len as usize));
                 }
             }
             if gathered < REPLY_BATCH_MAX && small.len() + 64 < small.capacity() {
@@ -527,7 +530,7 @@ async fn write_replies(stream: Rc<Stream>, mut rx: mpsc::UnboundedReceiver<Outgo
         }
         if !small.is_empty() {
             let len = small.len();
-            iov.push(small.slice(0..len));
+            iov.push(WireBuf::Owned(small).slice(0..len));
         } else {
             small.recycle();
         }
@@ -544,32 +547,8 @@ fn append(buf: &mut AlignedBuf, bytes: &[u8]) {
 }
 
 /// `writev` the slices, finishing any short write, then recycle the buffers.
-async fn send_all(stream: &Stream, iov: Vec<tokio_uring::buf::Slice<AlignedBuf>>) -> io::Result<()> {
-    let total: usize = iov.iter().map(|s| s.bytes_init()).sum();
-    let (res, iov) = if iov.len() == 1 {
-        let mut iov = iov;
-        let one = iov.pop().expect("one slice");
-        let (res, one) = stream.write_all(one).await;
-        (res.map(|()| total), vec![one])
-    } else {
-        on_stream!(stream, s => s.writev(iov).await)
-    };
-    let mut written = res?;
-    for slice in iov {
-        let len = slice.bytes_init();
-        if written >= len {
-            written -= len;
-            slice.into_inner().recycle();
-            continue;
-        }
-        // A short write: send the rest of this slice, then the others whole.
-        let (begin, end) = (slice.begin() + written, slice.end());
-        written = 0;
-        let (res, rest) = stream.write_all(slice.into_inner().slice(begin..end)).await;
-        rest.into_inner().recycle();
-        res?;
-    }
-    Ok(())
+async fn send_all(stream: &Stream, iov: Vec<tokio_uring::buf::Slice<WireBuf>>) -> io::Result<()> {
+    on_stream!(stream, s => super::sendv::send_all(s, iov).await)
 }
 
 /// The client is gone: keep receiving so that in-flight requests can finish

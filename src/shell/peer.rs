@@ -669,28 +669,9 @@ async fn write_loop(stream: Rc<TcpStream>, mut rx: mpsc::UnboundedReceiver<PeerO
             let len = heads.len();
             iov.push(WireBuf::Owned(heads).slice(0..len));
         }
-        if send_all(&stream, iov).await.is_err() {
+        if super::sendv::send_all(&*stream, iov).await.is_err() {
             while rx.recv().await.is_some() {}
             return;
         }
     }
-}
-
-async fn send_all(stream: &TcpStream, iov: Vec<tokio_uring::buf::Slice<WireBuf>>) -> io::Result<()> {
-    let (res, iov) = stream.writev(iov).await;
-    let mut written = res?;
-    for slice in iov {
-        let len = slice.bytes_init();
-        if written >= len {
-            written -= len;
-            slice.into_inner().recycle();
-            continue;
-        }
-        let (begin, end) = (slice.begin() + written, slice.end());
-        written = 0;
-        let (res, rest) = stream.write_all(slice.into_inner().slice(begin..end)).await;
-        rest.into_inner().recycle();
-        res?;
-    }
-    Ok(())
 }
