@@ -613,3 +613,20 @@ fn invalidate_resyncs_everything_from_the_peer() {
     p.alpha.adm_ok(&["wait-sync", "--timeout", "60", "r0"]);
     p.assert_identical();
 }
+
+#[test]
+fn an_outdated_secondary_refuses_to_be_promoted_alone() {
+    let p = Pair::synced();
+    let out = p.beta.adm(&["outdate", "r0"]);
+    assert_eq!(out.status.code(), Some(11));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("(-6) Refusing to be Outdated while Connected"));
+    p.beta.adm_ok(&["disconnect", "r0"]);
+    p.beta.adm_ok(&["outdate", "r0"]);
+    assert_eq!(p.beta.adm_ok(&["dstate", "r0"]), "Outdated/DUnknown\n");
+    let out = p.beta.adm(&["primary", "r0"]);
+    assert_eq!(out.status.code(), Some(11));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("(-2) Need access to UpToDate data"));
+    // Reconnected to the UpToDate Primary, it catches up and is UpToDate again.
+    p.beta.adm_ok(&["connect", "r0"]);
+    p.beta.wait_for("ds:UpToDate/UpToDate", 20);
+}

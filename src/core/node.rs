@@ -1261,6 +1261,31 @@ impl Node {
         self.act(Action::StateChanged);
     }
 
+    /// `outdate`: mark the local data Outdated (what a fence handler does to
+    /// the node that must not be promoted).
+    pub fn outdate(&mut self) -> Result<(), Refusal> {
+        if self.connected() {
+            return Err(Refusal::new(StateRv::OutdateWhileConnected, String::new()));
+        }
+        if self.role == Role::Primary {
+            return Err(Refusal::new(
+                StateRv::DeviceInUse,
+                "a Primary cannot be outdated; demote it first".to_owned(),
+            ));
+        }
+        if self.disk < DiskState::Outdated {
+            return Err(Refusal::new(
+                StateRv::LowerThanOutdated,
+                format!("the disk is {}", self.disk),
+            ));
+        }
+        self.disk = DiskState::Outdated;
+        self.flags.remove(MdFlags::WAS_UP_TO_DATE);
+        self.act(Action::PersistMeta);
+        self.act(Action::StateChanged);
+        Ok(())
+    }
+
     /// `pause-sync`: stop moving blocks; the resync resumes where it stopped.
     pub fn pause_sync(&mut self) -> Result<(), Refusal> {
         match self.cstate {
@@ -1390,6 +1415,15 @@ impl Node {
             Sync::None => None,
             s => Some(s),
         };
+        if sync == Sync::None
+            && matches!(self.disk, DiskState::Outdated | DiskState::Consistent)
+            && self.peer_disk == DiskState::UpToDate
+        {
+            // Same generation as an UpToDate peer: the data is current.
+            self.disk = DiskState::UpToDate;
+            self.flags.insert(MdFlags::WAS_UP_TO_DATE);
+            self.send_state();
+        }
         self.peer_bitmap_done = false;
         if self.pending_sync.is_some() {
             self.cstate = if matches!(sync, Sync::SourceBitmap | Sync::SourceFull) {

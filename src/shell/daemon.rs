@@ -389,6 +389,11 @@ impl Daemon {
                 res.run_actions();
                 Ok(String::new())
             }
+            Command::Outdate => {
+                res.node.borrow_mut().outdate().map_err(refused)?;
+                res.run_actions();
+                Ok(String::new())
+            }
             Command::PauseSync => {
                 res.node.borrow_mut().pause_sync().map_err(refused)?;
                 res.run_actions();

@@ -104,6 +104,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Mark the local data Outdated (fencing): it will not be promoted alone.
+    Outdate { resource: String },
     /// Discard this node's data: full resync from the peer.
     Invalidate { resource: String },
     /// Discard the peer's data: full resync to the peer.
@@ -232,6 +234,7 @@ fn run(cli: Cli) -> i32 {
         },
         Cmd::Events { resource } => return events(&cli.run_dir, resource),
         Cmd::Invalidate { resource } => request(Command::Invalidate, resource),
+        Cmd::Outdate { resource } => request(Command::Outdate, resource),
         Cmd::InvalidateRemote { resource } => request(Command::InvalidateRemote, resource),
         Cmd::PauseSync { resource } => request(Command::PauseSync, resource),
         Cmd::ResumeSync { resource } => request(Command::ResumeSync, resource),
