@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages of the real clients the tests drive.
-PACKAGES=(fio libnbd-bin nbdkit qemu-utils fuse3 e2fsprogs util-linux mount psmisc iproute2 iptables procps)
+# Debian packages of the real clients the tests drive (one list, shared with .ci/run).
+read -r -a PACKAGES < scripts/test-packages
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

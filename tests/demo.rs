@@ -8,7 +8,12 @@ use std::process::Command;
 
 #[test]
 fn the_demo_syncs_cuts_the_link_resyncs_only_dirty_blocks_and_ends_identical() {
-    let port = free_port();
+    // Four consecutive ports, below the kernel's ephemeral range so that no
+    // outgoing connection of another process can be holding one of them.
+    let port = (0..200u16)
+        .map(|i| 21_000 + (std::process::id() as u16 % 50) * 80 + i * 4)
+        .find(|&p| (p..p + 4).all(|q| std::net::TcpListener::bind(("127.0.0.1", q)).is_ok()))
+        .expect("four free ports");
     let out = run_ok(Command::new(TANDEMADM).args([
         "demo",
         "--size",

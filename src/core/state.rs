@@ -59,6 +59,26 @@ pub enum DiskState {
     UpToDate,
 }
 
+impl DiskState {
+    /// The inverse of `disk as u8` (how the peer protocol carries it).
+    pub fn from_wire(v: u8) -> Option<DiskState> {
+        use DiskState::*;
+        [
+            Diskless,
+            Attaching,
+            Failed,
+            Negotiating,
+            Inconsistent,
+            Outdated,
+            DUnknown,
+            Consistent,
+            UpToDate,
+        ]
+        .get(usize::from(v))
+        .copied()
+    }
+}
+
 macro_rules! display_as_debug {
     ($($t:ty),*) => {$(
         impl fmt::Display for $t {

@@ -12,4 +12,5 @@ pub mod nbd_server;
 pub mod peer;
 pub mod resource;
 pub mod sendv;
+pub mod stage;
 pub mod status_file;

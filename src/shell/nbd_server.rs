@@ -10,6 +10,7 @@
 
 use super::buf::{AlignedBuf, SharedBuf, WireBuf};
 use super::resource::{Outgoing, Pending, Resource, READ_HEADROOM};
+use super::stage::Stage;
 use crate::config::NbdEndpoint;
 use crate::core::{limits, IoKind, IoRequest};
 use crate::nbd::consts;
@@ -30,8 +31,6 @@ use tokio_uring::buf::BoundedBuf;
 
 /// How long a client may take to finish option haggling.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Bytes read from the socket at once into the staging buffer.
-const STAGE_BYTES: usize = 256 * 1024;
 
 /// A connected NBD client socket, TCP or unix.
 enum Stream {
@@ -311,48 +310,9 @@ async fn discard(stream: &Stream, mut n: u64) -> io::Result<()> {
     Ok(())
 }
 
-/// A window `[start, end)` of bytes read from the socket but not yet consumed.
-struct Stage {
-    buf: Vec<u8>,
-    start: usize,
-}
-
-impl Stage {
-    fn available(&self) -> usize {
-        self.buf.len() - self.start
-    }
-
-    /// Read at least until `want` bytes are available; `false` on clean EOF
-    /// at a request boundary.
-    async fn fill(&mut self, stream: &Stream, want: usize) -> io::Result<bool> {
-        while self.available() < want {
-            if self.start > 0 {
-                self.buf.copy_within(self.start.., 0);
-                self.buf.truncate(self.buf.len() - self.start);
-                self.start = 0;
-            }
-            let end = self.buf.len();
-            let buf = std::mem::take(&mut self.buf);
-            let cap = buf.capacity();
-            let (res, b) = stream.read(buf.slice(end..cap)).await;
-            self.buf = b.into_inner();
-            if res? == 0 {
-                if self.available() == 0 {
-                    return Ok(false);
-                }
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "connection closed mid-request",
-                ));
-            }
-        }
-        Ok(true)
-    }
-
-    fn take(&mut self, n: usize) -> &[u8] {
-        let s = &self.buf[self.start..self.start + n];
-        self.start += n;
-        s
+impl super::stage::Recv for Stream {
+    async fn recv<T: tokio_uring::buf::BoundedBufMut>(&self, buf: T) -> tokio_uring::BufResult<usize, T> {
+        self.read(buf).await
     }
 }
 
@@ -364,12 +324,9 @@ async fn read_requests(
     replies: mpsc::UnboundedSender<Outgoing>,
 ) -> io::Result<()> {
     let inflight = Arc::new(Semaphore::new(limits::NBD_CONNECTION_INFLIGHT_MAX));
-    let mut stage = Stage {
-        buf: Vec::with_capacity(STAGE_BYTES),
-        start: 0,
-    };
+    let mut stage = Stage::default();
     loop {
-        if !stage.fill(stream, REQUEST_HEADER_LEN).await? {
+        if !stage.fill(stream, REQUEST_HEADER_LEN, None).await? {
             return Ok(());
         }
         let mut hdr = [0u8; REQUEST_HEADER_LEN];
@@ -419,7 +376,7 @@ async fn read_requests(
             .map_err(|_| io::Error::other("request limiter closed"))?;
         let len = req.length as usize;
         let payload = match kind {
-            IoKind::Write { .. } => Some(SharedBuf::new(read_payload(&mut stage, stream, len).await?)),
+            IoKind::Write { .. } => Some(SharedBuf::new(stage.read_block(stream, len, None).await?)),
             _ => None,
         };
         let read_buf = matches!(kind, IoKind::Read).then(|| AlignedBuf::with_capacity(READ_HEADROOM + len));
@@ -443,32 +400,6 @@ async fn read_requests(
             payload,
         );
     }
-}
-
-/// Move a write payload into an aligned buffer: whatever already sits in the
-/// staging buffer is copied, the rest is read from the socket straight into
-/// place.
-async fn read_payload(stage: &mut Stage, stream: &Stream, len: usize) -> io::Result<AlignedBuf> {
-    let mut buf = AlignedBuf::with_capacity(len);
-    let have = stage.available().min(len);
-    buf.as_full_mut()[..have].copy_from_slice(stage.take(have));
-    buf.set_len(have);
-    let mut filled = have;
-    while filled < len {
-        let (res, slice) = stream.read(buf.slice(filled..len)).await;
-        buf = slice.into_inner();
-        match res? {
-            0 => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "connection closed mid-write",
-                ))
-            }
-            n => filled += n,
-        }
-    }
-    buf.set_len(len);
-    Ok(buf)
 }
 
 async fn skip_payload(stage: &mut Stage, stream: &Stream, n: u64) -> io::Result<()> {

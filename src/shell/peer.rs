@@ -8,6 +8,7 @@
 
 use super::buf::{AlignedBuf, SharedBuf, WireBuf};
 use super::resource::Resource;
+use super::stage::Stage;
 use crate::core::{DiskState, Event, UuidReport};
 use crate::meta::GenerationUuids;
 use crate::wire::handshake::{self, Hello, NONCE_BYTES};
@@ -24,7 +25,6 @@ use tokio_uring::net::TcpStream;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest non-data payload accepted (bitmap messages are the biggest).
 const CONTROL_PAYLOAD_MAX: usize = 1 << 20;
-const STAGE_BYTES: usize = 256 * 1024;
 /// Frames gathered into one `writev` at most.
 const SEND_BATCH_MAX: usize = 64;
 
@@ -448,65 +448,34 @@ async fn run_link(res: &Rc<Resource>, link: &Link, stream: TcpStream, report: Uu
     stopped
 }
 
-struct Stage {
-    buf: Vec<u8>,
-    start: usize,
-}
-
-impl Stage {
-    fn available(&self) -> usize {
-        self.buf.len() - self.start
-    }
-
-    async fn fill(&mut self, stream: &TcpStream, want: usize, idle: Duration) -> io::Result<()> {
-        if want > self.buf.capacity() {
-            self.buf.reserve(want - self.buf.len());
-        }
-        while self.available() < want {
-            if self.start > 0 {
-                self.buf.copy_within(self.start.., 0);
-                self.buf.truncate(self.buf.len() - self.start);
-                self.start = 0;
-            }
-            let end = self.buf.len();
-            let buf = std::mem::take(&mut self.buf);
-            let cap = buf.capacity();
-            let read = tokio::time::timeout(idle, stream.read(buf.slice(end..cap)));
-            let (res, b) = read
-                .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "peer silent beyond ping-int + ping-timeout"))?;
-            self.buf = b.into_inner();
-            if res? == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "peer closed the connection",
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
 const DATA_BODY_LEN: usize = 24;
 
+/// Fill the stage or fail: on the peer link every end of stream is a loss.
+async fn need(stage: &mut Stage, stream: &TcpStream, want: usize, idle: Duration) -> io::Result<()> {
+    if stage.fill(stream, want, Some(idle)).await? {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "peer closed the connection",
+        ))
+    }
+}
+
 async fn read_loop(res: &Rc<Resource>, stream: &TcpStream, idle: Duration) -> io::Result<()> {
-    let mut stage = Stage {
-        buf: Vec::with_capacity(STAGE_BYTES),
-        start: 0,
-    };
+    let mut stage = Stage::default();
     loop {
-        stage.fill(stream, HEADER_LEN, idle).await?;
+        need(&mut stage, stream, HEADER_LEN, idle).await?;
         let mut hb = [0u8; HEADER_LEN];
-        hb.copy_from_slice(&stage.buf[stage.start..stage.start + HEADER_LEN]);
+        hb.copy_from_slice(&stage.peek()[..HEADER_LEN]);
         let header = Header::decode(&hb).map_err(invalid)?;
         let length = header.length as usize;
         if header.kind == wire::kind::DATA && length >= DATA_BODY_LEN {
-            stage.fill(stream, HEADER_LEN + DATA_BODY_LEN, idle).await?;
-            let at = stage.start + HEADER_LEN;
-            let body: [u8; DATA_BODY_LEN] = stage.buf[at..at + DATA_BODY_LEN]
+            need(&mut stage, stream, HEADER_LEN + DATA_BODY_LEN, idle).await?;
+            let frame_start = stage.take(HEADER_LEN + DATA_BODY_LEN);
+            let body: [u8; DATA_BODY_LEN] = frame_start[HEADER_LEN..]
                 .try_into()
                 .map_err(|_| io::Error::other("body"))?;
-            stage.start += HEADER_LEN + DATA_BODY_LEN;
             let seq = u64::from_be_bytes(body[0..8].try_into().unwrap_or_default());
             let offset = u64::from_be_bytes(body[8..16].try_into().unwrap_or_default());
             let len = u32::from_be_bytes(body[16..20].try_into().unwrap_or_default());
@@ -517,7 +486,7 @@ async fn read_loop(res: &Rc<Resource>, stream: &TcpStream, idle: Duration) -> io
                 return Err(invalid(WireError::Malformed("data")));
             }
             let block = if data_len > 0 {
-                Some(read_block(&mut stage, stream, data_len, idle).await?)
+                Some(stage.read_block(stream, data_len, Some(idle)).await?)
             } else {
                 None
             };
@@ -540,10 +509,8 @@ async fn read_loop(res: &Rc<Resource>, stream: &TcpStream, idle: Duration) -> io
         if length > CONTROL_PAYLOAD_MAX {
             return Err(invalid(WireError::TooLong(header.length)));
         }
-        stage.fill(stream, HEADER_LEN + length, idle).await?;
-        let frame = &stage.buf[stage.start..stage.start + HEADER_LEN + length];
-        let decoded = wire::decode_frame(frame).map_err(invalid)?;
-        stage.start += HEADER_LEN + length;
+        need(&mut stage, stream, HEADER_LEN + length, idle).await?;
+        let decoded = wire::decode_frame(stage.take(HEADER_LEN + length)).map_err(invalid)?;
         let Some((msg, _, _)) = decoded else { continue };
         let event = match msg {
             Message::DataAck { seq, status, disk_us } => {
@@ -589,50 +556,7 @@ async fn read_loop(res: &Rc<Resource>, stream: &TcpStream, idle: Duration) -> io
 }
 
 fn disk_state(v: u8) -> DiskState {
-    use DiskState::*;
-    [
-        Diskless,
-        Attaching,
-        Failed,
-        Negotiating,
-        Inconsistent,
-        Outdated,
-        DUnknown,
-        Consistent,
-        UpToDate,
-    ]
-    .get(v as usize)
-    .copied()
-    .unwrap_or(DUnknown)
-}
-
-/// A block into an aligned buffer: what the staging buffer holds is copied,
-/// the rest read straight into place.
-async fn read_block(stage: &mut Stage, stream: &TcpStream, len: usize, idle: Duration) -> io::Result<AlignedBuf> {
-    let mut buf = AlignedBuf::with_capacity(len);
-    let have = stage.available().min(len);
-    buf.as_full_mut()[..have].copy_from_slice(&stage.buf[stage.start..stage.start + have]);
-    stage.start += have;
-    buf.set_len(have);
-    let mut filled = have;
-    while filled < len {
-        let read = tokio::time::timeout(idle, stream.read(buf.slice(filled..len)));
-        let (res, slice) = read
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "peer stalled mid-block"))?;
-        buf = slice.into_inner();
-        match res? {
-            0 => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "peer closed the connection mid-block",
-                ))
-            }
-            n => filled += n,
-        }
-    }
-    buf.set_len(len);
-    Ok(buf)
+    DiskState::from_wire(v).unwrap_or(DiskState::DUnknown)
 }
 
 /// Everything queued leaves in one `writev`: headers packed together, blocks
