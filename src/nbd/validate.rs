@@ -36,6 +36,13 @@ pub fn validate(req: &Request, export: &ExportInfo, structured: bool) -> Result<
         // Not advertised (or not a command at all).
         _ => return Err(NBD_EINVAL),
     };
+    // The spec: once SEND_FUA is negotiated the server MUST accept FUA on
+    // every command (it is meaningless, and ignored, on reads and flushes).
+    let allowed_flags = if advertised(NBD_FLAG_SEND_FUA) {
+        allowed_flags | NBD_CMD_FLAG_FUA
+    } else {
+        allowed_flags
+    };
     if req.flags & !allowed_flags != 0 {
         return Err(NBD_EINVAL);
     }
@@ -98,7 +105,7 @@ mod tests {
             (req(Command::Read, 0, u64::MAX, 1), Err(NBD_EINVAL)),
             (req(Command::Read, 0, 0, 0), Err(NBD_EINVAL)),
             (req(Command::Read, 0, 0, 128 << 10), Err(NBD_EINVAL)),
-            (req(Command::Read, NBD_CMD_FLAG_FUA, 0, 4096), Err(NBD_EINVAL)),
+            (req(Command::Read, NBD_CMD_FLAG_FUA, 0, 4096), Ok(())),
             (req(Command::Read, NBD_CMD_FLAG_DF, 0, 4096), Err(NBD_EINVAL)),
             (req(Command::Write, NBD_CMD_FLAG_FUA, 0, 4096), Ok(())),
             (req(Command::Write, NBD_CMD_FLAG_NO_HOLE, 0, 4096), Err(NBD_EINVAL)),
