@@ -630,3 +630,30 @@ fn an_outdated_secondary_refuses_to_be_promoted_alone() {
     p.beta.adm_ok(&["connect", "r0"]);
     p.beta.wait_for("ds:UpToDate/UpToDate", 20);
 }
+
+#[test]
+fn adjust_applies_a_new_secret_and_refuses_to_move_an_attached_disk() {
+    let p = Pair::synced();
+    for d in [&p.alpha, &p.beta] {
+        let text = std::fs::read_to_string(&d.conf)
+            .expect("conf")
+            .replace("s3cret", "n3w-s3cret");
+        std::fs::write(&d.conf, text).expect("conf");
+    }
+    let out = p.alpha.adm_ok(&["adjust", "r0"]);
+    assert!(out.contains("applied net options; peer link restarted"), "{out}");
+    p.beta.adm_ok(&["adjust", "r0"]);
+    p.alpha
+        .wait_for("cs:Connected ro:Primary/Secondary ds:UpToDate/UpToDate", 20);
+    assert!(p.alpha.adm_ok(&["adjust", "r0"]).contains("nothing to change"));
+    qemu_io(&p.uri(), &["write -P 0x7e 0 64k"]);
+    p.assert_identical();
+
+    let text = std::fs::read_to_string(&p.alpha.conf)
+        .expect("conf")
+        .replace("alpha.img", "alpha2.img");
+    std::fs::write(&p.alpha.conf, text).expect("conf");
+    let out = p.alpha.adm(&["adjust", "r0"]);
+    assert_eq!(out.status.code(), Some(11));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot move an attached resource"));
+}

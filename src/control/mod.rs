@@ -30,6 +30,7 @@ pub enum Command {
     /// Which resources are attached (used by create-md to refuse politely).
     Attached,
     Invalidate,
+    Adjust,
     Outdate,
     InvalidateRemote,
     PauseSync,

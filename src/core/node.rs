@@ -192,6 +192,11 @@ impl Node {
         }
     }
 
+    /// `protocol` from the configuration (`adjust` may change it).
+    pub fn set_protocol(&mut self, protocol: char) {
+        self.protocol = protocol;
+    }
+
     /// `al-extents` from the configuration (before attach).
     pub fn set_al_extents(&mut self, n: u32) {
         self.al_extents = n;

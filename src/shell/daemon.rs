@@ -319,7 +319,7 @@ impl Daemon {
                 Ok(String::new())
             }
             Command::Connect if req.dry_run => {
-                if res.cfg.hosts.len() < 2 {
+                if res.cfg.borrow().hosts.len() < 2 {
                     return Err(Response::err(
                         exit::FAILED,
                         format!("{}: standalone resource; nothing to connect to", res.name),
@@ -334,7 +334,7 @@ impl Daemon {
                 Ok(String::new())
             }
             Command::Disconnect => {
-                if res.cfg.hosts.len() < 2 {
+                if res.cfg.borrow().hosts.len() < 2 {
                     return Err(refused(Refusal::new(
                         crate::core::StateRv::AlreadyStandAlone,
                         format!("{} has a single 'on' section and runs standalone", res.name),
@@ -389,6 +389,7 @@ impl Daemon {
                 res.run_actions();
                 Ok(String::new())
             }
+            Command::Adjust => self.adjust(res).await,
             Command::Outdate => {
                 res.node.borrow_mut().outdate().map_err(refused)?;
                 res.run_actions();
@@ -421,14 +422,14 @@ impl Daemon {
         if res.node.borrow().is_attached() {
             return Ok(());
         }
-        let (store, info) = MetaStore::open(&res.cfg, &res.host).map_err(|e| meta_failure(res, e))?;
-        let disk = super::disk::Disk::open(&res.host.disk).map_err(|e| {
+        let (store, info) = MetaStore::open(&res.cfg.borrow(), &res.host.borrow()).map_err(|e| meta_failure(res, e))?;
+        let disk = super::disk::Disk::open(&res.host.borrow().disk).map_err(|e| {
             Response::err(
                 exit::FAILED,
                 format!(
                     "{}: cannot open backing disk {}: {e}",
                     res.name,
-                    res.host.disk.display()
+                    res.host.borrow().disk.display()
                 ),
             )
         })?;
@@ -448,22 +449,22 @@ impl Daemon {
         }
         res.run_actions();
         if let Err(e) = nbd_server::start_listener(res) {
-            tracing::error!(resource = %res.name, endpoint = %res.host.device, error = %e, "cannot serve NBD");
+            tracing::error!(resource = %res.name, endpoint = %res.host.borrow().device, error = %e, "cannot serve NBD");
             let _ = res.node.borrow_mut().detach();
             *res.disk.borrow_mut() = None;
             *res.meta.borrow_mut() = None;
             res.run_actions();
             return Err(Response::err(
                 exit::FAILED,
-                format!("{}: cannot listen on {}: {e}", res.name, res.host.device),
+                format!("{}: cannot listen on {}: {e}", res.name, res.host.borrow().device),
             ));
         }
-        tracing::info!(resource = %res.name, disk = %res.host.disk.display(), bytes = info.data_bytes, state = %res.node.borrow().disk_state(), "attached");
+        tracing::info!(resource = %res.name, disk = %res.host.borrow().disk.display(), bytes = info.data_bytes, state = %res.node.borrow().disk_state(), "attached");
         Ok(())
     }
 
     fn connect(&self, res: &Rc<Resource>, req: &Request) -> Result<(), Response> {
-        if res.cfg.hosts.len() < 2 {
+        if res.cfg.borrow().hosts.len() < 2 {
             // Standalone by configuration: there is no peer to connect to.
             return Ok(());
         }
@@ -485,6 +486,103 @@ impl Daemon {
         }
         super::peer::start(res)
             .map_err(|e| Response::err(exit::FAILED, format!("{}: cannot start the peer link: {e}", res.name)))
+    }
+
+    /// `adjust`: make the running resource match the configuration file.
+    /// Options apply at once (a changed link restarts the link); a changed
+    /// disk, device or address needs the resource detached first.
+    async fn adjust(&self, res: &Rc<Resource>) -> Result<String, Response> {
+        let config = config::load(&self.opts.config_path).map_err(|e| Response::err(exit::CONFIG, e.to_string()))?;
+        let node = &self.opts.node;
+        let Some(new) = config.resource(&res.name) else {
+            return Err(Response::err(
+                exit::UNKNOWN_RESOURCE,
+                format!(
+                    "{}: no longer in {}; take it down with 'tandemadm down {}'",
+                    res.name,
+                    self.opts.config_path.display(),
+                    res.name
+                ),
+            ));
+        };
+        let Some(new_host) = new.host(node) else {
+            return Err(Response::err(
+                exit::UNKNOWN_RESOURCE,
+                format!("{}: the configuration has no 'on {node}' section any more", res.name),
+            ));
+        };
+        let mut changes = Vec::new();
+        {
+            let old = res.host.borrow();
+            let moved = old.device != new_host.device
+                || old.disk != new_host.disk
+                || old.address != new_host.address
+                || old.meta_disk != new_host.meta_disk;
+            if moved && res.node.borrow().is_attached() {
+                return Err(Response::err(
+                    exit::STATE_CHANGE_REFUSED,
+                    format!(
+                        "{}: the device, disk, address or meta-disk of {node} changed; adjust cannot move an attached resource: run 'tandemadm down {}' then 'tandemadm adjust {}' and 'tandemadm up {}'",
+                        res.name, res.name, res.name, res.name
+                    ),
+                ));
+            }
+            if moved {
+                changes.push("host section");
+            }
+        }
+        let (link_changed, disk_changed) = {
+            let old = res.cfg.borrow();
+            (
+                old.net != new.net
+                    || old.protocol != new.protocol
+                    || old
+                        .hosts
+                        .iter()
+                        .map(|h| (&h.name, h.address))
+                        .ne(new.hosts.iter().map(|h| (&h.name, h.address))),
+                old.disk != new.disk,
+            )
+        };
+        if link_changed {
+            changes.push("net options");
+        }
+        if disk_changed {
+            changes.push("disk options");
+        }
+        if new.handlers != res.cfg.borrow().handlers || new.startup != res.cfg.borrow().startup {
+            changes.push("handlers/startup");
+        }
+        *res.cfg.borrow_mut() = new.clone();
+        *res.host.borrow_mut() = new_host.clone();
+        {
+            let mut n = res.node.borrow_mut();
+            n.set_protocol(new.protocol.to_string().chars().next().unwrap_or('C'));
+            n.set_resync_rate(
+                new.disk.resync_rate_kib_s,
+                new.disk.c_plan_ahead_ds,
+                new.disk.c_max_rate_kib_s,
+            );
+            n.set_al_extents(new.disk.al_extents);
+        }
+        if link_changed && res.peer_running.get() {
+            self.disconnect(res).await;
+            self.connect(res, &Request::new(Command::Connect, &res.name))?;
+        }
+        if changes.is_empty() {
+            return Ok(format!("{}: nothing to change\n", res.name));
+        }
+        tracing::info!(resource = %res.name, changed = ?changes, "adjusted to the configuration");
+        Ok(format!(
+            "{}: applied {}{}\n",
+            res.name,
+            changes.join(", "),
+            if link_changed && res.peer_running.get() {
+                "; peer link restarted"
+            } else {
+                ""
+            }
+        ))
     }
 
     /// Drop the peer link and wait until it is down.

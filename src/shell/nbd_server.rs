@@ -87,7 +87,8 @@ pub fn start_listener(res: &Rc<Resource>) -> io::Result<()> {
     if res.listening.get() {
         return Ok(());
     }
-    let listener = match &res.host.device {
+    let device = res.host.borrow().device.clone();
+    let listener = match &device {
         NbdEndpoint::Tcp { addr, .. } => {
             let std_listener = std::net::TcpListener::bind(addr)?;
             Listener::Tcp(tokio_uring::net::TcpListener::from_std(std_listener))
@@ -102,7 +103,7 @@ pub fn start_listener(res: &Rc<Resource>) -> io::Result<()> {
             Listener::Unix(tokio::net::UnixListener::from_std(std_listener)?)
         }
     };
-    tracing::info!(resource = %res.name, endpoint = %res.host.device, "NBD export listening");
+    tracing::info!(resource = %res.name, endpoint = %device, "NBD export listening");
     res.listening.set(true);
     let res = Rc::clone(res);
     tokio_uring::spawn(async move {
@@ -125,7 +126,7 @@ pub fn start_listener(res: &Rc<Resource>) -> io::Result<()> {
                 }
             }
         }
-        if let NbdEndpoint::Unix { path, .. } = &res.host.device {
+        if let NbdEndpoint::Unix { path, .. } = &device {
             let _ = std::fs::remove_file(path);
         }
         res.listening.set(false);
@@ -166,8 +167,8 @@ struct Catalog<'a> {
 }
 
 impl Catalog<'_> {
-    fn export_name(&self) -> &str {
-        self.res.host.device.export_name()
+    fn export_name(&self) -> String {
+        self.res.host.borrow().device.export_name().to_owned()
     }
 }
 

@@ -76,9 +76,10 @@ struct Link {
 }
 
 fn link_config(res: &Resource) -> Option<Link> {
-    let me = &res.host;
-    let peer = res.cfg.peer_of(&me.name)?;
-    let n = &res.cfg.net;
+    let me = res.host.borrow().clone();
+    let cfg = res.cfg.borrow();
+    let peer = cfg.peer_of(&me.name)?;
+    let n = &cfg.net;
     Some(Link {
         my_addr: me.address,
         peer_addr: peer.address?,
@@ -105,7 +106,7 @@ pub fn start(res: &Rc<Resource>) -> io::Result<()> {
             .ok_or_else(|| io::Error::other("no address for this node"))?;
         Some(tokio_uring::net::TcpListener::bind(addr)?)
     };
-    if res.cfg.net.shared_secret.is_none() {
+    if res.cfg.borrow().net.shared_secret.is_none() {
         tracing::warn!(resource = %res.name, "no shared-secret configured: the peer link is not authenticated");
     }
     res.peer_running.set(true);
@@ -307,7 +308,7 @@ async fn handshake(
     let mine = Hello {
         version: wire::ProtocolVersion::current() as u8,
         resource: res.name.clone(),
-        node: res.host.name.clone(),
+        node: res.host.borrow().name.clone(),
         peer: link.peer_name.clone(),
         data_bytes: res.node.borrow().data_bytes(),
         features: if dry_run { FEATURE_DRY_RUN } else { 0 },

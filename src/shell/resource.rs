@@ -63,8 +63,10 @@ pub enum Outgoing {
 
 pub struct Resource {
     pub name: String,
-    pub cfg: config::Resource,
-    pub host: config::Host,
+    /// The resource's configuration; `adjust` replaces it.
+    pub cfg: RefCell<config::Resource>,
+    /// This node's `on` section; `adjust` replaces it while detached.
+    pub host: RefCell<config::Host>,
     pub node: RefCell<Node>,
     pub disk: RefCell<Option<Rc<Disk>>>,
     pub meta: RefCell<Option<MetaStore>>,
@@ -121,8 +123,8 @@ impl Resource {
                 );
                 n
             }),
-            cfg,
-            host,
+            cfg: RefCell::new(cfg),
+            host: RefCell::new(host),
             disk: RefCell::new(None),
             meta: RefCell::new(None),
             pending: RefCell::new(HashMap::new()),

@@ -104,6 +104,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Apply configuration changes to a running resource.
+    Adjust { resource: String },
     /// Mark the local data Outdated (fencing): it will not be promoted alone.
     Outdate { resource: String },
     /// Discard this node's data: full resync from the peer.
@@ -235,6 +237,7 @@ fn run(cli: Cli) -> i32 {
         Cmd::Events { resource } => return events(&cli.run_dir, resource),
         Cmd::Invalidate { resource } => request(Command::Invalidate, resource),
         Cmd::Outdate { resource } => request(Command::Outdate, resource),
+        Cmd::Adjust { resource } => request(Command::Adjust, resource),
         Cmd::InvalidateRemote { resource } => request(Command::InvalidateRemote, resource),
         Cmd::PauseSync { resource } => request(Command::PauseSync, resource),
         Cmd::ResumeSync { resource } => request(Command::ResumeSync, resource),
