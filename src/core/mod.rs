@@ -50,7 +50,7 @@ pub enum IoKind {
     Read,
     Write { fua: bool },
     Flush,
-    Trim,
+    Trim { fua: bool },
     WriteZeroes { fua: bool, may_trim: bool },
 }
 
@@ -78,6 +78,7 @@ pub enum DiskOp {
     Trim {
         offset: u64,
         len: u32,
+        fua: bool,
     },
     Zero {
         offset: u64,

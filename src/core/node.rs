@@ -714,9 +714,10 @@ impl Node {
                 fua,
             },
             IoKind::Flush => DiskOp::Flush,
-            IoKind::Trim => DiskOp::Trim {
+            IoKind::Trim { fua } => DiskOp::Trim {
                 offset: io.offset,
                 len: io.len,
+                fua,
             },
             IoKind::WriteZeroes { fua, may_trim } => DiskOp::Zero {
                 offset: io.offset,
@@ -754,7 +755,7 @@ impl Node {
                 self.next_seq += 1;
                 let flags = match io.kind {
                     IoKind::Write { fua: true } => wire::DATA_FLAG_FUA,
-                    IoKind::Trim => wire::DATA_FLAG_TRIM,
+                    IoKind::Trim { fua } => wire::DATA_FLAG_TRIM | if fua { wire::DATA_FLAG_FUA } else { 0 },
                     IoKind::WriteZeroes { fua, may_trim } => {
                         wire::DATA_FLAG_ZERO
                             | if may_trim { wire::DATA_FLAG_MAY_TRIM } else { 0 }
@@ -960,7 +961,7 @@ impl Node {
     fn app_io_error(&mut self, io: IoRequest, os_errno: i32) -> u32 {
         match os_errno {
             28 => errno::ENOSPC,
-            22 if io.kind == IoKind::Trim => errno::EINVAL,
+            22 if matches!(io.kind, IoKind::Trim { .. }) => errno::EINVAL,
             e => {
                 if io.kind != IoKind::Read {
                     self.disk_failed(e);
@@ -1021,7 +1022,7 @@ impl Node {
         }
         let fua = flags & wire::DATA_FLAG_FUA != 0;
         let kind = if flags & wire::DATA_FLAG_TRIM != 0 {
-            IoKind::Trim
+            IoKind::Trim { fua }
         } else if flags & wire::DATA_FLAG_ZERO != 0 {
             IoKind::WriteZeroes {
                 fua,

@@ -357,7 +357,7 @@ async fn read_requests(
             Command::Read => IoKind::Read,
             Command::Write => IoKind::Write { fua },
             Command::Flush => IoKind::Flush,
-            Command::Trim => IoKind::Trim,
+            Command::Trim => IoKind::Trim { fua },
             Command::WriteZeroes => IoKind::WriteZeroes {
                 fua,
                 may_trim: req.flags & consts::NBD_CMD_FLAG_NO_HOLE == 0,

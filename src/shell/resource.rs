@@ -442,7 +442,13 @@ async fn run_disk_op(
             (res, None)
         }
         (DiskOp::Flush, ..) => (disk.flush().await, None),
-        (DiskOp::Trim { offset, len }, ..) => (disk.trim(offset, u64::from(len)).await, None),
+        (DiskOp::Trim { offset, len, fua }, ..) => {
+            let mut res = disk.trim(offset, u64::from(len)).await;
+            if res.is_ok() && fua {
+                res = disk.flush().await;
+            }
+            (res, None)
+        }
         (
             DiskOp::Zero {
                 offset,
