@@ -96,8 +96,13 @@ pub fn control(data: &[u8]) {
 /// inside the text it was given.
 pub fn config(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
-    if let Err(crate::config::ConfigError::At { location, .. }) =
-        crate::config::parse_str(&text, std::path::Path::new("/nonexistent/fuzz.res"))
+    let parsed = crate::config::parse_str(&text, std::path::Path::new("/nonexistent/fuzz.res"));
+    // Errors in this text (not in an include) must point inside it.
+    if let Some(location) = parsed
+        .as_ref()
+        .err()
+        .and_then(|e| e.location())
+        .filter(|l| l.file.ends_with("fuzz.res"))
     {
         let lines = text.lines().count().max(1) as u32;
         assert!(

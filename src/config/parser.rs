@@ -1,135 +1,290 @@
-//! Meaning for the statement tree: `global`, `common`, `include`, `resource`,
-//! `on`, and the option sections, with DRBD 8.3 and 8.4 spellings.
+//! Meaning for the statement tree's option sections (`net`, `disk`,
+//! `startup`, `handlers`, `options`, the 8.3 `syncer`), `global` and
+//! `common`, with DRBD 8.3 and 8.4 spellings; the value parsers and statement
+//! shapes that `resource.rs` shares.
 //!
-//! DRBD options Tandem does not implement are accepted with a warning that
-//! names them; a word DRBD does not know either is an error.
+//! Three kinds of option word exist here: those Tandem implements (parsed
+//! into the model), those DRBD has but Tandem does not implement (accepted
+//! with a warning naming them, so a DRBD config keeps working and nobody is
+//! misled), and words DRBD does not know either (an error, with a suggestion
+//! when the word is a near miss). Nothing is dropped silently.
+//!
+//! Duplicates follow drbdadm: a second section of the same kind in one
+//! resource (two `net { }`) is an error; an option set twice is a warning and
+//! the later value counts (drbdadm passes both on and the later wins).
 
 use super::model::*;
-use super::syntax::{Arg, Stmt};
+use super::syntax::{shown, Arg, Stmt};
 use super::ConfigError;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, HashMap};
 
-/// The defaults a `common` section gives every resource.
-#[derive(Debug, Clone, Default)]
-pub struct Defaults {
-    pub protocol: Protocol,
-    pub net: NetOptions,
-    pub disk: DiskOptions,
-    pub startup: StartupOptions,
-    pub handlers: std::collections::BTreeMap<String, String>,
-}
+/// DRBD's `al-extents` range as Tandem accepts it (DRBD 8.3's lower bound;
+/// 8.4 raised it to 67, but 8.3 configs with small values must still load).
+const AL_EXTENTS: (u64, u64) = (7, 65534);
 
-/// The default NBD port, which `/dev/drbdN` devices are mapped onto (+ N).
-pub const NBD_PORT_DEFAULT: u16 = 10809;
-
-fn err(location: &Location, message: impl Into<String>) -> ConfigError {
+pub(super) fn err(location: &Location, message: impl Into<String>) -> ConfigError {
     ConfigError::At {
         location: location.clone(),
         message: message.into(),
     }
 }
 
+/// `first`'s place as seen from `here`: `line:column` within the same file,
+/// the full location otherwise.
+pub(super) fn place(first: &Location, here: &Location) -> String {
+    if first.file == here.file {
+        format!("{}:{}", first.line, first.column)
+    } else {
+        first.to_string()
+    }
+}
+
+/// Where warnings go while a configuration is being read.
 pub struct Ctx<'a> {
     pub warnings: &'a mut Vec<Warning>,
 }
 
 impl Ctx<'_> {
-    fn warn(&mut self, location: &Location, message: impl Into<String>) {
+    pub fn warn(&mut self, location: &Location, message: impl Into<String>) {
         self.warnings.push(Warning {
             location: location.clone(),
             message: message.into(),
         });
     }
 
-    fn unimplemented(&mut self, s: &Stmt, section: &str) {
+    /// A DRBD option Tandem accepts but does not act on.
+    pub(super) fn no_effect(&mut self, s: &Stmt) {
         self.warn(
             &s.location,
-            format!(
-                "option '{}' in {section} section is accepted but has no effect in Tandem",
-                s.keyword
-            ),
+            format!("option '{}' is accepted but has no effect in Tandem", s.keyword),
         );
     }
 }
 
-fn one_arg(s: &Stmt) -> Result<&Arg, ConfigError> {
-    match (s.args.as_slice(), &s.block) {
-        ([a], None) => Ok(a),
-        (_, Some(_)) => Err(err(
-            &s.location,
-            format!("'{}' takes a value, not a section", s.keyword),
+/// The option values of one scope: the `common` section, or a resource
+/// (which starts from a copy of `common`'s).
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub protocol: Protocol,
+    pub net: NetOptions,
+    pub disk: DiskOptions,
+    pub startup: StartupOptions,
+    pub handlers: BTreeMap<String, String>,
+}
+
+/// What one scope has set so far, to catch duplicates.
+pub(super) struct Scope {
+    /// "resource r0" or "the common section", for messages.
+    name: String,
+    options: HashMap<String, Location>,
+    sections: HashMap<String, Location>,
+}
+
+impl Scope {
+    pub(super) fn new(name: String) -> Self {
+        Scope {
+            name,
+            options: HashMap::new(),
+            sections: HashMap::new(),
+        }
+    }
+
+    /// Record that option `key` was set at `at`; warn if it already was.
+    fn option(&mut self, ctx: &mut Ctx<'_>, key: &str, at: &Location) {
+        match self.options.get(key) {
+            Some(first) => ctx.warn(
+                at,
+                format!(
+                    "{key} is set again in {} (first at {}); the later value counts",
+                    self.name,
+                    place(first, at)
+                ),
+            ),
+            None => {
+                self.options.insert(key.to_owned(), at.clone());
+            }
+        }
+    }
+
+    /// Record a section; a second one of the same kind is an error.
+    fn section(&mut self, s: &Stmt) -> Result<(), ConfigError> {
+        if let Some(first) = self.sections.get(&s.keyword) {
+            return Err(err(
+                &s.location,
+                format!(
+                    "a second '{}' section in {} (the first is at {}); write its options in one section",
+                    s.keyword,
+                    self.name,
+                    place(first, &s.location)
+                ),
+            ));
+        }
+        self.sections.insert(s.keyword.clone(), s.location.clone());
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Statement shapes
+
+/// What stood after the last argument: the `{` of a block or the `;`.
+pub(super) fn terminator(s: &Stmt) -> &'static str {
+    if s.block.is_some() {
+        "'{'"
+    } else {
+        "';'"
+    }
+}
+
+/// The single value of `keyword value;`.
+pub(super) fn value(s: &Stmt) -> Result<&Arg, ConfigError> {
+    match s.args.as_slice() {
+        [] => Err(err(
+            &s.end,
+            format!("expected a value after '{}', found {}", s.keyword, terminator(s)),
         )),
-        ([], None) => Err(err(&s.location, format!("'{}' needs a value", s.keyword))),
-        (_, None) => Err(err(
-            &s.args[1].location,
-            format!("'{}' takes one value, found more", s.keyword),
+        [a] if s.block.is_none() => Ok(a),
+        [_] => Err(err(
+            &s.end,
+            format!("expected ';' after value of '{}', found '{{'", s.keyword),
+        )),
+        [_, extra, ..] => Err(err(
+            &extra.location,
+            format!(
+                "expected ';' after value of '{}', found '{}'",
+                s.keyword,
+                shown(&extra.text)
+            ),
         )),
     }
 }
 
-fn block(s: &Stmt) -> Result<&[Stmt], ConfigError> {
+/// A statement that takes no value at all (`no-disk-flushes;`).
+fn bare(s: &Stmt) -> Result<(), ConfigError> {
+    match (s.args.first(), &s.block) {
+        (Some(a), _) => Err(err(
+            &a.location,
+            format!("expected ';' after '{}', found '{}'", s.keyword, shown(&a.text)),
+        )),
+        (None, Some(_)) => Err(err(&s.end, format!("expected ';' after '{}', found '{{'", s.keyword))),
+        (None, None) => Ok(()),
+    }
+}
+
+/// The body of `keyword NAME… { … }`, which must have exactly `names` names;
+/// `what` says what a name is ("a host name").
+pub(super) fn body<'s>(s: &'s Stmt, names: usize, what: &str) -> Result<&'s [Stmt], ConfigError> {
+    let head = std::iter::once(s.keyword.as_str())
+        .chain(s.args.iter().take(names).map(|a| a.text.as_str()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    if let Some(extra) = s.args.get(names) {
+        return Err(err(
+            &extra.location,
+            format!("expected '{{' after '{}', found '{}'", shown(&head), shown(&extra.text)),
+        ));
+    }
+    if s.args.len() < names {
+        return Err(err(
+            &s.end,
+            format!("expected {what} after '{}', found {}", s.keyword, terminator(s)),
+        ));
+    }
     s.block
         .as_deref()
-        .ok_or_else(|| err(&s.location, format!("expected '{{' after '{}'", s.keyword)))
+        .ok_or_else(|| err(&s.end, format!("expected '{{' after '{}', found ';'", shown(&head))))
 }
 
-fn number(a: &Arg, what: &str) -> Result<u64, ConfigError> {
-    a.text.parse::<u64>().map_err(|_| {
-        err(
+// ---------------------------------------------------------------------------
+// Values
+
+pub(super) fn number(a: &Arg, what: &str) -> Result<u64, ConfigError> {
+    // Digits only: `u64::from_str` would also take a leading '+'.
+    if a.text.is_empty() || !a.text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(err(
             &a.location,
-            format!("{what} must be a whole number, found '{}'", a.text),
-        )
-    })
+            format!("{what} must be a whole number, found '{}'", shown(&a.text)),
+        ));
+    }
+    a.text
+        .parse()
+        .map_err(|_| err(&a.location, format!("{what} '{}' is too large", shown(&a.text))))
 }
 
-fn small(a: &Arg, what: &str) -> Result<u32, ConfigError> {
+/// A whole number within DRBD's range for it (`drbd_limits.h`); `unit` names
+/// the unit for the message.
+fn ranged(a: &Arg, what: &str, (lo, hi): (u64, u64), unit: &str) -> Result<u32, ConfigError> {
     let n = number(a, what)?;
+    check_range(a, what, n, (lo, hi), unit)?;
     u32::try_from(n).map_err(|_| err(&a.location, format!("{what} {n} is too large")))
 }
 
-/// `N`, `NK`, `NM`, `NG`, `NT` (powers of two); `Ns` = 512-byte sectors.
-/// `unit` is what a bare number means (1 for bytes, 1024 for KiB).
-pub fn size_with_suffix(a: &Arg, unit: u64, what: &str) -> Result<u64, ConfigError> {
+fn check_range(a: &Arg, what: &str, n: u64, (lo, hi): (u64, u64), unit: &str) -> Result<(), ConfigError> {
+    if (lo..=hi).contains(&n) {
+        return Ok(());
+    }
+    let unit = if unit.is_empty() {
+        String::new()
+    } else {
+        format!(" {unit}")
+    };
+    Err(err(
+        &a.location,
+        format!("{what} must be between {lo} and {hi}{unit}, found '{}'", shown(&a.text)),
+    ))
+}
+
+/// `N` with an optional suffix, in bytes: `K`, `M`, `G`, `T` (any case, also
+/// `KiB`…; powers of two, as in DRBD) or `s` (512-byte sectors). `bare` is
+/// what a number without a suffix counts (DRBD's per-option default unit).
+pub fn size_with_suffix(a: &Arg, bare: u64, what: &str) -> Result<u64, ConfigError> {
     let t = a.text.as_str();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, suffix) = t.split_at(split);
     let bad = || {
         err(
             &a.location,
-            format!("{what} must be a number with an optional K, M or G suffix, found '{t}'"),
+            format!(
+                "{what} must be a number with an optional K, M or G suffix (or s for 512-byte sectors), found '{}'",
+                shown(t)
+            ),
         )
     };
     let n: u64 = digits.parse().map_err(|_| bad())?;
-    let mult = match suffix {
-        "" => unit,
+    let mult: u64 = match suffix.to_ascii_lowercase().as_str() {
+        "" => bare,
         "s" => 512,
-        "k" | "K" | "KiB" | "KB" => 1 << 10,
-        "m" | "M" | "MiB" | "MB" => 1 << 20,
-        "g" | "G" | "GiB" | "GB" => 1 << 30,
-        "t" | "T" | "TiB" | "TB" => 1 << 40,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
         _ => return Err(bad()),
     };
     n.checked_mul(mult)
-        .ok_or_else(|| err(&a.location, format!("{what} '{t}' is too large")))
+        .ok_or_else(|| err(&a.location, format!("{what} '{}' is too large", shown(t))))
 }
 
-fn rate_kib(a: &Arg, what: &str) -> Result<u64, ConfigError> {
-    Ok(size_with_suffix(a, 1024, what)? / 1024)
+/// A rate in KiB/s: a bare number is KiB/s (DRBD), a suffix converts.
+fn rate_kib(a: &Arg, what: &str, range: (u64, u64)) -> Result<u64, ConfigError> {
+    let kib = size_with_suffix(a, 1024, what)? / 1024;
+    check_range(a, what, kib, range, "KiB/s")?;
+    Ok(kib)
 }
 
-fn boolean(s: &Stmt) -> Result<bool, ConfigError> {
-    match s.args.as_slice() {
-        [] => Ok(true),
-        [a] => match a.text.as_str() {
-            "yes" | "on" | "true" => Ok(true),
-            "no" | "off" | "false" => Ok(false),
-            other => Err(err(
-                &a.location,
-                format!("'{}' must be yes or no, found '{other}'", s.keyword),
-            )),
-        },
-        _ => Err(err(&s.location, format!("'{}' takes yes or no", s.keyword))),
+/// `keyword;` (yes), `keyword yes;` or `keyword no;`.
+fn flag(s: &Stmt) -> Result<bool, ConfigError> {
+    if s.args.is_empty() {
+        bare(s)?;
+        return Ok(true);
+    }
+    let a = value(s)?;
+    match a.text.as_str() {
+        "yes" | "on" | "true" => Ok(true),
+        "no" | "off" | "false" => Ok(false),
+        other => Err(err(
+            &a.location,
+            format!("'{}' must be yes or no, found '{}'", s.keyword, shown(other)),
+        )),
     }
 }
 
@@ -138,12 +293,91 @@ fn protocol(a: &Arg) -> Result<Protocol, ConfigError> {
         "A" | "a" => Ok(Protocol::A),
         "B" | "b" => Ok(Protocol::B),
         "C" | "c" => Ok(Protocol::C),
-        other => Err(err(&a.location, format!("protocol must be A, B or C, found '{other}'"))),
+        other => Err(err(
+            &a.location,
+            format!("protocol must be A, B or C, found '{}'", shown(other)),
+        )),
     }
 }
 
-/// DRBD options that exist but that Tandem does not implement, per section.
-const NET_ACCEPTED: &[&str] = &[
+/// One of a fixed set of words.
+fn choice<T: Clone>(a: &Arg, what: &str, table: &[(&str, T)]) -> Result<T, ConfigError> {
+    table
+        .iter()
+        .find(|(w, _)| *w == a.text)
+        .map(|(_, v)| v.clone())
+        .ok_or_else(|| {
+            let valid: Vec<&str> = table.iter().map(|(w, _)| *w).collect();
+            err(
+                &a.location,
+                format!("{what} must be one of {}; found '{}'", valid.join(", "), shown(&a.text)),
+            )
+        })
+}
+
+fn fencing(a: &Arg) -> Result<Fencing, ConfigError> {
+    choice(
+        a,
+        "fencing",
+        &[
+            ("dont-care", Fencing::DontCare),
+            ("resource-only", Fencing::ResourceOnly),
+            ("resource-and-stonith", Fencing::ResourceAndStonith),
+        ],
+    )
+}
+
+/// Digest algorithms Tandem knows by name.
+const KNOWN_ALGORITHMS: &[&str] = &["crc32c", "crc32", "md5", "sha1", "sha256"];
+
+/// An algorithm name: any word is kept as written, but one Tandem does not
+/// know is worth a warning, because Tandem's own digest is used instead.
+fn algorithm(ctx: &mut Ctx<'_>, o: &Stmt, instead: &str) -> Result<String, ConfigError> {
+    let a = value(o)?;
+    if !KNOWN_ALGORITHMS.contains(&a.text.as_str()) {
+        ctx.warn(
+            &a.location,
+            format!(
+                "{} '{}' is not an algorithm Tandem knows; {instead} will be used",
+                o.keyword,
+                shown(&a.text)
+            ),
+        );
+    }
+    Ok(a.text.clone())
+}
+
+// ---------------------------------------------------------------------------
+// Option sections
+
+/// Options of each section that Tandem implements: the match arms below.
+/// Kept as lists for "did you mean" and for the test that every listed word
+/// is really handled.
+pub(super) const NET_OPTIONS: &[&str] = &[
+    "protocol",
+    "shared-secret",
+    "cram-hmac-alg",
+    "ping-int",
+    "ping-timeout",
+    "connect-int",
+    "timeout",
+    "ko-count",
+    "max-buffers",
+    "max-epoch-size",
+    "sndbuf-size",
+    "rcvbuf-size",
+    "after-sb-0pri",
+    "after-sb-1pri",
+    "after-sb-2pri",
+    "allow-two-primaries",
+    "allow-insecure",
+    "csums-alg",
+    "verify-alg",
+    "data-integrity-alg",
+    "fencing",
+];
+/// DRBD net options Tandem accepts without acting on them.
+pub(super) const NET_NO_EFFECT: &[&str] = &[
     "rr-conflict",
     "tcp-cork",
     "use-rle",
@@ -154,18 +388,35 @@ const NET_ACCEPTED: &[&str] = &[
     "csums-after-crash-only",
     "socket-check-timeout",
     "unplug-watermark",
-    "sndbuf-size",
-    "rcvbuf-size",
     "discard-my-data",
     "transport",
     "verify-alg-options",
+    "no-tcp-cork",
 ];
-const DISK_ACCEPTED: &[&str] = &[
+pub(super) const DISK_OPTIONS: &[&str] = &[
+    "on-io-error",
+    "resync-rate",
+    "rate",
+    "c-plan-ahead",
+    "c-fill-target",
+    "c-max-rate",
+    "c-min-rate",
+    "al-extents",
+    "al-updates",
+    "disk-flushes",
+    "no-disk-flushes",
+    "md-flushes",
+    "no-md-flushes",
+    "size",
+    "fencing",
+];
+pub(super) const DISK_NO_EFFECT: &[&str] = &[
     "disk-barrier",
     "disk-drain",
     "no-disk-barrier",
     "no-disk-drain",
     "resync-after",
+    "after",
     "c-delay-target",
     "disk-timeout",
     "discard-zeroes-if-aligned",
@@ -176,21 +427,39 @@ const DISK_ACCEPTED: &[&str] = &[
     "use-bmbv",
     "no-disk-flushes-on-resync",
 ];
-const STARTUP_ACCEPTED: &[&str] = &["wait-after-sb", "stacked-timeouts"];
-const GLOBAL_ACCEPTED: &[&str] = &[
-    "usage-count",
-    "minor-count",
-    "dialog-refresh",
-    "disable-ip-verification",
-    "udev-always-use-vnr",
-    "cmd-timeout-short",
-    "cmd-timeout-medium",
-    "cmd-timeout-long",
+pub(super) const STARTUP_OPTIONS: &[&str] = &[
+    "wfc-timeout",
+    "degr-wfc-timeout",
+    "outdated-wfc-timeout",
+    "become-primary-on",
 ];
-const OPTIONS_ACCEPTED: &[&str] = &[
+pub(super) const STARTUP_NO_EFFECT: &[&str] = &["wait-after-sb", "stacked-timeouts"];
+/// The 8.3 `syncer` section's options, which 8.4 moved to `disk` and `net`.
+pub(super) const SYNCER_OPTIONS: &[&str] = &[
+    "rate",
+    "resync-rate",
+    "al-extents",
+    "verify-alg",
+    "csums-alg",
+    "c-plan-ahead",
+    "c-fill-target",
+    "c-max-rate",
+    "c-min-rate",
+];
+pub(super) const SYNCER_NO_EFFECT: &[&str] = &[
+    "after",
+    "cpu-mask",
+    "use-rle",
+    "delay-probe-volume",
+    "delay-probe-interval",
+    "c-delay-target",
+    "on-no-data-accessible",
+];
+pub(super) const OPTIONS_NO_EFFECT: &[&str] = &[
     "cpu-mask",
     "on-no-data-accessible",
     "auto-promote",
+    "auto-promote-timeout",
     "quorum",
     "on-no-quorum",
     "quorum-minimum-redundancy",
@@ -201,533 +470,400 @@ const OPTIONS_ACCEPTED: &[&str] = &[
     "peer-ack-delay",
     "max-io-depth",
 ];
+pub(super) const GLOBAL_NO_EFFECT: &[&str] = &[
+    "usage-count",
+    "minor-count",
+    "dialog-refresh",
+    "disable-ip-verification",
+    "udev-always-use-vnr",
+    "cmd-timeout-short",
+    "cmd-timeout-medium",
+    "cmd-timeout-long",
+];
 
-pub fn global(ctx: &mut Ctx<'_>, s: &Stmt) -> Result<(), ConfigError> {
-    for o in block(s)? {
-        if GLOBAL_ACCEPTED.contains(&o.keyword.as_str()) {
-            ctx.unimplemented(o, "global");
-        } else {
-            return Err(err(
-                &o.location,
-                format!("unknown option '{}' in global section", o.keyword),
-            ));
+/// Levenshtein distance, for "did you mean".
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let here = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(here + 1);
+            prev = here;
         }
     }
-    Ok(())
+    row[b.len()]
 }
 
-/// A `common` section, or the option sections of a `resource`.
-pub fn section(ctx: &mut Ctx<'_>, d: &mut Defaults, s: &Stmt) -> Result<bool, ConfigError> {
-    match s.keyword.as_str() {
-        "protocol" => d.protocol = protocol(one_arg(s)?)?,
-        "net" => {
-            for o in block(s)? {
-                net(ctx, d, o)?;
-            }
-        }
-        "disk" if s.block.is_some() => {
-            for o in block(s)? {
-                disk(ctx, d, o)?;
-            }
-        }
-        "syncer" => {
-            for o in block(s)? {
-                match o.keyword.as_str() {
-                    "rate" => d.disk.resync_rate_kib_s = rate_kib(one_arg(o)?, "rate")?,
-                    "al-extents" => d.disk.al_extents = al_extents(one_arg(o)?)?,
-                    "verify-alg" => d.net.verify_alg = Some(one_arg(o)?.text.clone()),
-                    "csums-alg" => d.net.csums_alg = Some(one_arg(o)?.text.clone()),
-                    "after"
-                    | "cpu-mask"
-                    | "use-rle"
-                    | "delay-probe-volume"
-                    | "delay-probe-interval"
-                    | "c-plan-ahead"
-                    | "c-fill-target"
-                    | "c-delay-target"
-                    | "c-max-rate"
-                    | "c-min-rate" => ctx.unimplemented(o, "syncer"),
-                    other => return Err(err(&o.location, format!("unknown option '{other}' in syncer section"))),
-                }
-            }
-        }
-        "startup" => {
-            for o in block(s)? {
-                match o.keyword.as_str() {
-                    "wfc-timeout" => d.startup.wfc_timeout_s = small(one_arg(o)?, "wfc-timeout")?,
-                    "degr-wfc-timeout" => d.startup.degr_wfc_timeout_s = small(one_arg(o)?, "degr-wfc-timeout")?,
-                    "outdated-wfc-timeout" => {
-                        d.startup.outdated_wfc_timeout_s = small(one_arg(o)?, "outdated-wfc-timeout")?
-                    }
-                    "become-primary-on" => d.startup.become_primary_on = Some(one_arg(o)?.text.clone()),
-                    k if STARTUP_ACCEPTED.contains(&k) => ctx.unimplemented(o, "startup"),
-                    other => return Err(err(&o.location, format!("unknown option '{other}' in startup section"))),
-                }
-            }
-        }
-        "handlers" => {
-            for o in block(s)? {
-                let cmd = one_arg(o)?;
-                d.handlers.insert(o.keyword.clone(), cmd.text.clone());
-            }
-        }
-        "options" => {
-            for o in block(s)? {
-                if OPTIONS_ACCEPTED.contains(&o.keyword.as_str()) {
-                    ctx.unimplemented(o, "options");
-                } else {
-                    return Err(err(
-                        &o.location,
-                        format!("unknown option '{}' in options section", o.keyword),
-                    ));
-                }
-            }
-        }
-        _ => return Ok(false),
+/// The known word closest to `word`, if it is a plausible typo of it.
+pub(super) fn closest<'w>(word: &str, lists: &[&[&'w str]]) -> Option<&'w str> {
+    if word.len() > 64 {
+        return None;
     }
-    Ok(true)
+    lists
+        .iter()
+        .flat_map(|l| l.iter().copied())
+        .map(|k| (distance(word, k), k))
+        .filter(|&(d, k)| d <= 2 && d * 3 <= k.len())
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, k)| k)
 }
 
-fn al_extents(a: &Arg) -> Result<u32, ConfigError> {
-    let n = small(a, "al-extents")?;
-    if !(7..=65534).contains(&n) {
-        return Err(err(
-            &a.location,
-            format!("al-extents must be between 7 and 65534, found {n}"),
-        ));
+/// "unknown option 'X' in net section", with a suggestion for a near miss.
+fn unknown(o: &Stmt, section: &str, lists: &[&[&str]]) -> ConfigError {
+    let mut message = format!("unknown option '{}' in {section} section", shown(&o.keyword));
+    if let Some(k) = closest(&o.keyword, lists) {
+        message.push_str(&format!("; did you mean '{k}'?"));
     }
-    Ok(n)
+    err(&o.location, message)
 }
 
-fn fencing(a: &Arg) -> Result<Fencing, ConfigError> {
-    match a.text.as_str() {
-        "dont-care" => Ok(Fencing::DontCare),
-        "resource-only" => Ok(Fencing::ResourceOnly),
-        "resource-and-stonith" => Ok(Fencing::ResourceAndStonith),
-        other => Err(err(
-            &a.location,
-            format!("fencing must be dont-care, resource-only or resource-and-stonith, found '{other}'"),
-        )),
+/// The model field an option word sets, so that two spellings of one option
+/// (`rate` and `resync-rate`, `no-md-flushes` and `md-flushes`) count as the
+/// same option for the duplicate warning.
+fn canonical(keyword: &str) -> &str {
+    match keyword {
+        "rate" => "resync-rate",
+        "after" => "resync-after",
+        "no-disk-flushes" => "disk-flushes",
+        "no-md-flushes" => "md-flushes",
+        "no-disk-barrier" => "disk-barrier",
+        "no-disk-drain" => "disk-drain",
+        "no-tcp-cork" => "tcp-cork",
+        k => k,
     }
 }
 
-fn net(ctx: &mut Ctx<'_>, d: &mut Defaults, o: &Stmt) -> Result<(), ConfigError> {
-    let n = &mut d.net;
+/// How an option is named in the duplicate warning, which is also the key
+/// it is tracked under.
+fn option_key(keyword: &str) -> String {
+    match canonical(keyword) {
+        // One option whether written in the resource or in `net`.
+        "protocol" => "protocol".into(),
+        k => format!("option '{k}'"),
+    }
+}
+
+/// A `net` option; false if `o` is not one.
+fn net_option(ctx: &mut Ctx<'_>, d: &mut Options, o: &Stmt) -> Result<bool, ConfigError> {
     let k = o.keyword.as_str();
+    if k == "protocol" {
+        d.protocol = protocol(value(o)?)?;
+        return Ok(true);
+    }
+    let n = &mut d.net;
     match k {
-        "protocol" => d.protocol = protocol(one_arg(o)?)?,
-        "shared-secret" => n.shared_secret = Some(one_arg(o)?.text.clone()),
-        "cram-hmac-alg" => n.cram_hmac_alg = Some(one_arg(o)?.text.clone()),
-        "ping-int" => n.ping_int_s = small(one_arg(o)?, k)?,
-        "ping-timeout" => n.ping_timeout_ds = small(one_arg(o)?, k)?,
-        "connect-int" => n.connect_int_s = small(one_arg(o)?, k)?,
-        "timeout" => n.timeout_ds = small(one_arg(o)?, k)?,
-        "ko-count" => n.ko_count = small(one_arg(o)?, k)?,
-        "max-buffers" => n.max_buffers = small(one_arg(o)?, k)?,
-        "max-epoch-size" => n.max_epoch_size = small(one_arg(o)?, k)?,
-        "after-sb-0pri" => {
-            let a = one_arg(o)?;
-            n.after_sb_0pri = match a.text.as_str() {
-                "disconnect" => AfterSb0Pri::Disconnect,
-                "discard-younger-primary" => AfterSb0Pri::DiscardYoungerPrimary,
-                "discard-older-primary" => AfterSb0Pri::DiscardOlderPrimary,
-                "discard-zero-changes" => AfterSb0Pri::DiscardZeroChanges,
-                "discard-least-changes" => AfterSb0Pri::DiscardLeastChanges,
-                t => match t.strip_prefix("discard-node-") {
-                    Some(node) if !node.is_empty() => AfterSb0Pri::DiscardNode(node.to_owned()),
-                    _ => return Err(err(&a.location, format!("after-sb-0pri must be one of disconnect, discard-younger-primary, discard-older-primary, discard-zero-changes, discard-least-changes, discard-node-NAME; found '{t}'"))),
-                },
+        "shared-secret" => n.shared_secret = Some(value(o)?.text.clone()),
+        "cram-hmac-alg" => n.cram_hmac_alg = Some(algorithm(ctx, o, "HMAC-SHA256")?),
+        "ping-int" => n.ping_int_s = ranged(value(o)?, k, (1, 120), "seconds")?,
+        "ping-timeout" => n.ping_timeout_ds = ranged(value(o)?, k, (1, 300), "tenths of a second")?,
+        "connect-int" => n.connect_int_s = ranged(value(o)?, k, (1, 120), "seconds")?,
+        "timeout" => n.timeout_ds = ranged(value(o)?, k, (1, 600), "tenths of a second")?,
+        "ko-count" => n.ko_count = ranged(value(o)?, k, (0, 200), "")?,
+        "max-buffers" => n.max_buffers = ranged(value(o)?, k, (32, 131_072), "")?,
+        "max-epoch-size" => n.max_epoch_size = ranged(value(o)?, k, (1, 20_000), "")?,
+        "sndbuf-size" | "rcvbuf-size" => {
+            let a = value(o)?;
+            let bytes = size_with_suffix(a, 1, k)?;
+            check_range(a, k, bytes, (0, 10 << 20), "bytes")?;
+            if k == "sndbuf-size" {
+                n.sndbuf_size_bytes = bytes;
+            } else {
+                n.rcvbuf_size_bytes = bytes;
             }
+        }
+        "after-sb-0pri" => {
+            let a = value(o)?;
+            n.after_sb_0pri = match a.text.strip_prefix("discard-node-") {
+                Some(node) if !node.is_empty() => AfterSb0Pri::DiscardNode(node.to_owned()),
+                _ => choice(
+                    a,
+                    k,
+                    &[
+                        ("disconnect", AfterSb0Pri::Disconnect),
+                        ("discard-younger-primary", AfterSb0Pri::DiscardYoungerPrimary),
+                        ("discard-older-primary", AfterSb0Pri::DiscardOlderPrimary),
+                        ("discard-zero-changes", AfterSb0Pri::DiscardZeroChanges),
+                        ("discard-least-changes", AfterSb0Pri::DiscardLeastChanges),
+                        // Only for the list of valid values in the message:
+                        // a real discard-node-… was taken above.
+                        ("discard-node-NAME", AfterSb0Pri::Disconnect),
+                    ],
+                )?,
+            };
         }
         "after-sb-1pri" => {
-            let a = one_arg(o)?;
-            n.after_sb_1pri = match a.text.as_str() {
-                "disconnect" => AfterSb1Pri::Disconnect,
-                "consensus" => AfterSb1Pri::Consensus,
-                "discard-secondary" => AfterSb1Pri::DiscardSecondary,
-                "call-pri-lost-after-sb" => AfterSb1Pri::CallPriLostAfterSb,
-                "violently-as0p" => AfterSb1Pri::ViolentlyAs0p,
-                t => return Err(err(&a.location, format!("after-sb-1pri must be one of disconnect, consensus, discard-secondary, call-pri-lost-after-sb, violently-as0p; found '{t}'"))),
-            }
+            n.after_sb_1pri = choice(
+                value(o)?,
+                k,
+                &[
+                    ("disconnect", AfterSb1Pri::Disconnect),
+                    ("consensus", AfterSb1Pri::Consensus),
+                    ("discard-secondary", AfterSb1Pri::DiscardSecondary),
+                    ("call-pri-lost-after-sb", AfterSb1Pri::CallPriLostAfterSb),
+                    ("violently-as0p", AfterSb1Pri::ViolentlyAs0p),
+                ],
+            )?
         }
         "after-sb-2pri" => {
-            let a = one_arg(o)?;
-            n.after_sb_2pri = match a.text.as_str() {
-                "disconnect" => AfterSb2Pri::Disconnect,
-                "call-pri-lost-after-sb" => AfterSb2Pri::CallPriLostAfterSb,
-                "violently-as0p" => AfterSb2Pri::ViolentlyAs0p,
-                t => {
-                    return Err(err(
-                        &a.location,
-                        format!(
-                        "after-sb-2pri must be one of disconnect, call-pri-lost-after-sb, violently-as0p; found '{t}'"
-                    ),
-                    ))
-                }
-            }
+            n.after_sb_2pri = choice(
+                value(o)?,
+                k,
+                &[
+                    ("disconnect", AfterSb2Pri::Disconnect),
+                    ("call-pri-lost-after-sb", AfterSb2Pri::CallPriLostAfterSb),
+                    ("violently-as0p", AfterSb2Pri::ViolentlyAs0p),
+                ],
+            )?
         }
-        "allow-two-primaries" => n.allow_two_primaries = boolean(o)?,
-        "allow-insecure" => n.allow_insecure = boolean(o)?,
-        "csums-alg" => n.csums_alg = Some(algorithm(ctx, o)?),
-        "verify-alg" => n.verify_alg = Some(algorithm(ctx, o)?),
-        "data-integrity-alg" => n.data_integrity_alg = Some(algorithm(ctx, o)?),
-        "fencing" => n.fencing = fencing(one_arg(o)?)?,
-        _ if NET_ACCEPTED.contains(&k) => ctx.unimplemented(o, "net"),
-        _ => return Err(err(&o.location, format!("unknown option '{k}' in net section"))),
-    }
-    Ok(())
-}
-
-fn algorithm(ctx: &mut Ctx<'_>, o: &Stmt) -> Result<String, ConfigError> {
-    let a = one_arg(o)?;
-    if !matches!(a.text.as_str(), "crc32c" | "sha1" | "sha256" | "md5" | "crc32") {
-        ctx.warn(
-            &a.location,
-            format!(
-                "{} '{}' is not one Tandem implements; crc32c will be used",
-                o.keyword, a.text
-            ),
-        );
-    }
-    Ok(a.text.clone())
-}
-
-fn disk(ctx: &mut Ctx<'_>, d: &mut Defaults, o: &Stmt) -> Result<(), ConfigError> {
-    let dk = &mut d.disk;
-    let k = o.keyword.as_str();
-    match k {
-        "on-io-error" => {
-            let a = one_arg(o)?;
-            dk.on_io_error = match a.text.as_str() {
-                "pass_on" | "pass-on" => OnIoError::PassOn,
-                "call-local-io-error" => OnIoError::CallLocalIoError,
-                "detach" => OnIoError::Detach,
-                t => {
-                    return Err(err(
-                        &a.location,
-                        format!("on-io-error must be pass_on, call-local-io-error or detach; found '{t}'"),
-                    ))
-                }
-            }
-        }
-        "resync-rate" | "rate" => dk.resync_rate_kib_s = rate_kib(one_arg(o)?, k)?,
-        "c-plan-ahead" => dk.c_plan_ahead_ds = small(one_arg(o)?, k)?,
-        "c-fill-target" => dk.c_fill_target_sectors = size_with_suffix(one_arg(o)?, 512, k)? / 512,
-        "c-max-rate" => dk.c_max_rate_kib_s = rate_kib(one_arg(o)?, k)?,
-        "c-min-rate" => dk.c_min_rate_kib_s = rate_kib(one_arg(o)?, k)?,
-        "al-extents" => dk.al_extents = al_extents(one_arg(o)?)?,
-        "al-updates" => dk.al_updates = boolean(o)?,
-        "disk-flushes" => dk.disk_flushes = boolean(o)?,
-        "no-disk-flushes" => dk.disk_flushes = false,
-        "md-flushes" => dk.md_flushes = boolean(o)?,
-        "no-md-flushes" => dk.md_flushes = false,
-        "size" => dk.size_bytes = Some(size_with_suffix(one_arg(o)?, 1, k)?),
-        "fencing" => d.net.fencing = fencing(one_arg(o)?)?,
-        _ if DISK_ACCEPTED.contains(&k) => ctx.unimplemented(o, "disk"),
-        _ => return Err(err(&o.location, format!("unknown option '{k}' in disk section"))),
-    }
-    Ok(())
-}
-
-/// Host statements that may also sit directly in `resource` as defaults.
-#[derive(Debug, Clone, Default)]
-pub struct HostDefaults {
-    device: Option<(NbdEndpoint, Location)>,
-    disk: Option<PathBuf>,
-    meta_disk: Option<MetaDisk>,
-    address: Option<SocketAddr>,
-}
-
-/// One host statement (`device`, `disk`, `meta-disk`, `address`); false if
-/// the keyword is not one.
-pub fn host_statement(ctx: &mut Ctx<'_>, h: &mut HostDefaults, s: &Stmt, resource: &str) -> Result<bool, ConfigError> {
-    match s.keyword.as_str() {
-        "device" => h.device = Some((device(ctx, s, resource)?, s.location.clone())),
-        "disk" if s.block.is_none() => h.disk = Some(PathBuf::from(&one_arg(s)?.text)),
-        "meta-disk" | "flexible-meta-disk" => {
-            let a = s
-                .args
-                .first()
-                .ok_or_else(|| err(&s.location, "'meta-disk' needs 'internal' or a path"))?;
-            if s.args.len() > 1 || a.text.contains('[') {
-                return Err(err(
-                    &a.location,
-                    "indexed meta-disk is not supported; use an external file per resource",
-                ));
-            }
-            h.meta_disk = Some(match a.text.as_str() {
-                "internal" => MetaDisk::Internal,
-                p => MetaDisk::External(PathBuf::from(p)),
-            });
-        }
-        "address" => h.address = Some(address(s)?),
+        "allow-two-primaries" => n.allow_two_primaries = flag(o)?,
+        "allow-insecure" => n.allow_insecure = flag(o)?,
+        "csums-alg" => n.csums_alg = Some(algorithm(ctx, o, "crc32c")?),
+        "verify-alg" => n.verify_alg = Some(algorithm(ctx, o, "crc32c")?),
+        "data-integrity-alg" => n.data_integrity_alg = Some(algorithm(ctx, o, "crc32c")?),
+        "fencing" => n.fencing = fencing(value(o)?)?,
+        _ if NET_NO_EFFECT.contains(&k) => ctx.no_effect(o),
         _ => return Ok(false),
     }
     Ok(true)
 }
 
-fn device(ctx: &mut Ctx<'_>, s: &Stmt, resource: &str) -> Result<NbdEndpoint, ConfigError> {
-    let minor = match s.args.as_slice() {
-        [m, n] if m.text == "minor" => Some(number(n, "minor")?),
-        [a] if a.text.starts_with("/dev/drbd") => {
-            let tail = &a.text["/dev/drbd".len()..];
-            Some(
-                tail.parse::<u64>()
-                    .map_err(|_| err(&a.location, format!("cannot read a minor number from '{}'", a.text)))?,
-            )
+/// A `disk` option (8.4) or one of the 8.3 `syncer` options that moved
+/// there; false if `o` is not one.
+fn disk_option(ctx: &mut Ctx<'_>, d: &mut Options, o: &Stmt) -> Result<bool, ConfigError> {
+    const RATE: (u64, u64) = (1, 4 << 20);
+    let k = o.keyword.as_str();
+    let dk = &mut d.disk;
+    match k {
+        "on-io-error" => {
+            dk.on_io_error = choice(
+                value(o)?,
+                k,
+                &[
+                    ("pass_on", OnIoError::PassOn),
+                    ("call-local-io-error", OnIoError::CallLocalIoError),
+                    ("detach", OnIoError::Detach),
+                ],
+            )?
         }
-        [a] => return nbd_uri(a, resource),
-        _ => {
-            return Err(err(
-                &s.location,
-                "'device' takes one value: an nbd:// or nbd+unix:// URI",
-            ))
+        "resync-rate" | "rate" => dk.resync_rate_kib_s = rate_kib(value(o)?, k, RATE)?,
+        "c-plan-ahead" => dk.c_plan_ahead_ds = ranged(value(o)?, k, (0, 300), "tenths of a second")?,
+        "c-fill-target" => {
+            let a = value(o)?;
+            let sectors = size_with_suffix(a, 512, k)? / 512;
+            check_range(a, k, sectors, (0, 1 << 20), "sectors")?;
+            dk.c_fill_target_sectors = sectors;
         }
-    };
-    let minor = minor.unwrap_or(0);
-    let port = u16::try_from(u64::from(NBD_PORT_DEFAULT) + minor).map_err(|_| {
-        err(
-            &s.location,
-            format!("minor {minor} is too large to map onto an NBD port"),
-        )
-    })?;
-    let ep = NbdEndpoint::Tcp {
-        addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
-        export: resource.to_owned(),
-    };
-    ctx.warn(
-        &s.location,
-        format!("DRBD device mapped to the NBD endpoint {ep} (10809 + minor); write 'device {ep};' to say so"),
-    );
-    Ok(ep)
+        "c-max-rate" => dk.c_max_rate_kib_s = rate_kib(value(o)?, k, (250, 4 << 20))?,
+        "c-min-rate" => dk.c_min_rate_kib_s = rate_kib(value(o)?, k, (0, 4 << 20))?,
+        "al-extents" => dk.al_extents = ranged(value(o)?, k, AL_EXTENTS, "")?,
+        "al-updates" => dk.al_updates = flag(o)?,
+        "disk-flushes" => dk.disk_flushes = flag(o)?,
+        "md-flushes" => dk.md_flushes = flag(o)?,
+        "no-disk-flushes" => {
+            bare(o)?;
+            dk.disk_flushes = false;
+        }
+        "no-md-flushes" => {
+            bare(o)?;
+            dk.md_flushes = false;
+        }
+        "size" => {
+            // A bare number counts 512-byte sectors, as in DRBD; 0 means
+            // "the whole backing disk", which is also the default.
+            let a = value(o)?;
+            let bytes = size_with_suffix(a, 512, k)?;
+            check_range(a, k, bytes / 512, (0, 2 << 40), "sectors")?;
+            dk.size_bytes = (bytes > 0).then_some(bytes);
+        }
+        "fencing" => d.net.fencing = fencing(value(o)?)?,
+        _ if DISK_NO_EFFECT.contains(&k) => ctx.no_effect(o),
+        _ => return Ok(false),
+    }
+    Ok(true)
 }
 
-/// `nbd://HOST[:PORT][/EXPORT]` or `nbd+unix:///EXPORT?socket=PATH`.
-pub fn nbd_uri(a: &Arg, resource: &str) -> Result<NbdEndpoint, ConfigError> {
-    let t = a.text.as_str();
-    let bad = |why: &str| {
-        err(
-            &a.location,
-            format!("device '{t}' {why}; write an NBD endpoint such as nbd://127.0.0.1:10809/{resource} or nbd+unix:///{resource}?socket=/run/tandem/{resource}.sock"),
-        )
-    };
-    if let Some(rest) = t.strip_prefix("nbd+unix://") {
-        let (path_part, query) = rest.split_once('?').ok_or_else(|| bad("has no ?socket=PATH"))?;
-        let export = path_part.trim_start_matches('/');
-        let socket = query
-            .split('&')
-            .find_map(|kv| kv.strip_prefix("socket="))
-            .filter(|p| !p.is_empty())
-            .ok_or_else(|| bad("has no ?socket=PATH"))?;
-        return Ok(NbdEndpoint::Unix {
-            path: PathBuf::from(socket),
-            export: if export.is_empty() {
-                resource.to_owned()
-            } else {
-                export.to_owned()
-            },
-        });
-    }
-    let rest = t.strip_prefix("nbd://").ok_or_else(|| bad("is not an NBD endpoint"))?;
-    let (hostport, export) = match rest.split_once('/') {
-        Some((hp, e)) => (hp, e),
-        None => (rest, ""),
-    };
-    let addr = host_port(hostport, NBD_PORT_DEFAULT).ok_or_else(|| bad("does not name an IP address and port"))?;
-    Ok(NbdEndpoint::Tcp {
-        addr,
-        export: if export.is_empty() {
-            resource.to_owned()
-        } else {
-            export.to_owned()
-        },
-    })
-}
-
-/// `1.2.3.4[:port]`, `[::1][:port]`, `localhost[:port]`. IP literals only:
-/// resolving names is not the parser's business (and must not block).
-fn host_port(s: &str, default_port: u16) -> Option<SocketAddr> {
-    if let Ok(a) = s.parse::<SocketAddr>() {
-        return Some(a); // 10.0.0.1:7789, [::1]:7789
-    }
-    if let Ok(ip) = s.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
-        return Some(SocketAddr::new(ip, default_port));
-    }
-    let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    if s == "localhost" {
-        return Some(SocketAddr::new(localhost, default_port));
-    }
-    match s.split_once(':') {
-        Some(("localhost", port)) => Some(SocketAddr::new(localhost, port.parse().ok()?)),
-        _ => None,
-    }
-}
-
-fn address(s: &Stmt) -> Result<SocketAddr, ConfigError> {
-    let a = match s.args.as_slice() {
-        [a] => a,
-        [fam, a] if matches!(fam.text.as_str(), "ipv4" | "ipv6") => a,
-        [fam, _] if matches!(fam.text.as_str(), "ssocks" | "sdp" | "af_inet") => {
-            return Err(err(
-                &fam.location,
-                format!("address family '{}' is not supported; use ipv4 or ipv6", fam.text),
-            ))
-        }
-        _ => return Err(err(&s.location, "'address' takes [ipv4|ipv6] ADDRESS:PORT")),
-    };
-    let addr = host_port(&a.text, 0).filter(|a| a.port() != 0);
-    addr.ok_or_else(|| {
-        err(
-            &a.location,
-            format!(
-                "address must be an IP address and port such as 10.0.0.1:7789, found '{}'",
-                a.text
-            ),
-        )
-    })
-}
-
-/// `on NAME { … }`.
-pub fn host(ctx: &mut Ctx<'_>, s: &Stmt, defaults: &HostDefaults, resource: &str) -> Result<Host, ConfigError> {
-    let name = match s.args.as_slice() {
-        [n] => n.text.clone(),
-        _ => return Err(err(&s.location, "expected one host name after 'on'")),
-    };
-    let mut h = defaults.clone();
-    for o in block(s)? {
-        if host_statement(ctx, &mut h, o, resource)? {
-            continue;
-        }
-        match o.keyword.as_str() {
-            "volume" => {
-                match o.args.first().map(|a| a.text.as_str()) {
-                    Some("0") => {}
-                    _ => {
-                        return Err(err(
-                            &o.location,
-                            "multiple volumes are not supported; use 'volume 0' or one resource per disk",
-                        ))
-                    }
-                }
-                for v in block(o)? {
-                    if !host_statement(ctx, &mut h, v, resource)? {
-                        return Err(err(
-                            &v.location,
-                            format!("unknown option '{}' in volume section", v.keyword),
-                        ));
-                    }
-                }
-            }
-            "node-id" => ctx.unimplemented(o, "on"),
-            other => {
+fn startup_option(ctx: &mut Ctx<'_>, d: &mut Options, o: &Stmt) -> Result<bool, ConfigError> {
+    const WFC: (u64, u64) = (0, 300_000);
+    let k = o.keyword.as_str();
+    let st = &mut d.startup;
+    match k {
+        "wfc-timeout" => st.wfc_timeout_s = ranged(value(o)?, k, WFC, "seconds")?,
+        "degr-wfc-timeout" => st.degr_wfc_timeout_s = ranged(value(o)?, k, WFC, "seconds")?,
+        "outdated-wfc-timeout" => st.outdated_wfc_timeout_s = ranged(value(o)?, k, WFC, "seconds")?,
+        "become-primary-on" => {
+            if let [_, second, ..] = o.args.as_slice() {
                 return Err(err(
-                    &o.location,
-                    format!("unknown option '{other}' in 'on {name}' section"),
-                ))
-            }
-        }
-    }
-    let missing = |what: &str| err(&s.location, format!("'on {name}' has no '{what}' statement"));
-    let device = h.device.map(|(d, _)| d).ok_or_else(|| missing("device"))?;
-    let disk = h.disk.ok_or_else(|| missing("disk"))?;
-    let meta_disk = h.meta_disk.ok_or_else(|| missing("meta-disk"))?;
-    Ok(Host {
-        name,
-        device,
-        disk,
-        address: h.address,
-        meta_disk,
-        location: s.location.clone(),
-    })
-}
-
-/// `resource NAME { … }`.
-pub fn resource(ctx: &mut Ctx<'_>, s: &Stmt, common: &Defaults) -> Result<Resource, ConfigError> {
-    let name = match s.args.as_slice() {
-        [n] => n.text.clone(),
-        _ => return Err(err(&s.location, "expected one resource name after 'resource'")),
-    };
-    let mut d = common.clone();
-    let mut hd = HostDefaults::default();
-    let mut hosts = Vec::new();
-    for o in block(s)? {
-        if section(ctx, &mut d, o)? || host_statement(ctx, &mut hd, o, &name)? {
-            continue;
-        }
-        match o.keyword.as_str() {
-            "on" => hosts.push(o),
-            "floating" | "stacked-on-top-of" | "connection" | "connection-mesh" | "volume" => {
-                return Err(err(
-                    &o.location,
-                    format!("'{}' is not supported; write two 'on HOST {{ }}' sections", o.keyword),
-                ))
-            }
-            other => {
-                return Err(err(
-                    &o.location,
-                    format!("unknown statement '{other}' in resource {name}"),
-                ))
-            }
-        }
-    }
-    // Resource-level host statements apply wherever in the resource they were written.
-    let hosts = hosts
-        .into_iter()
-        .map(|o| host(ctx, o, &hd, &name))
-        .collect::<Result<Vec<_>, _>>()?;
-    match hosts.len() {
-        0 => {
-            return Err(err(
-                &s.location,
-                format!("resource {name} has no 'on HOST {{ }}' section"),
-            ))
-        }
-        1 | 2 => {}
-        _ => {
-            return Err(err(
-                &hosts[2].location,
-                format!("resource {name} has more than two 'on' sections; Tandem replicates between two nodes"),
-            ))
-        }
-    }
-    if hosts.len() == 2 {
-        if hosts[0].name == hosts[1].name {
-            return Err(err(
-                &hosts[1].location,
-                format!("host '{}' appears twice in resource {name}", hosts[1].name),
-            ));
-        }
-        for h in &hosts {
-            if h.address.is_none() {
-                return Err(err(
-                    &h.location,
-                    format!("'on {}' needs an 'address' for replication", h.name),
+                    &second.location,
+                    "become-primary-on takes one host name, or 'both'",
                 ));
             }
+            st.become_primary_on = Some(value(o)?.text.clone());
         }
+        _ if STARTUP_NO_EFFECT.contains(&k) => ctx.no_effect(o),
+        _ => return Ok(false),
     }
-    Ok(Resource {
-        name,
-        protocol: d.protocol,
-        net: d.net,
-        disk: d.disk,
-        startup: d.startup,
-        handlers: d.handlers,
-        hosts,
-        location: s.location.clone(),
-    })
+    Ok(true)
 }
 
-/// Glob matches for `include`, relative to the including file's directory.
-pub fn include_paths(a: &Arg, including: &Path) -> Result<Vec<PathBuf>, ConfigError> {
-    let pattern = if Path::new(&a.text).is_absolute() {
-        PathBuf::from(&a.text)
+/// A `syncer` option (DRBD 8.3), given the meaning DRBD 8.4 gives it.
+fn syncer_option(ctx: &mut Ctx<'_>, d: &mut Options, o: &Stmt) -> Result<bool, ConfigError> {
+    let k = o.keyword.as_str();
+    if SYNCER_NO_EFFECT.contains(&k) {
+        ctx.no_effect(o);
+        Ok(true)
+    } else if matches!(k, "verify-alg" | "csums-alg") {
+        net_option(ctx, d, o)
+    } else if SYNCER_OPTIONS.contains(&k) {
+        disk_option(ctx, d, o)
     } else {
-        including.parent().unwrap_or(Path::new(".")).join(&a.text)
+        Ok(false)
+    }
+}
+
+/// One statement of a `common` or `resource` body if it is `protocol` or an
+/// option section; false if it is neither.
+pub(super) fn option_section(
+    ctx: &mut Ctx<'_>,
+    scope: &mut Scope,
+    d: &mut Options,
+    s: &Stmt,
+) -> Result<bool, ConfigError> {
+    type OptionFn = fn(&mut Ctx<'_>, &mut Options, &Stmt) -> Result<bool, ConfigError>;
+    let (parse, lists): (OptionFn, &[&[&str]]) = match s.keyword.as_str() {
+        "protocol" if s.block.is_none() => {
+            d.protocol = protocol(value(s)?)?;
+            scope.option(ctx, &option_key("protocol"), &s.location);
+            return Ok(true);
+        }
+        "net" => (net_option, &[NET_OPTIONS, NET_NO_EFFECT]),
+        "disk" if s.block.is_some() => (disk_option, &[DISK_OPTIONS, DISK_NO_EFFECT]),
+        "startup" => (startup_option, &[STARTUP_OPTIONS, STARTUP_NO_EFFECT]),
+        "syncer" => (syncer_option, &[SYNCER_OPTIONS, SYNCER_NO_EFFECT]),
+        "options" => (options_option, &[OPTIONS_NO_EFFECT]),
+        "handlers" => {
+            scope.section(s)?;
+            for o in body(s, 0, "")? {
+                let command = value(o)?;
+                // DRBD's old name for fence-peer.
+                let name = if o.keyword == "outdate-peer" {
+                    "fence-peer"
+                } else {
+                    &o.keyword
+                };
+                scope.option(ctx, &format!("handler '{name}'"), &o.location);
+                d.handlers.insert(name.to_owned(), command.text.clone());
+            }
+            return Ok(true);
+        }
+        _ => return Ok(false),
     };
-    let pattern = pattern.to_string_lossy().into_owned();
-    let paths = glob::glob(&pattern).map_err(|e| err(&a.location, format!("bad include pattern '{}': {e}", a.text)))?;
-    let mut out: Vec<PathBuf> = paths.filter_map(Result::ok).collect();
-    out.sort();
-    Ok(out)
+    let options = body(s, 0, "")?;
+    scope.section(s)?;
+    for o in options {
+        if !parse(ctx, d, o)? {
+            return Err(unknown(o, &s.keyword, lists));
+        }
+        scope.option(ctx, &option_key(&o.keyword), &o.location);
+    }
+    Ok(true)
+}
+
+/// An `options` (resource options) word: none has an effect in Tandem.
+fn options_option(ctx: &mut Ctx<'_>, _: &mut Options, o: &Stmt) -> Result<bool, ConfigError> {
+    let known = OPTIONS_NO_EFFECT.contains(&o.keyword.as_str());
+    if known {
+        ctx.no_effect(o);
+    }
+    Ok(known)
+}
+
+/// `global { … }`: every option DRBD has there is about drbdadm itself, so
+/// all are accepted without effect.
+pub fn global(ctx: &mut Ctx<'_>, s: &Stmt) -> Result<(), ConfigError> {
+    for o in body(s, 0, "")? {
+        if !GLOBAL_NO_EFFECT.contains(&o.keyword.as_str()) {
+            return Err(unknown(o, "global", &[GLOBAL_NO_EFFECT]));
+        }
+        ctx.no_effect(o);
+    }
+    Ok(())
+}
+
+/// `common { … }`: option sections only; their values are every resource's
+/// defaults.
+pub fn common(ctx: &mut Ctx<'_>, s: &Stmt) -> Result<Options, ConfigError> {
+    let mut d = Options::default();
+    let mut scope = Scope::new("the common section".into());
+    for o in body(s, 0, "")? {
+        if !option_section(ctx, &mut scope, &mut d, o)? {
+            return Err(err(
+                &o.location,
+                format!(
+                    "'{}' cannot appear in the common section, which holds protocol, net, disk, syncer, startup, options and handlers",
+                    shown(&o.keyword)
+                ),
+            ));
+        }
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+
+    pub(crate) fn arg(text: &str) -> Arg {
+        Arg {
+            text: text.into(),
+            quoted: false,
+            location: Location {
+                file: "t.res".into(),
+                line: 1,
+                column: 1,
+            },
+        }
+    }
+
+    #[test]
+    fn size_suffixes() {
+        let bytes = |t: &str, bare: u64| size_with_suffix(&arg(t), bare, "size");
+        assert_eq!(bytes("10", 1).unwrap(), 10);
+        assert_eq!(bytes("10", 512).unwrap(), 5120);
+        assert_eq!(bytes("8s", 1).unwrap(), 4096);
+        assert_eq!(bytes("3k", 1).unwrap(), 3 << 10);
+        assert_eq!(bytes("3K", 1).unwrap(), 3 << 10);
+        assert_eq!(bytes("5M", 1).unwrap(), 5 << 20);
+        assert_eq!(bytes("5MiB", 1).unwrap(), 5 << 20);
+        assert_eq!(bytes("7g", 1).unwrap(), 7 << 30);
+        assert_eq!(bytes("2T", 1).unwrap(), 2 << 40);
+        for bad in ["", "G", "1.5G", "-1", "10X", "10 M", "1GB"] {
+            assert!(bytes(bad, 1).is_err(), "{bad}");
+        }
+        let e = bytes("99999999999999999999G", 1).unwrap_err().to_string();
+        assert!(e.contains("whole") || e.contains("number"), "{e}");
+        let e = bytes("99999999999T", 1).unwrap_err().to_string();
+        assert!(e.contains("too large"), "{e}");
+    }
+
+    #[test]
+    fn rates_are_kib_per_second() {
+        let r = |t: &str| rate_kib(&arg(t), "resync-rate", (1, 4 << 20));
+        assert_eq!(r("250").unwrap(), 250);
+        assert_eq!(r("100M").unwrap(), 102_400);
+        assert_eq!(r("4G").unwrap(), 4 << 20);
+        assert!(r("0").unwrap_err().to_string().contains("between 1 and 4194304 KiB/s"));
+        assert!(r("5G").is_err());
+    }
+
+    #[test]
+    fn near_misses_are_suggested() {
+        assert_eq!(closest("ping-intt", &[NET_OPTIONS]), Some("ping-int"));
+        assert_eq!(closest("al-extent", &[DISK_OPTIONS]), Some("al-extents"));
+        assert_eq!(closest("frobnicate", &[NET_OPTIONS, NET_NO_EFFECT]), None);
+        assert_eq!(distance("kitten", "sitting"), 3);
+        assert_eq!(distance("", "abc"), 3);
+    }
 }
