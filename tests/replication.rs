@@ -516,6 +516,7 @@ fn a_dry_run_connect_says_what_would_happen_and_changes_nothing() {
     p.beta.adm_ok(&["disconnect", "r0"]);
     p.alpha.wait_for("cs:WFConnection", 10);
     qemu_io(&p.uri(), &["write -P 0x22 0 128k"]);
+    let connects_before = p.alpha.log_text().matches("peer connected").count();
     let out = p.beta.adm_ok(&["connect", "--dry-run", "r0"]);
     assert!(out.contains("uuid_compare()=-1 by rule 50"), "{out}");
     assert!(
@@ -530,6 +531,17 @@ fn a_dry_run_connect_says_what_would_happen_and_changes_nothing() {
     std::thread::sleep(Duration::from_millis(500));
     assert!(p.beta.status().contains("cs:StandAlone"), "{}", p.beta.status());
     assert!(p.alpha.status().contains("oos:128"), "{}", p.alpha.status());
+    // The peer answered the preview and acted on nothing.
+    assert!(
+        p.alpha.log_text().contains("dry-run connect from the peer answered"),
+        "{}",
+        p.alpha.log_text()
+    );
+    assert_eq!(
+        p.alpha.log_text().matches("peer connected").count(),
+        connects_before,
+        "the dry run connected the peer"
+    );
     // The real connect then does exactly that.
     p.beta.adm_ok(&["connect", "r0"]);
     p.alpha.wait_for("ds:UpToDate/UpToDate", 30);

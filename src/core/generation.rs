@@ -52,6 +52,42 @@ pub struct UuidReport {
 }
 
 impl UuidReport {
+    /// The message this report travels in.
+    pub fn to_message(&self) -> crate::wire::Message {
+        crate::wire::Message::Uuids {
+            current: self.uuids.current,
+            bitmap: self.uuids.bitmap,
+            history: self.uuids.history,
+            bitmap_bits: self.bitmap_bits,
+            flags: self.flags,
+            primary: self.primary,
+        }
+    }
+
+    /// The report a `Uuids` message carries (`None` for any other message).
+    pub fn from_message(msg: &crate::wire::Message) -> Option<UuidReport> {
+        match *msg {
+            crate::wire::Message::Uuids {
+                current,
+                bitmap,
+                history,
+                bitmap_bits,
+                flags,
+                primary,
+            } => Some(UuidReport {
+                uuids: GenerationUuids {
+                    current,
+                    bitmap,
+                    history,
+                },
+                bitmap_bits,
+                flags,
+                primary,
+            }),
+            _ => None,
+        }
+    }
+
     fn crashed_primary(&self) -> bool {
         self.flags & uuid_flags::CRASHED_PRIMARY != 0
     }
@@ -388,6 +424,16 @@ mod tests {
                 rule: 41
             }
         );
+    }
+
+    #[test]
+    fn reports_round_trip_through_their_message() {
+        let mut rep = r(0xA1, 0xB0, 0xC0, 0);
+        rep.bitmap_bits = 12;
+        rep.flags = uuid_flags::CRASHED_PRIMARY;
+        rep.primary = true;
+        assert_eq!(UuidReport::from_message(&rep.to_message()), Some(rep));
+        assert_eq!(UuidReport::from_message(&crate::wire::Message::Ping), None);
     }
 
     #[test]

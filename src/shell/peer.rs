@@ -350,39 +350,17 @@ async fn handshake(
         other => return Err(io::Error::other(format!("expected auth-ok, got {other:?}"))),
     }
     let me = res.node.borrow().uuid_report(res.discard_my_data.get());
-    send(
-        stream,
-        &Message::Uuids {
-            current: me.uuids.current,
-            bitmap: me.uuids.bitmap,
-            history: me.uuids.history,
-            bitmap_bits: me.bitmap_bits,
-            flags: me.flags,
-            primary: me.primary,
-        },
-    )
-    .await?;
+    send(stream, &me.to_message()).await?;
     match read_message(stream).await? {
-        Message::Uuids {
-            current,
-            bitmap,
-            history,
-            bitmap_bits,
-            flags,
-            primary,
-        } => Ok((
-            UuidReport {
-                uuids: GenerationUuids {
-                    current,
-                    bitmap,
-                    history,
-                },
-                bitmap_bits,
-                flags,
-                primary,
-            },
-            theirs.data_bytes,
-        )),
+        msg @ Message::Uuids { .. } => {
+            if theirs.features & FEATURE_DRY_RUN != 0 && !dry_run {
+                // The peer only previews a connect: answer, then act on nothing.
+                tracing::info!(resource = %res.name, peer = %theirs.node, "dry-run connect from the peer answered; nothing changes");
+                return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "dry run"));
+            }
+            let report = UuidReport::from_message(&msg).ok_or_else(|| io::Error::other("uuids"))?;
+            Ok((report, theirs.data_bytes))
+        }
         Message::Refuse { reason } => Err(io::Error::other(format!("peer refused: {reason}"))),
         other => Err(io::Error::other(format!("expected uuids, got {other:?}"))),
     }
