@@ -19,6 +19,7 @@
 pub mod config;
 pub mod control;
 pub mod core;
+pub mod digest;
 pub mod fuzz_entry;
 pub mod meta;
 pub mod nbd;

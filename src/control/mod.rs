@@ -37,6 +37,8 @@ pub enum Command {
     ResumeSync,
     /// `new-current-uuid [--clear-bitmap]` (`force` carries --clear-bitmap).
     NewCurrentUuid,
+    /// What each side changed since a split brain (`json` for scripts).
+    SplitBrainReport,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

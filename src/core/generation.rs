@@ -17,10 +17,14 @@ pub const UUID_NEW_BM_OFFSET: u64 = 0x0001_0000_0000_0000;
 
 /// Start a new data generation: the old current UUID becomes the bitmap UUID
 /// (the point from which the bitmap tracks changes) and `fresh` becomes current.
+///
+/// The bitmap UUID keeps the old current UUID's bit 0 (as DRBD does): it
+/// records whether this node was Primary when the generation diverged, which
+/// `discard-younger-primary` and `discard-older-primary` read.
 pub fn new_current(uuids: &mut GenerationUuids, fresh: u64) {
     let primary = uuids.current & 1;
     if uuids.bitmap == 0 {
-        uuids.bitmap = uuids.current & !1;
+        uuids.bitmap = uuids.current;
     }
     uuids.current = (fresh & !1) | primary;
 }
@@ -49,6 +53,8 @@ pub struct UuidReport {
     pub bitmap_bits: u64,
     pub flags: u32,
     pub primary: bool,
+    /// When the sender wrote what the receiver has not seen.
+    pub divergence: crate::meta::Divergence,
 }
 
 impl UuidReport {
@@ -61,6 +67,8 @@ impl UuidReport {
             bitmap_bits: self.bitmap_bits,
             flags: self.flags,
             primary: self.primary,
+            first_write_s: self.divergence.first_write_s,
+            last_write_s: self.divergence.last_write_s,
         }
     }
 
@@ -74,6 +82,8 @@ impl UuidReport {
                 bitmap_bits,
                 flags,
                 primary,
+                first_write_s,
+                last_write_s,
             } => Some(UuidReport {
                 uuids: GenerationUuids {
                     current,
@@ -83,6 +93,10 @@ impl UuidReport {
                 bitmap_bits,
                 flags,
                 primary,
+                divergence: crate::meta::Divergence {
+                    first_write_s,
+                    last_write_s,
+                },
             }),
             _ => None,
         }
@@ -304,6 +318,7 @@ mod tests {
             bitmap_bits: 0,
             flags: 0,
             primary: false,
+            divergence: Default::default(),
         }
     }
 

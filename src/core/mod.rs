@@ -21,14 +21,15 @@ pub mod generation;
 pub mod limits;
 mod node;
 pub mod refusal;
+pub mod split_brain;
 pub mod state;
 
 pub use generation::UuidReport;
-pub use node::{Node, Verdict};
+pub use node::{Node, SplitBrainOutcome, Verdict};
 pub use refusal::{Refusal, StateRv};
 pub use state::{ConnState, DiskState, Role};
 
-use crate::meta::{GenerationUuids, MdFlags};
+use crate::meta::{Divergence, GenerationUuids, MdFlags};
 use crate::wire::Message;
 use serde::Serialize;
 
@@ -144,12 +145,58 @@ pub enum Event {
     /// The peer asked for a full resync (`invalidate` on one side).
     PeerStartResync {
         source_is_sender: bool,
+        /// Every block, or only those of the bitmap the peer just sent.
+        full: bool,
     },
     /// Time passed (the shell ticks while a resync runs): refills the
     /// resync rate budget.
     Tick {
         elapsed_us: u64,
     },
+    /// The shell carried out [`Action::SaveDiverged`]: `Ok` names where the
+    /// blocks went, `Err` says why they could not be saved.
+    DivergedSaved {
+        result: Result<String, String>,
+    },
+    /// A handler the node waits for ([`Handler::FencePeer`]) exited.
+    HandlerDone {
+        handler: Handler,
+        /// The exit code; `None` if it could not run or was killed.
+        exit: Option<i32>,
+    },
+}
+
+/// The `handlers` section entries the node runs, with DRBD's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Handler {
+    /// Every split brain the UUIDs show, resolved or not.
+    InitialSplitBrain,
+    /// A split brain no policy resolved: the link stays down.
+    SplitBrain,
+    /// This node was Primary and lost an automatic split-brain recovery.
+    PriLostAfterSb,
+    /// The Primary lost its peer (`fencing resource-only`): outdate it.
+    FencePeer,
+    /// The local disk failed (`on-io-error call-local-io-error`).
+    LocalIoError,
+}
+
+impl Handler {
+    /// The option name in the `handlers` section.
+    pub fn name(self) -> &'static str {
+        match self {
+            Handler::InitialSplitBrain => "initial-split-brain",
+            Handler::SplitBrain => "split-brain",
+            Handler::PriLostAfterSb => "pri-lost-after-sb",
+            Handler::FencePeer => "fence-peer",
+            Handler::LocalIoError => "local-io-error",
+        }
+    }
+
+    /// Whether the node waits for the exit code ([`Event::HandlerDone`]).
+    pub fn awaited(self) -> bool {
+        matches!(self, Handler::FencePeer)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,6 +242,16 @@ pub enum Action {
     PersistAl(crate::meta::al::AlTransaction),
     /// Something the status file or the events stream shows changed.
     StateChanged,
+    /// Run a handler from the configuration's `handlers` section, if one
+    /// is configured; awaited ones report back with [`Event::HandlerDone`].
+    RunHandler(Handler),
+    /// This node lost a split brain: copy its blocks in `runs` (first
+    /// block, blocks) somewhere safe before anything overwrites them, then
+    /// report [`Event::DivergedSaved`]. The node sends nothing that lets
+    /// the peer overwrite them until then.
+    SaveDiverged {
+        runs: Vec<(u64, u64)>,
+    },
 }
 
 /// What the shell learned from the backing disk's metadata on attach.
@@ -203,6 +260,7 @@ pub struct AttachInfo {
     pub data_bytes: u64,
     pub uuids: GenerationUuids,
     pub flags: MdFlags,
+    pub divergence: Divergence,
 }
 
 /// The `/proc/drbd` counters, in the units DRBD keeps them (KiB and counts).
@@ -254,4 +312,7 @@ pub struct Snapshot {
     pub uuids: Option<GenerationUuids>,
     /// While resyncing: (KiB left, KiB total).
     pub resync_kib: Option<(u64, u64)>,
+    /// The last connect found a split brain no policy resolved; cleared
+    /// by the next successful connect.
+    pub split_brain: bool,
 }

@@ -17,10 +17,11 @@
 use super::activity_log::{extents_of, ActivityLog};
 use super::generation::{self, uuid_flags, Sync, UuidReport, UUID_NEW_BM_OFFSET};
 use super::refusal::{Refusal, StateRv};
+use super::split_brain::{self, Policies, Resolution, Sides};
 use super::state::{ConnState, DiskState, Role};
-use super::{errno, limits, Action, AttachInfo, Counters, DiskOp, Event, IoKind, IoRequest, ReqId, Snapshot};
+use super::{errno, limits, Action, AttachInfo, Counters, DiskOp, Event, Handler, IoKind, IoRequest, ReqId, Snapshot};
 use crate::meta::bitmap::Bitmap;
-use crate::meta::{GenerationUuids, MdFlags, AL_EXTENT_SHIFT, BM_BLOCK_BYTES};
+use crate::meta::{Divergence, GenerationUuids, MdFlags, AL_EXTENT_SHIFT, BM_BLOCK_BYTES};
 use crate::wire::{self, Message};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -122,6 +123,19 @@ pub struct Node {
     /// `connect --discard-my-data` for the next connection only.
     discard_my_data: bool,
     throttle: Throttle,
+    /// `after-sb-*` policies.
+    policies: Policies,
+    /// When this node wrote what the peer has not seen.
+    divergence: Divergence,
+    /// Unix seconds, as the shell last told ([`Node::set_clock`]).
+    now_s: u64,
+    /// Both sides' reports from the last connect that found a split brain.
+    split_brain_seen: Option<(UuidReport, UuidReport)>,
+    /// The last split brain is unresolved (cleared by a good connect).
+    split_brain_unresolved: bool,
+    /// This node lost a split brain and its diverged blocks are being
+    /// saved; the bitmap goes to the peer (letting it overwrite) after.
+    saving_diverged: bool,
     actions: VecDeque<Action>,
 }
 
@@ -149,6 +163,20 @@ pub struct Verdict {
     pub refuse: Option<String>,
     /// UUID tuples, rule and the plain sentence, for the log.
     pub lines: Vec<String>,
+    /// Set when the UUIDs show a split brain.
+    pub split_brain: Option<SplitBrainOutcome>,
+}
+
+/// What became of a split brain found on connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SplitBrainOutcome {
+    /// No policy and no `--discard-my-data` chose: the link is refused.
+    Unresolved,
+    /// Resolved; `victim_is_me`: this node's changes are discarded.
+    Resolved { victim_is_me: bool },
+    /// This node was Primary and lost; `demoted` if it could be (no NBD
+    /// clients), else the link is refused and `pri-lost-after-sb` runs.
+    PrimaryLost { demoted: bool },
 }
 
 impl Node {
@@ -188,8 +216,59 @@ impl Node {
                 budget_kib: 0,
                 app_active: false,
             },
+            policies: Policies::default(),
+            divergence: Divergence::default(),
+            now_s: 0,
+            split_brain_seen: None,
+            split_brain_unresolved: false,
+            saving_diverged: false,
             actions: VecDeque::new(),
         }
+    }
+
+    /// The `after-sb-*` policies from the configuration.
+    pub fn set_split_brain_policies(&mut self, p: Policies) {
+        self.policies = p;
+    }
+
+    /// The wall clock, in unix seconds. The core never reads a clock; the
+    /// shell sets it before handing over events, and the core uses it only
+    /// to timestamp divergence for the operator, never to decide.
+    pub fn set_clock(&mut self, unix_s: u64) {
+        self.now_s = unix_s;
+    }
+
+    pub fn divergence(&self) -> Divergence {
+        self.divergence
+    }
+
+    /// Both sides' reports from the last connect that found a split brain.
+    pub fn split_brain_seen(&self) -> Option<&(UuidReport, UuidReport)> {
+        self.split_brain_seen.as_ref()
+    }
+
+    /// This node's out-of-sync runs (first block, blocks).
+    pub fn bitmap_runs(&self) -> Vec<(u64, u64)> {
+        self.bitmap
+            .as_ref()
+            .map(|b| b.iter_set_runs().collect())
+            .unwrap_or_default()
+    }
+
+    /// Blocks set in this node's bitmap or in `runs` (the peer's): what a
+    /// resync after recovery would move.
+    pub fn union_weight(&self, runs: &[(u64, u64)]) -> u64 {
+        let Some(bm) = self.bitmap.as_ref() else { return 0 };
+        let mut extra = 0;
+        for &(start, len) in runs {
+            let end = start.saturating_add(len).min(bm.len());
+            for b in start.min(end)..end {
+                if !bm.get(b) {
+                    extra += 1;
+                }
+            }
+        }
+        bm.weight() + extra
     }
 
     /// `protocol` from the configuration (`adjust` may change it).
@@ -303,6 +382,7 @@ impl Node {
             counters,
             uuids: self.uuids,
             resync_kib: self.resync_progress().map(|(l, t)| (l * 4, t * 4)),
+            split_brain: self.split_brain_unresolved,
         }
     }
 
@@ -334,6 +414,7 @@ impl Node {
             bitmap_bits: self.bitmap.as_ref().map_or(0, Bitmap::weight),
             flags,
             primary: self.role == Role::Primary,
+            divergence: self.divergence,
         }
     }
 
@@ -369,6 +450,7 @@ impl Node {
         self.data_bytes = info.data_bytes;
         self.uuids = Some(info.uuids);
         self.flags = info.flags;
+        self.divergence = info.divergence;
         self.disk = if !info.flags.contains(MdFlags::CONSISTENT) {
             DiskState::Inconsistent
         } else if self.peer.is_none() || info.flags.contains(MdFlags::WAS_UP_TO_DATE) {
@@ -611,8 +693,10 @@ impl Node {
                 self.act(Action::PersistMeta);
             }
             Event::PeerResyncDone { uuids } => self.on_resync_done_target(uuids),
-            Event::PeerStartResync { source_is_sender } => {
-                self.mark_all_out_of_sync();
+            Event::PeerStartResync { source_is_sender, full } => {
+                if full {
+                    self.mark_all_out_of_sync();
+                }
                 if source_is_sender {
                     self.become_sync_target();
                 } else {
@@ -631,6 +715,8 @@ impl Node {
                 t.app_active = self.counters.ap > 0;
                 self.pump_resync();
             }
+            Event::DivergedSaved { result } => self.on_diverged_saved(result),
+            Event::HandlerDone { handler, exit } => self.on_handler_done(handler, exit),
             Event::PeerState { primary, disk } => {
                 self.peer_role = if primary { Role::Primary } else { Role::Secondary };
                 self.peer_disk = disk;
@@ -824,7 +910,14 @@ impl Node {
         }
     }
 
+    /// An application write the peer does not have.
     fn mark_out_of_sync(&mut self, offset: u64, len: u32) {
+        self.divergence.last_write_s = self.now_s;
+        if self.divergence.first_write_s == 0 {
+            self.divergence.first_write_s = self.now_s;
+            // Once per divergence: the start time survives a crash.
+            self.act(Action::PersistMeta);
+        }
         if let Some(bm) = self.bitmap.as_mut() {
             let first = offset / BM_BLOCK_BYTES;
             let last = (offset + u64::from(len)).div_ceil(BM_BLOCK_BYTES);
@@ -1106,6 +1199,7 @@ impl Node {
                 sync: None,
                 refuse: Some(why),
                 lines,
+                split_brain: None,
             };
         }
         let tie_break = self.node < peer_name;
@@ -1134,55 +1228,8 @@ impl Node {
             lines.push(format!("{}: becoming sync {side} due to disk states", self.resource));
         }
         let sentence = generation::explain(decision, &self.node, &peer_name, me.bitmap_bits, peer.bitmap_bits);
-        // Manual split-brain recovery: the side told --discard-my-data loses.
         if let Sync::SplitBrain { same_parent } = decision.sync {
-            let mine = self.discard_my_data;
-            let theirs = peer.flags & uuid_flags::DISCARD_MY_DATA != 0;
-            let resolved = match (mine, theirs) {
-                (true, false) => Some(if same_parent {
-                    Sync::TargetBitmap
-                } else {
-                    Sync::TargetFull
-                }),
-                (false, true) => Some(if same_parent {
-                    Sync::SourceBitmap
-                } else {
-                    Sync::SourceFull
-                }),
-                (true, true) => {
-                    let why = format!(
-                        "{}: incompatible discard-my-data settings: both nodes would discard their data",
-                        self.resource
-                    );
-                    return Verdict {
-                        sync: None,
-                        refuse: Some(why),
-                        lines,
-                    };
-                }
-                (false, false) => None,
-            };
-            if let Some(sync) = resolved {
-                let victim = if mine { &self.node } else { &peer_name };
-                lines.push(format!(
-                    "{}: Split-Brain detected, manually solved: {sentence}; {victim} discards its changes",
-                    self.resource
-                ));
-                return Verdict {
-                    sync: Some(sync),
-                    refuse: None,
-                    lines,
-                };
-            }
-            let why = format!(
-                "{}: Split-Brain detected but unresolved, dropping connection: {sentence}",
-                self.resource
-            );
-            return Verdict {
-                sync: None,
-                refuse: Some(why),
-                lines,
-            };
+            return self.decide_split_brain(&me, peer, same_parent, &sentence, lines);
         }
         let refuse = match decision.sync {
             Sync::Unrelated => Some(format!("{}: Unrelated data, aborting: {sentence}", self.resource)),
@@ -1199,6 +1246,125 @@ impl Node {
             sync: Some(decision.sync),
             refuse,
             lines,
+            split_brain: None,
+        }
+    }
+
+    /// The UUIDs show a split brain: `--discard-my-data` on one side
+    /// resolves it, else the `after-sb-*` policies may, else the link is
+    /// refused. Never merged silently: every path logs "Split-Brain".
+    fn decide_split_brain(
+        &self,
+        me: &UuidReport,
+        peer: &UuidReport,
+        same_parent: bool,
+        sentence: &str,
+        mut lines: Vec<String>,
+    ) -> Verdict {
+        let res = &self.resource;
+        let peer_name = self.peer.clone().unwrap_or_default();
+        let (source, target) = if same_parent {
+            (Sync::SourceBitmap, Sync::TargetBitmap)
+        } else {
+            (Sync::SourceFull, Sync::TargetFull)
+        };
+        let verdict = |sync: Option<Sync>, refuse: Option<String>, lines, outcome| Verdict {
+            sync,
+            refuse,
+            lines,
+            split_brain: Some(outcome),
+        };
+        let mine = self.discard_my_data;
+        let theirs = peer.flags & uuid_flags::DISCARD_MY_DATA != 0;
+        match (mine, theirs) {
+            (true, true) => {
+                let why = format!("{res}: incompatible discard-my-data settings: both nodes would discard their data");
+                return verdict(None, Some(why), lines, SplitBrainOutcome::Unresolved);
+            }
+            (true, false) | (false, true) => {
+                let victim = if mine { &self.node } else { &peer_name };
+                lines.push(format!(
+                    "{res}: Split-Brain detected, manually solved: {sentence}; {victim} discards its changes"
+                ));
+                let sync = if mine { target } else { source };
+                return verdict(
+                    Some(sync),
+                    None,
+                    lines,
+                    SplitBrainOutcome::Resolved { victim_is_me: mine },
+                );
+            }
+            (false, false) => {}
+        }
+        let i_am_primary = self.role == Role::Primary;
+        let sides = Sides {
+            me,
+            peer,
+            my_name: &self.node,
+            peer_name: &peer_name,
+            i_am_primary,
+            i_lose_ties: self.node > peer_name,
+        };
+        let primaries = u32::from(i_am_primary) + u32::from(peer.primary);
+        let (resolution, why) = split_brain::recover(&self.policies, &sides);
+        // A Primary never becomes SyncTarget under its clients' feet: it
+        // is demoted first, which needs it to be unused.
+        let resolution = match resolution {
+            Some(Resolution::Target) if i_am_primary => Some(Resolution::PrimaryLost),
+            r => r,
+        };
+        match resolution {
+            Some(Resolution::Source) => {
+                lines.push(format!(
+                    "{res}: Split-Brain detected, {primaries} primaries, automatically solved ({why}). Sync from this node; {peer_name} discards its changes"
+                ));
+                verdict(
+                    Some(source),
+                    None,
+                    lines,
+                    SplitBrainOutcome::Resolved { victim_is_me: false },
+                )
+            }
+            Some(Resolution::Target) => {
+                lines.push(format!(
+                    "{res}: Split-Brain detected, {primaries} primaries, automatically solved ({why}). Sync from peer node; {} discards its changes",
+                    self.node
+                ));
+                verdict(
+                    Some(target),
+                    None,
+                    lines,
+                    SplitBrainOutcome::Resolved { victim_is_me: true },
+                )
+            }
+            Some(Resolution::PrimaryLost) if self.nbd_clients == 0 => {
+                lines.push(format!(
+                    "{res}: Split-Brain detected, {primaries} primaries, automatically solved ({why}). This Primary lost: it is demoted and syncs from {peer_name}"
+                ));
+                verdict(
+                    Some(target),
+                    None,
+                    lines,
+                    SplitBrainOutcome::PrimaryLost { demoted: true },
+                )
+            }
+            Some(Resolution::PrimaryLost) => {
+                let why = format!(
+                    "{res}: Split-Brain detected ({why}): this Primary lost but {} NBD client(s) hold it, so it cannot be demoted; running pri-lost-after-sb and dropping the connection",
+                    self.nbd_clients
+                );
+                verdict(
+                    None,
+                    Some(why),
+                    lines,
+                    SplitBrainOutcome::PrimaryLost { demoted: false },
+                )
+            }
+            None => {
+                let why =
+                    format!("{res}: Split-Brain detected but unresolved, dropping connection: {sentence} ({why})");
+                verdict(None, Some(why), lines, SplitBrainOutcome::Unresolved)
+            }
         }
     }
 
@@ -1244,6 +1410,7 @@ impl Node {
         self.mark_all_out_of_sync();
         self.act(Action::SendPeer(Message::StartResync {
             source_is_sender: !local,
+            full: true,
         }));
         if local {
             self.become_sync_target();
@@ -1401,6 +1568,33 @@ impl Node {
         for line in verdict.lines {
             self.log(false, line);
         }
+        let mut victim = false;
+        if verdict.split_brain.is_none() {
+            self.split_brain_seen = None;
+        }
+        if let Some(outcome) = verdict.split_brain {
+            self.split_brain_seen = Some((self.uuid_report(false), peer));
+            self.act(Action::RunHandler(Handler::InitialSplitBrain));
+            match outcome {
+                SplitBrainOutcome::Unresolved => {
+                    self.split_brain_unresolved = true;
+                    self.act(Action::RunHandler(Handler::SplitBrain));
+                }
+                SplitBrainOutcome::PrimaryLost { demoted: false } => {
+                    self.split_brain_unresolved = true;
+                    self.act(Action::RunHandler(Handler::PriLostAfterSb));
+                }
+                SplitBrainOutcome::PrimaryLost { demoted: true } => {
+                    self.role = Role::Secondary;
+                    self.flags.remove(MdFlags::PRIMARY_IND);
+                    if let Some(u) = self.uuids.as_mut() {
+                        generation::set_role_bit(u, false);
+                    }
+                    victim = true;
+                }
+                SplitBrainOutcome::Resolved { victim_is_me } => victim = victim_is_me,
+            }
+        }
         let sync = match (verdict.refuse, verdict.sync) {
             (Some(why), _) => {
                 self.refuse_link(why);
@@ -1413,9 +1607,16 @@ impl Node {
             (None, Some(sync)) => sync,
         };
         self.cstate = ConnState::Connected;
+        self.split_brain_unresolved = false;
         self.flags.insert(MdFlags::CONNECTED_IND);
+        // The loser's own changes exist nowhere else: saved before the
+        // peer learns it may overwrite them (our bitmap tells it so).
+        let diverged = if victim { self.bitmap_runs() } else { Vec::new() };
         if matches!(sync, Sync::SourceFull | Sync::TargetFull) {
             self.mark_all_out_of_sync();
+        }
+        if sync == Sync::None {
+            self.divergence = Divergence::default();
         }
         self.pending_sync = match sync {
             Sync::None => None,
@@ -1437,10 +1638,45 @@ impl Node {
             } else {
                 ConnState::WFBitMapT
             };
-            self.send_bitmap();
+            if diverged.is_empty() {
+                self.send_bitmap();
+            } else {
+                self.saving_diverged = true;
+                self.act(Action::SaveDiverged { runs: diverged });
+            }
         }
         self.act(Action::PersistMeta);
         self.act(Action::StateChanged);
+    }
+
+    /// The victim's diverged blocks are saved (or could not be).
+    fn on_diverged_saved(&mut self, result: Result<String, String>) {
+        if !std::mem::take(&mut self.saving_diverged) {
+            return;
+        }
+        match result {
+            Ok(place) => {
+                self.log(
+                    true,
+                    format!(
+                        "{}: this node's changes since the split brain were saved to {place} before the resync overwrites them",
+                        self.resource
+                    ),
+                );
+                self.send_bitmap();
+            }
+            Err(why) => {
+                self.pending_sync = None;
+                self.refuse_link(format!(
+                    "{}: cannot save this node's diverged blocks ({why}); refusing to overwrite them",
+                    self.resource
+                ));
+            }
+        }
+    }
+
+    fn on_handler_done(&mut self, handler: Handler, exit: Option<i32>) {
+        let _ = (handler, exit);
     }
 
     fn refuse_link(&mut self, reason: String) {
@@ -1484,7 +1720,7 @@ impl Node {
             Some(Sync::SourceBitmap | Sync::SourceFull) => {
                 // Fresh bitmap UUID for this resync, from the current one.
                 let base = self.uuids.map_or(0, |u| u.bitmap);
-                let fresh = if base != 0 && base != GenerationUuids::JUST_CREATED {
+                let fresh = if base & !1 != 0 && base & !1 != GenerationUuids::JUST_CREATED {
                     base.wrapping_add(UUID_NEW_BM_OFFSET)
                 } else {
                     self.uuids.map_or(0, |u| u.current) ^ 0x5a5a_0000_0000_0000
@@ -1679,6 +1915,8 @@ impl Node {
             return true;
         }
         self.resync = None;
+        self.divergence = Divergence::default();
+        self.split_brain_seen = None;
         if let Some(u) = self.uuids.as_mut() {
             u.history[1] = u.history[0];
             u.history[0] = u.bitmap;
@@ -1717,6 +1955,8 @@ impl Node {
             bm.clear_range(0, n);
         }
         self.resync = None;
+        self.divergence = Divergence::default();
+        self.split_brain_seen = None;
         self.disk = DiskState::UpToDate;
         self.flags.insert(MdFlags::CONSISTENT);
         self.flags.insert(MdFlags::WAS_UP_TO_DATE);
@@ -1798,6 +2038,7 @@ mod tests {
             data_bytes: 1 << 20,
             uuids: GenerationUuids::new_created(),
             flags,
+            divergence: Divergence::default(),
         })
         .unwrap();
         while n.poll_action().is_some() {}

@@ -26,7 +26,7 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 8 | magic `TNDMMETA` |
-//! | 8 | 4 | format version (1) |
+//! | 8 | 4 | format version (2; 1 is read as 2 with zero divergence times) |
 //! | 12 | 4 | layout kind (0 internal, 1 external) |
 //! | 16 | 8 | sequence number |
 //! | 24 | 8 | data bytes (last agreed size) |
@@ -43,7 +43,9 @@
 //! | 104 | 8 | bitmap bytes |
 //! | 112 | 64 | node name (UTF-8, zero padded) |
 //! | 176 | 64 | resource name (UTF-8, zero padded) |
-//! | 240 | 3852 | zero |
+//! | 240 | 8 | first write the peer has not seen (unix s, 0 none) |
+//! | 248 | 8 | last such write (unix s) |
+//! | 256 | 3836 | zero |
 //! | 4092 | 4 | crc32c of the block with this field zero |
 
 pub mod al;
@@ -53,7 +55,7 @@ pub mod layout;
 pub mod superblock;
 
 pub use layout::{Layout, LayoutKind};
-pub use superblock::{read_superblock, slot_for_seq, GenerationUuids, MdFlags, SlotReport, Superblock};
+pub use superblock::{read_superblock, slot_for_seq, Divergence, GenerationUuids, MdFlags, SlotReport, Superblock};
 
 /// Every metadata block is one page.
 pub const BLOCK_BYTES: usize = 4096;
@@ -64,7 +66,7 @@ pub const AL_EXTENT_SHIFT: u32 = 22;
 /// Default activity-log ring: 16 transaction blocks (64 KiB).
 pub const AL_RING_BLOCKS_DEFAULT: u32 = 16;
 /// The on-disk format this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Why metadata cannot be used; every message is meant for the operator.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

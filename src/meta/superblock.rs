@@ -101,6 +101,19 @@ pub struct Superblock {
     pub bitmap_bytes: u64,
     pub node_name: String,
     pub resource_name: String,
+    /// Writes the peer has not seen yet (format 2; zero in format 1).
+    pub divergence: Divergence,
+}
+
+/// When this node wrote data its peer does not hold: unix seconds of the
+/// first and the last such write, 0 when there are none. Kept so that after
+/// a split brain the operator sees when each side's diverging writes
+/// happened (`split-brain-report`). The last time is persisted with the
+/// superblock, so after a crash it can lag the true last write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Divergence {
+    pub first_write_s: u64,
+    pub last_write_s: u64,
 }
 
 fn put_name(block: &mut [u8], at: usize, name: &str) {
@@ -151,6 +164,7 @@ impl Superblock {
             bitmap_bytes: layout.bitmap_bytes,
             node_name: node.to_owned(),
             resource_name: resource.to_owned(),
+            divergence: Divergence::default(),
         }
     }
 
@@ -179,6 +193,8 @@ impl Superblock {
         b[104..112].copy_from_slice(&self.bitmap_bytes.to_le_bytes());
         put_name(&mut b[..], 112, &self.node_name);
         put_name(&mut b[..], 176, &self.resource_name);
+        b[240..248].copy_from_slice(&self.divergence.first_write_s.to_le_bytes());
+        b[248..256].copy_from_slice(&self.divergence.last_write_s.to_le_bytes());
         seal(&mut b[..]);
         b
     }
@@ -203,7 +219,8 @@ impl Superblock {
             });
         }
         let version = u32_at(b, 8);
-        if version != FORMAT_VERSION {
+        // Format 1 is format 2 with the divergence times zero.
+        if version != FORMAT_VERSION && version != 1 {
             return Err(MetaError::UnsupportedVersion {
                 found: version,
                 supported: FORMAT_VERSION,
@@ -233,7 +250,7 @@ impl Superblock {
                 detail: format!("unknown bits {:#x}", flags.unknown_bits()),
             });
         }
-        if b[240..BLOCK_BYTES - 4].iter().any(|&x| x != 0) {
+        if b[256..BLOCK_BYTES - 4].iter().any(|&x| x != 0) {
             return Err(MetaError::Insane {
                 field: "reserved area",
                 detail: "not zero".into(),
@@ -257,6 +274,10 @@ impl Superblock {
             bitmap_bytes: u64_at(b, 104),
             node_name: get_name(b, 112, "node name")?,
             resource_name: get_name(b, 176, "resource name")?,
+            divergence: Divergence {
+                first_write_s: u64_at(b, 240),
+                last_write_s: u64_at(b, 248),
+            },
         })
     }
 
@@ -411,13 +432,28 @@ mod tests {
     }
 
     #[test]
+    fn format_1_reads_with_zero_divergence_times() {
+        let mut sb = sample();
+        sb.divergence = Divergence {
+            first_write_s: 1_700_000_000,
+            last_write_s: 1_700_000_100,
+        };
+        let b = sb.encode();
+        assert_eq!(Superblock::decode(&b[..]).unwrap().divergence, sb.divergence);
+        let mut v1 = *sample().encode();
+        v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+        seal(&mut v1);
+        assert_eq!(Superblock::decode(&v1).unwrap().divergence, Divergence::default());
+    }
+
+    #[test]
     fn other_versions_are_refused() {
         let mut b = *sample().encode();
-        b[8..12].copy_from_slice(&2u32.to_le_bytes());
+        b[8..12].copy_from_slice(&3u32.to_le_bytes());
         seal(&mut b);
         assert_eq!(
             Superblock::decode(&b),
-            Err(MetaError::UnsupportedVersion { found: 2, supported: 1 })
+            Err(MetaError::UnsupportedVersion { found: 3, supported: 2 })
         );
     }
 

@@ -80,6 +80,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
                     minor as u32,
                     &opts.node,
                     Rc::clone(&changed),
+                    opts.run_dir.join("saved"),
                 ))),
                 None => {
                     tracing::info!(resource = %r.name, node = %opts.node, "resource has no 'on {}' section; not ours", opts.node)
@@ -414,8 +415,68 @@ impl Daemon {
                 res.run_actions();
                 Ok(String::new())
             }
+            Command::SplitBrainReport => self.split_brain_report(res, req).await,
             Command::Attached | Command::Events => Ok(String::new()),
         }
+    }
+
+    /// `split-brain-report`: both sides' changes since the split, from the
+    /// reports exchanged at the connect that found it or, failing that,
+    /// asked of the peer now (which also yields its bitmap).
+    async fn split_brain_report(&self, res: &Rc<Resource>, req: &Request) -> Result<String, Response> {
+        use crate::core::split_brain::{Report, SideReport};
+        if !res.node.borrow().is_attached() {
+            return Err(Response::err(
+                exit::FAILED,
+                format!("{}: no disk attached; 'tandemadm attach {}' first", res.name, res.name),
+            ));
+        }
+        let peer_name = res
+            .cfg
+            .borrow()
+            .peer_of(&res.host.borrow().name)
+            .map(|h| h.name.clone())
+            .ok_or_else(|| Response::err(exit::FAILED, format!("{}: standalone resource; no peer", res.name)))?;
+        let seen = res.node.borrow().split_brain_seen().map(|(_, p)| *p);
+        let (peer, union, source) = match seen {
+            Some(p) => (
+                p,
+                None,
+                "as exchanged at the connect that found the split brain".to_owned(),
+            ),
+            None => {
+                let peek = super::peer::peek(res)
+                    .await
+                    .map_err(|e| Response::err(exit::FAILED, e))?;
+                let union = peek.runs.as_ref().map(|r| res.node.borrow().union_weight(r));
+                (peek.report, union, format!("asked of {peer_name} just now"))
+            }
+        };
+        let node = res.node.borrow();
+        let me = node.uuid_report(false);
+        let verdict = node.decide(&peer, node.data_bytes());
+        let split_brain = verdict.split_brain.is_some();
+        let words = match (&verdict.refuse, verdict.sync) {
+            _ if split_brain => "the generation UUIDs show both sides wrote as Primary while apart".to_owned(),
+            (Some(why), _) => format!("connecting would be refused: {why}"),
+            (None, Some(crate::core::generation::Sync::None)) => "the data is in sync".to_owned(),
+            (None, Some(_)) => "an ordinary resync would follow; nothing is lost".to_owned(),
+            (None, None) => String::new(),
+        };
+        let report = Report {
+            resource: res.name.clone(),
+            split_brain,
+            verdict: words,
+            me: SideReport::new(&res.host.borrow().name, &me),
+            peer: SideReport::new(&peer_name, &peer),
+            union_blocks: union,
+        };
+        if req.json {
+            let mut s = serde_json::to_string(&report).unwrap_or_default();
+            s.push('\n');
+            return Ok(s);
+        }
+        Ok(report.render(&res.save_dir.display().to_string(), &source))
     }
 
     fn attach(&self, res: &Rc<Resource>) -> Result<(), Response> {
@@ -558,6 +619,7 @@ impl Daemon {
         {
             let mut n = res.node.borrow_mut();
             n.set_protocol(new.protocol.to_string().chars().next().unwrap_or('C'));
+            n.set_split_brain_policies(super::resource::split_brain_policies(new));
             n.set_resync_rate(
                 new.disk.resync_rate_kib_s,
                 new.disk.c_plan_ahead_ds,

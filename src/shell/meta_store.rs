@@ -7,7 +7,7 @@
 
 use crate::config::{self, MetaDisk};
 use crate::core::AttachInfo;
-use crate::meta::{self, GenerationUuids, Layout, MdFlags, MetaError, Superblock};
+use crate::meta::{self, Divergence, GenerationUuids, Layout, MdFlags, MetaError, Superblock};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, FileTypeExt};
@@ -137,6 +137,7 @@ impl MetaStore {
             data_bytes: sb.data_bytes,
             uuids: sb.uuids,
             flags: sb.flags,
+            divergence: sb.divergence,
         };
         let mut store = MetaStore {
             file,
@@ -160,6 +161,13 @@ impl MetaStore {
 
     /// Write a new superblock generation into the other slot, durably.
     pub fn update(&mut self, uuids: GenerationUuids, flags: MdFlags) -> io::Result<()> {
+        let divergence = self.sb.divergence;
+        self.update_with(uuids, flags, divergence)
+    }
+
+    /// [`MetaStore::update`], with the divergence times too.
+    pub fn update_with(&mut self, uuids: GenerationUuids, flags: MdFlags, divergence: Divergence) -> io::Result<()> {
+        self.sb.divergence = divergence;
         self.sb.seq += 1;
         self.sb.uuids = uuids;
         self.sb.flags = flags;

@@ -6,6 +6,8 @@
 pub mod buf;
 pub mod daemon;
 pub mod disk;
+pub mod diverged;
+pub mod handlers;
 pub mod latency;
 pub mod meta_store;
 pub mod nbd_server;

@@ -184,9 +184,17 @@ async fn establish(
     Ok((stream, report))
 }
 
-/// `connect --dry-run`: reach the peer once, compare UUIDs, say what a real
-/// connect would decide, and change nothing on either node.
-pub async fn dry_run(res: &Rc<Resource>) -> Result<String, String> {
+/// What the peer says about itself, fetched without connecting for real.
+pub struct Peek {
+    pub report: UuidReport,
+    pub data_bytes: u64,
+    /// The peer's out-of-sync runs, `None` if it sent too many to keep.
+    pub runs: Option<Vec<(u64, u64)>>,
+}
+
+/// Reach the peer once with the dry-run flag: both sides exchange UUIDs,
+/// the peer adds its bitmap, and neither acts on anything.
+pub async fn peek(res: &Rc<Resource>) -> Result<Peek, String> {
     let Some(link) = link_config(res) else {
         return Err(format!(
             "{}: no peer configured; the resource runs standalone",
@@ -195,7 +203,7 @@ pub async fn dry_run(res: &Rc<Resource>) -> Result<String, String> {
     };
     if res.peer_running.get() {
         return Err(format!(
-            "{}: the link is already up or connecting ({}); run 'tandemadm disconnect {}' first to preview a connect",
+            "{}: the link is already up or connecting ({}); run 'tandemadm disconnect {}' first to ask the peer directly",
             res.name,
             res.node.borrow().cstate(),
             res.name
@@ -212,9 +220,9 @@ pub async fn dry_run(res: &Rc<Resource>) -> Result<String, String> {
     };
     let wait = link.connect_int * 2 + Duration::from_secs(5);
     let attempt = tokio::time::timeout(wait, establish(res, &link, listener.as_ref(), true)).await;
-    let (stream, (report, bytes)) = match attempt {
+    let (stream, (report, data_bytes)) = match attempt {
         Ok(Ok(x)) => x,
-        Ok(Err(e)) => return Err(format!("{}: dry run could not reach {}: {e}", res.name, link.peer_name)),
+        Ok(Err(e)) => return Err(format!("{}: could not reach {}: {e}", res.name, link.peer_name)),
         Err(_) => {
             return Err(format!(
                 "{}: {} did not connect within {}s (is its link up? 'tandemadm connect {}' there)",
@@ -225,13 +233,61 @@ pub async fn dry_run(res: &Rc<Resource>) -> Result<String, String> {
             ))
         }
     };
+    // Bounded: a hostile or huge bitmap only costs us the union count.
+    const RUNS_KEPT_MAX: usize = 1 << 22;
+    let mut runs = Some(Vec::new());
+    let collect = async {
+        loop {
+            match read_message(&stream).await? {
+                Message::Bitmap { runs: more, last } => {
+                    if let Some(r) = runs.as_mut() {
+                        r.extend(more);
+                        if r.len() > RUNS_KEPT_MAX {
+                            runs = None;
+                        }
+                    }
+                    if last {
+                        return Ok::<(), io::Error>(());
+                    }
+                }
+                other => return Err(io::Error::other(format!("expected the peer's bitmap, got {other:?}"))),
+            }
+        }
+    };
+    let got = tokio::time::timeout(HANDSHAKE_TIMEOUT, collect).await;
     let _ = stream.shutdown(std::net::Shutdown::Both);
-    let verdict = res.node.borrow().decide(&report, bytes);
+    if !matches!(got, Ok(Ok(()))) {
+        runs = None;
+    }
+    Ok(Peek {
+        report,
+        data_bytes,
+        runs,
+    })
+}
+
+/// `connect --dry-run`: reach the peer once, compare UUIDs, say what a real
+/// connect would decide, and change nothing on either node.
+pub async fn dry_run(res: &Rc<Resource>) -> Result<String, String> {
+    let peek = peek(res).await?;
+    let node = res.node.borrow();
+    let verdict = node.decide(&peek.report, peek.data_bytes);
     let mut out = verdict.lines.join("\n");
     out.push('\n');
     match (verdict.refuse, verdict.sync) {
         (Some(why), _) => out.push_str(&format!("would refuse the connection: {why}\n")),
-        (None, Some(sync)) => out.push_str(&format!("would connect: {}\n", describe(sync))),
+        (None, Some(sync)) => {
+            out.push_str(&format!("would connect: {}", describe(sync)));
+            match (sync, peek.runs.as_ref()) {
+                (crate::core::generation::Sync::None, _) => {}
+                (crate::core::generation::Sync::SourceFull | crate::core::generation::Sync::TargetFull, _) => {
+                    out.push_str(&format!("; {} KiB would move", node.data_bytes() / 1024))
+                }
+                (_, Some(runs)) => out.push_str(&format!("; {} KiB would move", node.union_weight(runs) * 4)),
+                (_, None) => {}
+            }
+            out.push('\n');
+        }
         (None, None) => {}
     }
     out.push_str("dry run: nothing was changed\n");
@@ -354,7 +410,19 @@ async fn handshake(
     match read_message(stream).await? {
         msg @ Message::Uuids { .. } => {
             if theirs.features & FEATURE_DRY_RUN != 0 && !dry_run {
-                // The peer only previews a connect: answer, then act on nothing.
+                // The peer only previews a connect: answer with our bitmap
+                // too (so it can count what a resync would move), then act
+                // on nothing.
+                let runs = res.node.borrow().bitmap_runs();
+                let mut chunks = runs.chunks(wire::BITMAP_RUNS_PER_MESSAGE).peekable();
+                loop {
+                    let c = chunks.next().unwrap_or(&[]);
+                    let last = chunks.peek().is_none();
+                    send(stream, &Message::Bitmap { runs: c.to_vec(), last }).await?;
+                    if last {
+                        break;
+                    }
+                }
                 tracing::info!(resource = %res.name, peer = %theirs.node, "dry-run connect from the peer answered; nothing changes");
                 return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "dry run"));
             }
@@ -511,7 +579,7 @@ async fn read_loop(res: &Rc<Resource>, stream: &TcpStream, idle: Duration) -> io
                     history,
                 },
             },
-            Message::StartResync { source_is_sender } => Event::PeerStartResync { source_is_sender },
+            Message::StartResync { source_is_sender, full } => Event::PeerStartResync { source_is_sender, full },
             Message::State { primary, disk } => Event::PeerState {
                 primary,
                 disk: disk_state(disk),

@@ -92,6 +92,8 @@ pub struct Resource {
     pub discard_my_data: Cell<bool>,
     /// Write latency split (status --verbose / --json).
     pub latency: RefCell<LatencyStats>,
+    /// Where a split-brain victim's diverged blocks are saved.
+    pub save_dir: std::path::PathBuf,
     /// When each disk write started, by request.
     disk_started: RefCell<HashMap<ReqId, Instant>>,
     /// Peer writes: request → the peer's seq, and seq → our disk time.
@@ -108,6 +110,7 @@ impl Resource {
         minor: u32,
         node_name: &str,
         changed: Rc<Notify>,
+        save_dir: std::path::PathBuf,
     ) -> Resource {
         let peer = cfg.peer_of(node_name).map(|h| h.name.clone());
         let protocol = cfg.protocol.to_string().chars().next().unwrap_or('C');
@@ -121,6 +124,7 @@ impl Resource {
                     cfg.disk.c_plan_ahead_ds,
                     cfg.disk.c_max_rate_kib_s,
                 );
+                n.set_split_brain_policies(split_brain_policies(&cfg));
                 n
             }),
             cfg: RefCell::new(cfg),
@@ -138,6 +142,7 @@ impl Resource {
             stop_peer: Rc::new(Notify::new()),
             peer_running: Cell::new(false),
             discard_my_data: Cell::new(false),
+            save_dir,
             latency: RefCell::new(LatencyStats::default()),
             disk_started: RefCell::new(HashMap::new()),
             peer_seq_of: RefCell::new(HashMap::new()),
@@ -176,7 +181,11 @@ impl Resource {
         if let Some(p) = payload {
             self.bufs.borrow_mut().insert(id, (p, 0));
         }
-        self.node.borrow_mut().handle(Event::NbdRequest { id, io });
+        {
+            let mut node = self.node.borrow_mut();
+            node.set_clock(unix_now());
+            node.handle(Event::NbdRequest { id, io });
+        }
         self.run_actions();
     }
 
@@ -197,7 +206,11 @@ impl Resource {
     }
 
     pub fn event(self: &Rc<Self>, e: Event) {
-        self.node.borrow_mut().handle(e);
+        {
+            let mut node = self.node.borrow_mut();
+            node.set_clock(unix_now());
+            node.handle(e);
+        }
         self.run_actions();
     }
 
@@ -266,8 +279,46 @@ impl Resource {
                 }
                 Action::Log { warn: true, message } => tracing::warn!(resource = %self.name, "{message}"),
                 Action::Log { warn: false, message } => tracing::info!(resource = %self.name, "{message}"),
+                Action::RunHandler(h) => super::handlers::run(self, h),
+                Action::SaveDiverged { runs } => {
+                    let result = self.save_diverged(&runs);
+                    self.node.borrow_mut().handle(Event::DivergedSaved { result });
+                }
             }
         }
+    }
+
+    /// Copy this node's diverged blocks aside (split-brain victim).
+    fn save_diverged(&self, runs: &[(u64, u64)]) -> Result<String, String> {
+        let disk = self
+            .disk
+            .borrow()
+            .clone()
+            .ok_or_else(|| "no disk attached".to_owned())?;
+        let node = self.node.borrow();
+        let uuids = node.uuids().unwrap_or_default();
+        let peer = self
+            .cfg
+            .borrow()
+            .peer_of(&self.host.borrow().name)
+            .map(|h| h.name.clone());
+        let origin = super::diverged::Origin {
+            resource: &self.name,
+            node: &self.host.borrow().name,
+            peer: peer.as_deref().unwrap_or("?"),
+            uuids: format!(
+                "{:016X}:{:016X}:{:016X}:{:016X}",
+                uuids.current, uuids.bitmap, uuids.history[0], uuids.history[1]
+            ),
+            unix_s: unix_now(),
+        };
+        let saved = super::diverged::save(disk.path(), node.data_bytes(), runs, &self.save_dir, &origin)?;
+        Ok(format!(
+            "{} ({} KiB; ranges listed in {})",
+            saved.image.display(),
+            saved.bytes / 1024,
+            saved.ranges.display()
+        ))
     }
 
     fn send_peer(&self, out: PeerOut) {
@@ -377,7 +428,7 @@ impl Resource {
             return;
         };
         if let Some(meta) = self.meta.borrow_mut().as_mut() {
-            if let Err(e) = meta.update(uuids, flags) {
+            if let Err(e) = meta.update_with(uuids, flags, node.divergence()) {
                 tracing::error!(resource = %self.name, error = %e, "failed to write metadata");
             }
         }
@@ -462,5 +513,21 @@ async fn run_disk_op(
             debug_assert!(false, "read or write without a buffer");
             (Err(std::io::Error::from_raw_os_error(libc::EIO)), None)
         }
+    }
+}
+
+/// Unix seconds now (for the divergence times the operator sees).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The `after-sb-*` policies of a resource's `net` section.
+pub fn split_brain_policies(cfg: &config::Resource) -> crate::core::split_brain::Policies {
+    crate::core::split_brain::Policies {
+        zero: cfg.net.after_sb_0pri.clone(),
+        one: cfg.net.after_sb_1pri.clone(),
+        two: cfg.net.after_sb_2pri.clone(),
     }
 }

@@ -210,7 +210,16 @@ pub fn render_status(s: &Snapshot, verbose: bool, color: bool) -> String {
             }
         } else {
             let cs = p.state(&s.cstate.to_string(), false, s.cstate == ConnState::StandAlone);
-            let _ = writeln!(out, "  {peer} connection:{cs}");
+            if s.split_brain {
+                let _ = writeln!(out, "  {peer} connection:{cs} split-brain:yes");
+                let _ = writeln!(
+                    out,
+                    "    see 'tandemadm split-brain-report {}' before choosing a victim",
+                    s.resource
+                );
+            } else {
+                let _ = writeln!(out, "  {peer} connection:{cs}");
+            }
         }
     }
     out
@@ -242,6 +251,7 @@ mod tests {
             },
             uuids: None,
             resync_kib: None,
+            split_brain: false,
         }
     }
 

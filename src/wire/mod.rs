@@ -33,11 +33,15 @@ pub enum ProtocolVersion {
     /// First version: hello, HMAC-SHA256 auth both ways, UUIDs, data with
     /// crc32c, data acks, barriers, pings.
     V1 = 1,
+    /// `Uuids` carries the divergence times; `DigestCheck`/`DigestReply`
+    /// (online verify, checksum-based resync); `StartResync` says whether
+    /// the resync is full or of the sender's bitmap only.
+    V2 = 2,
 }
 
 impl ProtocolVersion {
     pub const fn current() -> ProtocolVersion {
-        ProtocolVersion::V1
+        ProtocolVersion::V2
     }
 }
 
@@ -141,6 +145,20 @@ pub mod kind {
     pub const RESYNC_DONE: u8 = 14;
     pub const STATE: u8 = 15;
     pub const START_RESYNC: u8 = 16;
+    pub const DIGEST_CHECK: u8 = 17;
+    pub const DIGEST_REPLY: u8 = 18;
+}
+
+/// Longest digest a `DigestCheck` carries (SHA-256 needs 32).
+pub const DIGEST_BYTES_MAX: usize = 64;
+
+/// What a `DigestCheck` is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DigestPurpose {
+    /// Online verify: a mismatch marks the range out of sync.
+    Verify = 1,
+    /// Checksum-based resync: a match means the block need not travel.
+    Resync = 2,
 }
 
 /// Every message except the data block's bytes, which travel by reference.
@@ -163,6 +181,9 @@ pub enum Message {
         bitmap_bits: u64,
         flags: u32,
         primary: bool,
+        /// Unix seconds of the first and last write the peer has not seen.
+        first_write_s: u64,
+        last_write_s: u64,
     },
     /// A write to replicate; `len` bytes of data follow the 24-byte body.
     Data {
@@ -213,6 +234,23 @@ pub enum Message {
     /// the sender as source (`source_is_sender`) or as target.
     StartResync {
         source_is_sender: bool,
+        /// Every block (`invalidate`), or only the sender's out-of-sync
+        /// blocks, sent just before as `Bitmap` (`resync-oos` after verify).
+        full: bool,
+    },
+    /// "Here is the digest of my copy of this range; compare with yours."
+    DigestCheck {
+        seq: u64,
+        offset: u64,
+        len: u32,
+        purpose: DigestPurpose,
+        /// `crate::digest::DigestAlg` as its wire number.
+        alg: u8,
+        digest: Vec<u8>,
+    },
+    DigestReply {
+        seq: u64,
+        equal: bool,
     },
 }
 
@@ -319,6 +357,8 @@ impl Message {
             Message::ResyncDone { .. } => kind::RESYNC_DONE,
             Message::State { .. } => kind::STATE,
             Message::StartResync { .. } => kind::START_RESYNC,
+            Message::DigestCheck { .. } => kind::DIGEST_CHECK,
+            Message::DigestReply { .. } => kind::DIGEST_REPLY,
         }
     }
 
@@ -336,12 +376,16 @@ impl Message {
                 bitmap_bits,
                 flags,
                 primary,
+                first_write_s,
+                last_write_s,
             } => {
                 for v in [current, bitmap, &history[0], &history[1], bitmap_bits] {
                     o.extend_from_slice(&v.to_be_bytes());
                 }
                 o.extend_from_slice(&flags.to_be_bytes());
                 o.push(u8::from(*primary));
+                o.extend_from_slice(&first_write_s.to_be_bytes());
+                o.extend_from_slice(&last_write_s.to_be_bytes());
             }
             Message::Data {
                 seq,
@@ -382,7 +426,31 @@ impl Message {
                 o.push(u8::from(*primary));
                 o.push(*disk);
             }
-            Message::StartResync { source_is_sender } => o.push(u8::from(*source_is_sender)),
+            Message::StartResync { source_is_sender, full } => {
+                o.push(u8::from(*source_is_sender));
+                o.push(u8::from(*full));
+            }
+            Message::DigestCheck {
+                seq,
+                offset,
+                len,
+                purpose,
+                alg,
+                digest,
+            } => {
+                o.extend_from_slice(&seq.to_be_bytes());
+                o.extend_from_slice(&offset.to_be_bytes());
+                o.extend_from_slice(&len.to_be_bytes());
+                o.push(*purpose as u8);
+                o.push(*alg);
+                let d = &digest[..digest.len().min(DIGEST_BYTES_MAX)];
+                o.push(d.len() as u8);
+                o.extend_from_slice(d);
+            }
+            Message::DigestReply { seq, equal } => {
+                o.extend_from_slice(&seq.to_be_bytes());
+                o.push(u8::from(*equal));
+            }
         }
         o
     }
@@ -423,6 +491,8 @@ impl Message {
                 bitmap_bits: r.u64()?,
                 flags: r.u32()?,
                 primary: r.bool()?,
+                first_write_s: r.u64()?,
+                last_write_s: r.u64()?,
             },
             kind::DATA => {
                 let (seq, offset, len, flags) = (r.u64()?, r.u64()?, r.u32()?, r.u32()?);
@@ -470,6 +540,32 @@ impl Message {
             },
             kind::START_RESYNC => Message::StartResync {
                 source_is_sender: r.bool()?,
+                full: r.bool()?,
+            },
+            kind::DIGEST_CHECK => {
+                let (seq, offset, len) = (r.u64()?, r.u64()?, r.u32()?);
+                let purpose = match r.u8()? {
+                    1 => DigestPurpose::Verify,
+                    2 => DigestPurpose::Resync,
+                    _ => return Err(WireError::Malformed("digest check")),
+                };
+                let alg = r.u8()?;
+                let n = r.u8()? as usize;
+                if n > DIGEST_BYTES_MAX {
+                    return Err(WireError::Malformed("digest check"));
+                }
+                Message::DigestCheck {
+                    seq,
+                    offset,
+                    len,
+                    purpose,
+                    alg,
+                    digest: r.take(n)?.to_vec(),
+                }
+            }
+            kind::DIGEST_REPLY => Message::DigestReply {
+                seq: r.u64()?,
+                equal: r.bool()?,
             },
             kind::STATE => Message::State {
                 primary: r.bool()?,
@@ -529,7 +625,18 @@ mod tests {
                 bitmap_bits: 5,
                 flags: 6,
                 primary: true,
+                first_write_s: 1_700_000_000,
+                last_write_s: 1_700_000_060,
             },
+            Message::DigestCheck {
+                seq: 4,
+                offset: 8192,
+                len: 4096,
+                purpose: DigestPurpose::Verify,
+                alg: 4,
+                digest: vec![0xab; 32],
+            },
+            Message::DigestReply { seq: 4, equal: false },
             Message::DataAck {
                 seq: 9,
                 status: 0,
@@ -550,7 +657,10 @@ mod tests {
                 history: [2, 3],
             },
             Message::State { primary: true, disk: 8 },
-            Message::StartResync { source_is_sender: true },
+            Message::StartResync {
+                source_is_sender: true,
+                full: false,
+            },
             Message::Data {
                 seq: 2,
                 offset: 0,

@@ -123,6 +123,13 @@ enum Cmd {
         #[arg(long)]
         clear_bitmap: bool,
     },
+    /// After a split brain: what each side changed since, and what
+    /// discarding either side's data would throw away.
+    SplitBrainReport {
+        resource: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Wait until the resource is connected to its peer.
     WaitConnect {
         resource: String,
@@ -244,6 +251,10 @@ fn run(cli: Cli) -> i32 {
         Cmd::NewCurrentUuid { resource, clear_bitmap } => Request {
             force: *clear_bitmap,
             ..request(Command::NewCurrentUuid, resource)
+        },
+        Cmd::SplitBrainReport { resource, json } => Request {
+            json: *json,
+            ..request(Command::SplitBrainReport, resource)
         },
         Cmd::WaitConnect { resource, timeout } => return wait(&cli.run_dir, resource, *timeout, false),
         Cmd::WaitSync { resource, timeout } => return wait(&cli.run_dir, resource, *timeout, true),

@@ -1,0 +1,242 @@
+//! Two `tandemd` processes on loopback, each with its own backing file,
+//! metadata, run directory and log, owned by guards that kill them on drop.
+
+use super::*;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const SIZE: u64 = 64 << 20;
+
+pub struct Daemon {
+    pub name: &'static str,
+    pub conf: PathBuf,
+    pub run_dir: PathBuf,
+    pub image: PathBuf,
+    pub log: PathBuf,
+    pub child: Option<Child>,
+}
+
+impl Daemon {
+    pub fn adm(&self, args: &[&str]) -> Output {
+        run(Command::new(TANDEMADM)
+            .args(["-c", &self.conf.to_string_lossy(), "--node", self.name, "--run-dir"])
+            .arg(&self.run_dir)
+            .args(args))
+    }
+
+    pub fn adm_ok(&self, args: &[&str]) -> String {
+        let out = self.adm(args);
+        assert!(
+            out.status.success(),
+            "{}: tandemadm {args:?} failed: {}\nlog:\n{}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr),
+            self.log_text()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log");
+        self.child = Some(
+            Command::new(TANDEMD)
+                .args(["-c", &self.conf.to_string_lossy(), "--node", self.name, "--run-dir"])
+                .arg(&self.run_dir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("start tandemd"),
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.run_dir.join("tandemd.sock").exists() {
+            assert!(
+                Instant::now() < deadline,
+                "{} did not start:\n{}",
+                self.name,
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_file(self.run_dir.join("tandemd.sock"));
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn status(&self) -> String {
+        std::fs::read_to_string(self.run_dir.join("drbd")).unwrap_or_default()
+    }
+
+    /// Wait until the status file contains `what`.
+    pub fn wait_for(&self, what: &str, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !self.status().contains(what) {
+            assert!(
+                Instant::now() < deadline,
+                "{}: status never showed {what:?}:\n{}\nlog:\n{}",
+                self.name,
+                self.status(),
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn counter(&self, key: &str) -> u64 {
+        let s = self.status();
+        s.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{key}:")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {s}"))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub struct Pair {
+    pub dir: tempfile::TempDir,
+    pub alpha: Daemon,
+    pub beta: Daemon,
+    pub nbd_alpha: u16,
+    pub nbd_beta: u16,
+}
+
+pub fn write_conf(path: &Path, dir: &Path, secret: &str, ports: [u16; 4], disk: &str, net: &str, extra: &str) {
+    std::fs::write(
+        path,
+        format!(
+            r#"resource r0 {{
+  net {{ shared-secret "{secret}"; cram-hmac-alg sha256; connect-int 1; ping-int 1; ping-timeout 10; {net} }}
+  disk {{ {disk} }}
+  {extra}
+  on alpha {{
+    device nbd://127.0.0.1:{}/r0; disk {d}/alpha.img; address 127.0.0.1:{}; meta-disk {d}/alpha.md;
+  }}
+  on beta {{
+    device nbd://127.0.0.1:{}/r0; disk {d}/beta.img; address 127.0.0.1:{}; meta-disk {d}/beta.md;
+  }}
+}}
+"#,
+            ports[0],
+            ports[1],
+            ports[2],
+            ports[3],
+            d = dir.display()
+        ),
+    )
+    .expect("config");
+}
+
+impl Pair {
+    /// Two nodes with metadata created, up; not yet synced.
+    pub fn up(secret_beta: &str) -> Pair {
+        Pair::up_sized(secret_beta, SIZE)
+    }
+
+    pub fn up_sized(secret_beta: &str, size: u64) -> Pair {
+        Pair::up_with(secret_beta, size, "c-max-rate 4G;")
+    }
+
+    pub fn up_with(secret_beta: &str, size: u64, disk: &str) -> Pair {
+        Pair::up_full(secret_beta, size, disk, "", "")
+    }
+
+    /// `net`: more `net` options; `extra`: more sections of the resource
+    /// (`handlers { }`).
+    pub fn up_full(secret_beta: &str, size: u64, disk: &str, net: &str, extra: &str) -> Pair {
+        let dir = tempfile::Builder::new()
+            .prefix("tandem-pair-")
+            .tempdir()
+            .expect("tempdir");
+        let ports = [free_port(), free_port(), free_port(), free_port()];
+        let mk = |name: &'static str, secret: &str| {
+            let conf = dir.path().join(format!("{name}.conf"));
+            write_conf(&conf, dir.path(), secret, ports, disk, net, extra);
+            let image = dir.path().join(format!("{name}.img"));
+            std::fs::File::create(&image)
+                .and_then(|f| f.set_len(size))
+                .expect("image");
+            Daemon {
+                name,
+                conf,
+                run_dir: dir.path().join(name),
+                image,
+                log: dir.path().join(format!("{name}.log")),
+                child: None,
+            }
+        };
+        let mut alpha = mk("alpha", "s3cret");
+        let mut beta = mk("beta", secret_beta);
+        for d in [&mut alpha, &mut beta] {
+            d.adm_ok(&["create-md", "r0"]);
+            d.start();
+            d.adm_ok(&["up", "r0"]);
+        }
+        Pair {
+            dir,
+            alpha,
+            beta,
+            nbd_alpha: ports[0],
+            nbd_beta: ports[2],
+        }
+    }
+
+    /// Up, connected, alpha Primary and both UpToDate.
+    pub fn synced() -> Pair {
+        let p = Pair::up("s3cret");
+        p.alpha.wait_for("cs:Connected", 20);
+        p.alpha.adm_ok(&["primary", "--force", "r0"]);
+        p.alpha.wait_for("ds:UpToDate/UpToDate", 60);
+        p.beta.wait_for("ds:UpToDate/UpToDate", 10);
+        p
+    }
+
+    pub fn uri(&self) -> String {
+        format!("nbd://127.0.0.1:{}/r0", self.nbd_alpha)
+    }
+
+    pub fn assert_identical(&self) {
+        let a = std::fs::read(&self.alpha.image).expect("alpha image");
+        let b = std::fs::read(&self.beta.image).expect("beta image");
+        assert_eq!(a.len(), b.len());
+        if a != b {
+            let first = a.iter().zip(&b).position(|(x, y)| x != y).unwrap_or(0);
+            panic!(
+                "replicas differ, first at byte {first}\nalpha:\n{}\nbeta:\n{}\nalpha log:\n{}\nbeta log:\n{}",
+                self.alpha.status(),
+                self.beta.status(),
+                self.alpha.log_text(),
+                self.beta.log_text()
+            );
+        }
+    }
+}
+
+pub fn qemu_io(uri: &str, cmds: &[&str]) {
+    let mut args = vec!["-f".to_owned(), "raw".to_owned()];
+    for c in cmds {
+        args.push("-c".into());
+        args.push((*c).to_owned());
+    }
+    args.push(uri.to_owned());
+    let out = run_ok(Command::new("qemu-io").args(&args));
+    assert!(!out.contains("Pattern verification failed"), "{out}");
+}
