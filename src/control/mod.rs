@@ -39,6 +39,10 @@ pub enum Command {
     NewCurrentUuid,
     /// What each side changed since a split brain (`json` for scripts).
     SplitBrainReport,
+    /// Online verify against the peer.
+    Verify,
+    /// Resync what verify marked out of sync, without a reconnect.
+    ResyncOos,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

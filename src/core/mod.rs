@@ -87,6 +87,12 @@ pub enum DiskOp {
         may_trim: bool,
         fua: bool,
     },
+    /// Read the range and digest it; report [`Event::DigestDone`].
+    Digest {
+        offset: u64,
+        len: u32,
+        alg: crate::digest::DigestAlg,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,6 +158,23 @@ pub enum Event {
     /// resync rate budget.
     Tick {
         elapsed_us: u64,
+    },
+    /// A [`DiskOp::Digest`] finished: the digest, or the OS errno.
+    DigestDone {
+        id: ReqId,
+        result: Result<Vec<u8>, i32>,
+    },
+    PeerDigestCheck {
+        seq: u64,
+        offset: u64,
+        len: u32,
+        purpose: crate::wire::DigestPurpose,
+        alg: u8,
+        digest: Vec<u8>,
+    },
+    PeerDigestReply {
+        seq: u64,
+        equal: bool,
     },
     /// The shell carried out [`Action::SaveDiverged`]: `Ok` names where the
     /// blocks went, `Err` says why they could not be saved.
@@ -290,6 +313,8 @@ pub struct Counters {
     pub ep: u64,
     /// Out-of-sync KiB.
     pub oos: u64,
+    /// KiB a checksum-based resync did not send: the digests matched.
+    pub rs_same_kib: u64,
 }
 
 /// A consistent picture of one resource, for `status`, the status file and events.

@@ -25,6 +25,9 @@ use crate::meta::{Divergence, GenerationUuids, MdFlags, AL_EXTENT_SHIFT, BM_BLOC
 use crate::wire::{self, Message};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+mod digests;
+use digests::{DigestFor, Verify};
+
 /// Ids the core gives its own disk reads (resync); the shell's ids stay below.
 const CORE_ID_BASE: ReqId = 1 << 62;
 /// Resync moves at most this much per request.
@@ -80,6 +83,12 @@ struct Resync {
     /// may be older than what the write sends, so they are dropped.
     stale: Vec<ReqId>,
     total_blocks: u64,
+    /// Checksum resync: local digests being computed.
+    checking: usize,
+    /// Checksum resync: digests sent, awaiting the target's verdict.
+    csum_sent: HashMap<u64, (u64, u64)>,
+    /// Checksum resync: ranges whose digests differed; they travel next.
+    must_send: Vec<(u64, u64)>,
 }
 
 /// One resource's state on this node.
@@ -136,6 +145,15 @@ pub struct Node {
     /// This node lost a split brain and its diverged blocks are being
     /// saved; the bitmap goes to the peer (letting it overwrite) after.
     saving_diverged: bool,
+    verify_alg: Option<crate::digest::DigestAlg>,
+    csums_alg: Option<crate::digest::DigestAlg>,
+    verify: Option<Verify>,
+    /// Where an interrupted verify stopped (block).
+    verify_resume: Option<u64>,
+    /// What the last verify found (KiB).
+    verify_found_kib: u64,
+    /// Digests being computed, by request id.
+    digests: HashMap<ReqId, DigestFor>,
     actions: VecDeque<Action>,
 }
 
@@ -222,6 +240,12 @@ impl Node {
             split_brain_seen: None,
             split_brain_unresolved: false,
             saving_diverged: false,
+            verify_alg: None,
+            csums_alg: None,
+            verify: None,
+            verify_resume: None,
+            verify_found_kib: 0,
+            digests: HashMap::new(),
             actions: VecDeque::new(),
         }
     }
@@ -388,6 +412,9 @@ impl Node {
 
     /// Resync progress: (blocks left, blocks total), while syncing.
     pub fn resync_progress(&self) -> Option<(u64, u64)> {
+        if self.cstate == ConnState::VerifyS {
+            return self.verify_progress();
+        }
         let left = self.bitmap.as_ref()?.weight();
         let total = self.resync.as_ref().map(|r| r.total_blocks).unwrap_or(left);
         matches!(
@@ -714,8 +741,19 @@ impl Node {
                 }
                 t.app_active = self.counters.ap > 0;
                 self.pump_resync();
+                self.pump_verify();
             }
             Event::DivergedSaved { result } => self.on_diverged_saved(result),
+            Event::DigestDone { id, result } => self.on_digest_done(id, result),
+            Event::PeerDigestCheck {
+                seq,
+                offset,
+                len,
+                purpose,
+                alg,
+                digest,
+            } => self.on_peer_digest_check(seq, offset, len, purpose, alg, digest),
+            Event::PeerDigestReply { seq, equal } => self.on_peer_digest_reply(seq, equal),
             Event::HandlerDone { handler, exit } => self.on_handler_done(handler, exit),
             Event::PeerState { primary, disk } => {
                 self.peer_role = if primary { Role::Primary } else { Role::Secondary };
@@ -1380,7 +1418,7 @@ impl Node {
 
     /// Whether the shell should tick (a resync is moving blocks).
     pub fn resync_active(&self) -> bool {
-        self.cstate == ConnState::SyncSource
+        matches!(self.cstate, ConnState::SyncSource | ConnState::VerifyS)
     }
 
     /// `invalidate` (`local` true: this node's data is discarded and fully
@@ -1461,6 +1499,10 @@ impl Node {
 
     /// `pause-sync`: stop moving blocks; the resync resumes where it stopped.
     pub fn pause_sync(&mut self) -> Result<(), Refusal> {
+        if self.cstate == ConnState::VerifyS && self.pause_verify(true) {
+            self.act(Action::StateChanged);
+            return Ok(());
+        }
         match self.cstate {
             ConnState::SyncSource => {
                 self.cstate = ConnState::PausedSyncS;
@@ -1484,6 +1526,10 @@ impl Node {
 
     /// `resume-sync`.
     pub fn resume_sync(&mut self) -> Result<(), Refusal> {
+        if self.cstate == ConnState::VerifyS && self.pause_verify(false) {
+            self.act(Action::StateChanged);
+            return Ok(());
+        }
         if self.cstate == ConnState::PausedSyncS {
             self.cstate = ConnState::SyncSource;
             self.act(Action::StateChanged);
@@ -1785,12 +1831,25 @@ impl Node {
             } else {
                 RESYNC_INFLIGHT_MAX
             };
-            if rs.inflight.len() + rs.sent.len() >= limit {
+            if rs.inflight.len() + rs.sent.len() + rs.checking + rs.csum_sent.len() >= limit {
                 return;
             }
             if self.throttle.rate_kib_s > 0 && self.throttle.budget_kib < RESYNC_CHUNK_BYTES / 1024 {
                 return; // the next tick refills the budget
             }
+            // Ranges whose digests differed go first; they skip the check.
+            let must = self.resync.as_mut().and_then(|r| r.must_send.pop());
+            if let Some((first, len)) = must {
+                if self
+                    .bitmap
+                    .as_ref()
+                    .is_some_and(|b| b.find_next_set(first).is_some_and(|f| f < first + len))
+                {
+                    self.issue_resync_read(first, len);
+                }
+                continue;
+            }
+            let Some(rs) = self.resync.as_ref() else { return };
             let cursor = rs.cursor;
             let Some(bm) = self.bitmap.as_ref() else { return };
             let Some(first) = bm.find_next_set(cursor) else {
@@ -1825,6 +1884,24 @@ impl Node {
                 // bring the peer up to date itself; revisit on the next pass.
                 continue;
             }
+            if let Some(alg) = self.csums_alg {
+                // Checksum-based resync: compare digests first.
+                if let Some(rs) = self.resync.as_mut() {
+                    rs.checking += 1;
+                }
+                if self.throttle.rate_kib_s > 0 {
+                    self.throttle.budget_kib = self.throttle.budget_kib.saturating_sub(len * 4);
+                }
+                self.digest_op(DigestFor::Csum { first, blocks: len }, first, len, alg);
+                continue;
+            }
+            self.issue_resync_read(first, len);
+        }
+    }
+
+    /// Read (first block, blocks) to send it to the SyncTarget.
+    fn issue_resync_read(&mut self, first: u64, len: u64) {
+        {
             let offset = first * BM_BLOCK_BYTES;
             let bytes = (len * BM_BLOCK_BYTES).min(self.data_bytes - offset) as u32;
             let id = self.core_id();
@@ -1908,7 +1985,12 @@ impl Node {
     /// whether another pass from block 0 is worth making.
     fn maybe_finish_resync(&mut self) -> bool {
         let Some(rs) = self.resync.as_ref() else { return false };
-        if !rs.inflight.is_empty() || !rs.sent.is_empty() {
+        if !rs.inflight.is_empty()
+            || !rs.sent.is_empty()
+            || rs.checking > 0
+            || !rs.csum_sent.is_empty()
+            || !rs.must_send.is_empty()
+        {
             return false;
         }
         if self.bitmap.as_ref().is_some_and(|b| b.weight() > 0) {
@@ -1987,6 +2069,7 @@ impl Node {
         }
         let barriers: Vec<ReqId> = self.barriers.drain().map(|(_, id)| id).collect();
         self.counters.pe = 0;
+        self.interrupt_verify();
         if let Some(rs) = self.resync.take() {
             // Unacknowledged resync blocks stay set in the bitmap.
             for (id, _) in rs.inflight {

@@ -13,10 +13,13 @@ pub enum StateRv {
     NoLocalDisk = -4,
     NoRemoteDisk = -5,
     OutdateWhileConnected = -6,
+    ResyncRunning = -8,
     AlreadyStandAlone = -9,
     DiskLess = -11,
     DeviceInUse = -12,
     NoNetConfig = -13,
+    VerifyAlgNotConfigured = -14,
+    NeedConnection = -15,
     LowerThanOutdated = -16,
     InTransientState = -18,
 }
@@ -33,6 +36,9 @@ impl StateRv {
             StateRv::DiskLess => "Device is diskless, the requested operation requires a disk",
             StateRv::DeviceInUse => "Device is held open by someone",
             StateRv::NoNetConfig => "Have no net/connection configuration",
+            StateRv::VerifyAlgNotConfigured => "Need a verify algorithm to start online verify",
+            StateRv::NeedConnection => "Need a connection to start verify or resync",
+            StateRv::ResyncRunning => "Can not start OV/resync since it is already active",
             StateRv::LowerThanOutdated => "Disk state is lower than outdated",
             StateRv::InTransientState => "In transient state, retry after next state change",
         }

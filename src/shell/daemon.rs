@@ -416,6 +416,16 @@ impl Daemon {
                 Ok(String::new())
             }
             Command::SplitBrainReport => self.split_brain_report(res, req).await,
+            Command::Verify => {
+                res.node.borrow_mut().start_verify().map_err(refused)?;
+                res.run_actions();
+                Ok(String::new())
+            }
+            Command::ResyncOos => {
+                res.node.borrow_mut().resync_out_of_sync().map_err(refused)?;
+                res.run_actions();
+                Ok(String::new())
+            }
             Command::Attached | Command::Events => Ok(String::new()),
         }
     }
@@ -620,6 +630,8 @@ impl Daemon {
             let mut n = res.node.borrow_mut();
             n.set_protocol(new.protocol.to_string().chars().next().unwrap_or('C'));
             n.set_split_brain_policies(super::resource::split_brain_policies(new));
+            let (verify, csums) = super::resource::digest_algs(new);
+            n.set_digest_algs(verify, csums);
             n.set_resync_rate(
                 new.disk.resync_rate_kib_s,
                 new.disk.c_plan_ahead_ds,

@@ -580,6 +580,22 @@ async fn read_loop(res: &Rc<Resource>, stream: &TcpStream, idle: Duration) -> io
                 },
             },
             Message::StartResync { source_is_sender, full } => Event::PeerStartResync { source_is_sender, full },
+            Message::DigestCheck {
+                seq,
+                offset,
+                len,
+                purpose,
+                alg,
+                digest,
+            } => Event::PeerDigestCheck {
+                seq,
+                offset,
+                len,
+                purpose,
+                alg,
+                digest,
+            },
+            Message::DigestReply { seq, equal } => Event::PeerDigestReply { seq, equal },
             Message::State { primary, disk } => Event::PeerState {
                 primary,
                 disk: disk_state(disk),

@@ -125,6 +125,8 @@ impl Resource {
                     cfg.disk.c_max_rate_kib_s,
                 );
                 n.set_split_brain_policies(split_brain_policies(&cfg));
+                let (verify, csums) = digest_algs(&cfg);
+                n.set_digest_algs(verify, csums);
                 n
             }),
             cfg: RefCell::new(cfg),
@@ -329,6 +331,23 @@ impl Resource {
 
     fn start_disk_op(self: &Rc<Self>, id: ReqId, op: DiskOp) {
         let disk = self.disk.borrow().clone();
+        if let DiskOp::Digest { offset, len, alg } = op {
+            let this = Rc::clone(self);
+            tokio_uring::spawn(async move {
+                let result = match disk {
+                    None => Err(libc::EIO),
+                    Some(disk) => {
+                        let buf = AlignedBuf::with_capacity(len as usize);
+                        let (res, buf) = disk.read(buf, 0, offset, len as usize).await;
+                        let digest = res.map(|()| alg.digest(&buf.as_slice()[..len as usize]));
+                        buf.recycle();
+                        digest.map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))
+                    }
+                };
+                this.event(Event::DigestDone { id, result });
+            });
+            return;
+        }
         let read_buf = match op {
             DiskOp::Read { len, .. } => Some(
                 self.pending
@@ -509,8 +528,8 @@ async fn run_disk_op(
             },
             ..,
         ) => (disk.write_zeroes(offset, u64::from(len), may_trim, fua).await, None),
-        (DiskOp::Read { .. } | DiskOp::Write { .. }, ..) => {
-            debug_assert!(false, "read or write without a buffer");
+        (DiskOp::Read { .. } | DiskOp::Write { .. } | DiskOp::Digest { .. }, ..) => {
+            debug_assert!(false, "read or write without a buffer, or a digest here");
             (Err(std::io::Error::from_raw_os_error(libc::EIO)), None)
         }
     }
@@ -530,4 +549,13 @@ pub fn split_brain_policies(cfg: &config::Resource) -> crate::core::split_brain:
         one: cfg.net.after_sb_1pri.clone(),
         two: cfg.net.after_sb_2pri.clone(),
     }
+}
+
+/// `verify-alg` and `csums-alg` of a resource's `net` section.
+pub fn digest_algs(cfg: &config::Resource) -> (Option<crate::digest::DigestAlg>, Option<crate::digest::DigestAlg>) {
+    use crate::digest::DigestAlg;
+    (
+        cfg.net.verify_alg.as_deref().map(DigestAlg::from_config),
+        cfg.net.csums_alg.as_deref().map(DigestAlg::from_config),
+    )
 }

@@ -80,8 +80,13 @@ fn render_minor(out: &mut String, s: &Snapshot, speed: Option<Speed>) {
         };
         let _ = writeln!(
             out,
-            "\t{} sync'ed:{:3}.{}% ({l}/{t}){unit}",
+            "\t{} {}:{:3}.{}% ({l}/{t}){unit}",
             progress_bar(permille),
+            if matches!(s.cstate, ConnState::VerifyS | ConnState::VerifyT) {
+                "verified"
+            } else {
+                "sync'ed"
+            },
             permille / 10,
             permille % 10
         );
@@ -180,6 +185,14 @@ pub fn render_status(s: &Snapshot, verbose: bool, color: bool) -> String {
             c.lo,
             s.nbd_clients
         );
+        if s.peer.is_some() {
+            // DRBD 9's peer-device statistics, in KiB.
+            let _ = writeln!(
+                out,
+                "    received:{} sent:{} out-of-sync:{} pending:{} unacked:{} rs-same-csum:{}",
+                c.nr, c.ns, c.oos, c.pe, c.ua, c.rs_same_kib
+            );
+        }
         if let Some(u) = &s.uuids {
             let _ = writeln!(
                 out,

@@ -130,6 +130,10 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Online verify: compare every block's digest with the peer's.
+    Verify { resource: String },
+    /// Resync the blocks verify found out of sync, without reconnecting.
+    ResyncOos { resource: String },
     /// Wait until the resource is connected to its peer.
     WaitConnect {
         resource: String,
@@ -256,6 +260,8 @@ fn run(cli: Cli) -> i32 {
             json: *json,
             ..request(Command::SplitBrainReport, resource)
         },
+        Cmd::Verify { resource } => request(Command::Verify, resource),
+        Cmd::ResyncOos { resource } => request(Command::ResyncOos, resource),
         Cmd::WaitConnect { resource, timeout } => return wait(&cli.run_dir, resource, *timeout, false),
         Cmd::WaitSync { resource, timeout } => return wait(&cli.run_dir, resource, *timeout, true),
     };
