@@ -43,6 +43,8 @@ pub enum Command {
     Verify,
     /// Resync what verify marked out of sync, without a reconnect.
     ResyncOos,
+    /// Release writes held by fencing.
+    ResumeIo,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

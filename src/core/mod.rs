@@ -340,4 +340,6 @@ pub struct Snapshot {
     /// The last connect found a split brain no policy resolved; cleared
     /// by the next successful connect.
     pub split_brain: bool,
+    /// Why application writes are held (fencing), if they are.
+    pub suspended: Option<String>,
 }

@@ -154,6 +154,12 @@ pub struct Node {
     verify_found_kib: u64,
     /// Digests being computed, by request id.
     digests: HashMap<ReqId, DigestFor>,
+    /// `fencing` from the configuration.
+    fencing: crate::config::Fencing,
+    /// Why application writes are held (fencing), if they are.
+    suspended: Option<String>,
+    /// Replies to writes completed while suspended, in completion order.
+    held_replies: Vec<(ReqId, u32)>,
     actions: VecDeque<Action>,
 }
 
@@ -246,8 +252,41 @@ impl Node {
             verify_resume: None,
             verify_found_kib: 0,
             digests: HashMap::new(),
+            fencing: crate::config::Fencing::DontCare,
+            suspended: None,
+            held_replies: Vec::new(),
             actions: VecDeque::new(),
         }
+    }
+
+    /// `fencing` from the configuration.
+    pub fn set_fencing(&mut self, f: crate::config::Fencing) {
+        self.fencing = f;
+    }
+
+    /// `resume-io`: release writes held by a fence-peer handler that
+    /// failed, on the operator's word that the peer cannot be promoted.
+    pub fn resume_io(&mut self) -> Result<(), Refusal> {
+        if self.suspended.is_none() {
+            return Err(Refusal::new(
+                StateRv::InTransientState,
+                "I/O is not suspended".to_owned(),
+            ));
+        }
+        self.log(
+            true,
+            format!("{}: I/O resumed by the operator (resume-io)", self.resource),
+        );
+        self.release_held();
+        Ok(())
+    }
+
+    fn release_held(&mut self) {
+        self.suspended = None;
+        for (id, error) in std::mem::take(&mut self.held_replies) {
+            self.act(Action::Reply { id, error });
+        }
+        self.act(Action::StateChanged);
     }
 
     /// The `after-sb-*` policies from the configuration.
@@ -407,6 +446,7 @@ impl Node {
             uuids: self.uuids,
             resync_kib: self.resync_progress().map(|(l, t)| (l * 4, t * 4)),
             split_brain: self.split_brain_unresolved,
+            suspended: self.suspended.clone(),
         }
     }
 
@@ -1083,7 +1123,13 @@ impl Node {
             Err(os) => self.app_io_error(r.io, os),
         };
         self.remove(id);
-        self.act(Action::Reply { id, error });
+        if self.suspended.is_some() && r.is_write() {
+            // Fencing: no write completes until the peer is known not to
+            // be promotable without it.
+            self.held_replies.push((id, error));
+        } else {
+            self.act(Action::Reply { id, error });
+        }
         if self.cstate == ConnState::SyncSource && r.is_write() {
             self.pump_resync();
         }
@@ -1654,6 +1700,14 @@ impl Node {
         };
         self.cstate = ConnState::Connected;
         self.split_brain_unresolved = false;
+        self.flags.remove(MdFlags::PEER_OUT_DATED);
+        if self.suspended.is_some() {
+            self.log(
+                false,
+                format!("{}: the peer is back; held writes complete", self.resource),
+            );
+            self.release_held();
+        }
         self.flags.insert(MdFlags::CONNECTED_IND);
         // The loser's own changes exist nowhere else: saved before the
         // peer learns it may overwrite them (our bitmap tells it so).
@@ -1721,8 +1775,41 @@ impl Node {
         }
     }
 
+    /// DRBD's fence-peer exit codes: 3 peer Inconsistent, 4 peer Outdated,
+    /// 5 peer unreachable (assumed down), 7 peer STONITHed: writes go on;
+    /// 6 peer is Primary and anything else: the writes stay held.
     fn on_handler_done(&mut self, handler: Handler, exit: Option<i32>) {
-        let _ = (handler, exit);
+        if handler != Handler::FencePeer || self.suspended.is_none() {
+            return;
+        }
+        let res = self.resource.clone();
+        let peer = self.peer.clone().unwrap_or_default();
+        let verdict = match exit {
+            Some(3) => Ok(format!("{peer} is Inconsistent")),
+            Some(4) => Ok(format!("{peer} is Outdated")),
+            Some(5) => Ok(format!("{peer} is unreachable, assumed down")),
+            Some(7) => Ok(format!("{peer} was fenced (STONITH)")),
+            Some(6) => Err(format!(
+                "{peer} is Primary: this node must not go on writing; demote it with 'tandemadm secondary --force {res}'"
+            )),
+            Some(n) => Err(format!("the fence-peer handler failed (exit code {n})")),
+            None => Err("no fence-peer handler ran (configure one in the handlers section)".to_owned()),
+        };
+        match verdict {
+            Ok(why) => {
+                self.flags.insert(MdFlags::PEER_OUT_DATED);
+                self.peer_disk = DiskState::Outdated;
+                self.log(false, format!("{res}: fence-peer: {why}; held writes complete"));
+                self.act(Action::PersistMeta);
+                self.release_held();
+            }
+            Err(why) => {
+                let held = format!("{why}; writes are held until {peer} reconnects or 'tandemadm resume-io {res}'");
+                self.log(true, format!("{res}: {held}"));
+                self.suspended = Some(held);
+                self.act(Action::StateChanged);
+            }
+        }
     }
 
     fn refuse_link(&mut self, reason: String) {
@@ -2058,6 +2145,26 @@ impl Node {
             return;
         }
         let was_connected = self.connected();
+        let peer_had_data = self.peer_disk >= DiskState::Consistent;
+        if was_connected
+            && peer_had_data
+            && self.role == Role::Primary
+            && self.fencing != crate::config::Fencing::DontCare
+            && self.suspended.is_none()
+        {
+            // Before any further write completes, the peer must be fenced:
+            // else a cluster manager could promote it without those writes.
+            self.suspended = Some("fencing: the fence-peer handler is running".to_owned());
+            self.log(
+                true,
+                format!(
+                    "{}: lost {}; writes are held until the fence-peer handler reports it outdated",
+                    self.resource,
+                    self.peer.clone().unwrap_or_default()
+                ),
+            );
+            self.act(Action::RunHandler(Handler::FencePeer));
+        }
         // Writes waiting for the peer complete degraded; the blocks are out of sync.
         let pending: Vec<(u64, ReqId)> = std::mem::take(&mut self.peer_pending).into_iter().collect();
         for (_, id) in &pending {

@@ -421,6 +421,11 @@ impl Daemon {
                 res.run_actions();
                 Ok(String::new())
             }
+            Command::ResumeIo => {
+                res.node.borrow_mut().resume_io().map_err(refused)?;
+                res.run_actions();
+                Ok(String::new())
+            }
             Command::ResyncOos => {
                 res.node.borrow_mut().resync_out_of_sync().map_err(refused)?;
                 res.run_actions();
@@ -630,6 +635,7 @@ impl Daemon {
             let mut n = res.node.borrow_mut();
             n.set_protocol(new.protocol.to_string().chars().next().unwrap_or('C'));
             n.set_split_brain_policies(super::resource::split_brain_policies(new));
+            n.set_fencing(new.net.fencing);
             let (verify, csums) = super::resource::digest_algs(new);
             n.set_digest_algs(verify, csums);
             n.set_resync_rate(

@@ -125,6 +125,7 @@ impl Resource {
                     cfg.disk.c_max_rate_kib_s,
                 );
                 n.set_split_brain_policies(split_brain_policies(&cfg));
+                n.set_fencing(cfg.net.fencing);
                 let (verify, csums) = digest_algs(&cfg);
                 n.set_digest_algs(verify, csums);
                 n

@@ -50,7 +50,7 @@ fn render_minor(out: &mut String, s: &Snapshot, speed: Option<Speed>) {
     let c = &s.counters;
     let _ = writeln!(
         out,
-        "{:2}: cs:{} ro:{}/{} ds:{}/{} {} r--{}--",
+        "{:2}: cs:{} ro:{}/{} ds:{}/{} {} {}--{}--",
         s.minor,
         s.cstate,
         s.role,
@@ -58,6 +58,8 @@ fn render_minor(out: &mut String, s: &Snapshot, speed: Option<Speed>) {
         s.disk,
         s.peer_disk,
         s.protocol.unwrap_or(' '),
+        // DRBD's first I/O flag: 's' while I/O is suspended.
+        if s.suspended.is_some() { 's' } else { 'r' },
         // DRBD's fourth I/O flag: 'u' while the operator paused the resync.
         if matches!(s.cstate, ConnState::PausedSyncS | ConnState::PausedSyncT) {
             'u'
@@ -164,7 +166,15 @@ pub fn render_status(s: &Snapshot, verbose: bool, color: bool) -> String {
     let p = Paint(color);
     let mut out = String::new();
     let role = p.state(&s.role.to_string(), s.role == Role::Primary, false);
-    let _ = writeln!(out, "{} role:{}", s.resource, role);
+    match &s.suspended {
+        Some(why) => {
+            let _ = writeln!(out, "{} role:{} suspended:fencing", s.resource, role);
+            let _ = writeln!(out, "  ({why})");
+        }
+        None => {
+            let _ = writeln!(out, "{} role:{}", s.resource, role);
+        }
+    }
     let disk = p.state(
         &s.disk.to_string(),
         s.disk == DiskState::UpToDate,
@@ -265,6 +275,7 @@ mod tests {
             uuids: None,
             resync_kib: None,
             split_brain: false,
+            suspended: None,
         }
     }
 

@@ -134,6 +134,9 @@ enum Cmd {
     Verify { resource: String },
     /// Resync the blocks verify found out of sync, without reconnecting.
     ResyncOos { resource: String },
+    /// Release writes held because fencing failed (you vouch that the peer
+    /// cannot be promoted without them).
+    ResumeIo { resource: String },
     /// Wait until the resource is connected to its peer.
     WaitConnect {
         resource: String,
@@ -262,6 +265,7 @@ fn run(cli: Cli) -> i32 {
         },
         Cmd::Verify { resource } => request(Command::Verify, resource),
         Cmd::ResyncOos { resource } => request(Command::ResyncOos, resource),
+        Cmd::ResumeIo { resource } => request(Command::ResumeIo, resource),
         Cmd::WaitConnect { resource, timeout } => return wait(&cli.run_dir, resource, *timeout, false),
         Cmd::WaitSync { resource, timeout } => return wait(&cli.run_dir, resource, *timeout, true),
     };
