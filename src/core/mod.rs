@@ -176,6 +176,18 @@ pub enum Event {
         seq: u64,
         equal: bool,
     },
+    /// The peer reads from our disk (its own is detached or resyncing).
+    PeerReadRequest {
+        seq: u64,
+        offset: u64,
+        len: u32,
+    },
+    /// The peer answered a [`Action::ForwardRead`]; on success the shell
+    /// has already put the data in the request's read buffer.
+    PeerReadReply {
+        seq: u64,
+        status: u32,
+    },
     /// The shell carried out [`Action::SaveDiverged`]: `Ok` names where the
     /// blocks went, `Err` says why they could not be saved.
     DivergedSaved {
@@ -275,6 +287,24 @@ pub enum Action {
     SaveDiverged {
         runs: Vec<(u64, u64)>,
     },
+    /// Read for application request `id` from the peer: send a
+    /// `ReadRequest` and put the `ReadReply`'s data in `id`'s read buffer.
+    ForwardRead {
+        id: ReqId,
+        seq: u64,
+        offset: u64,
+        len: u32,
+    },
+    /// Answer the peer's `ReadRequest` with the block read under `id`
+    /// (`None` with an error status: no data).
+    SendPeerReadReply {
+        id: Option<ReqId>,
+        seq: u64,
+        status: u32,
+        len: u32,
+    },
+    /// The local disk failed and is detached: close it and its metadata.
+    DetachDisk,
 }
 
 /// What the shell learned from the backing disk's metadata on attach.

@@ -20,13 +20,16 @@ use super::refusal::{Refusal, StateRv};
 use super::split_brain::{self, Policies, Resolution, Sides};
 use super::state::{ConnState, DiskState, Role};
 use super::{errno, limits, Action, AttachInfo, Counters, DiskOp, Event, Handler, IoKind, IoRequest, ReqId, Snapshot};
+use crate::config::OnIoError;
 use crate::meta::bitmap::Bitmap;
 use crate::meta::{Divergence, GenerationUuids, MdFlags, AL_EXTENT_SHIFT, BM_BLOCK_BYTES};
 use crate::wire::{self, Message};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 mod digests;
+mod remote;
 use digests::{DigestFor, Verify};
+use remote::Remote;
 
 /// Ids the core gives its own disk reads (resync); the shell's ids stay below.
 const CORE_ID_BASE: ReqId = 1 << 62;
@@ -45,6 +48,8 @@ enum Origin {
     ResyncRead,
     /// A flush for a peer barrier.
     PeerBarrier { epoch: u64 },
+    /// A read the peer asked for (`ReadRequest`).
+    PeerRead { seq: u64 },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -160,6 +165,10 @@ pub struct Node {
     suspended: Option<String>,
     /// Replies to writes completed while suspended, in completion order.
     held_replies: Vec<(ReqId, u32)>,
+    /// `on-io-error` from the configuration.
+    on_io_error: crate::config::OnIoError,
+    /// Application requests only the peer carries out, by seq.
+    remote: HashMap<u64, Remote>,
     actions: VecDeque<Action>,
 }
 
@@ -255,6 +264,8 @@ impl Node {
             fencing: crate::config::Fencing::DontCare,
             suspended: None,
             held_replies: Vec::new(),
+            on_io_error: crate::config::OnIoError::Detach,
+            remote: HashMap::new(),
             actions: VecDeque::new(),
         }
     }
@@ -397,6 +408,11 @@ impl Node {
     pub fn is_attached(&self) -> bool {
         self.disk != DiskState::Diskless
     }
+    /// Configured and running: attached, or a Primary whose disk was
+    /// detached and which serves through its peer.
+    pub fn is_up(&self) -> bool {
+        self.is_attached() || self.role == Role::Primary
+    }
     pub fn has_peer(&self) -> bool {
         self.peer.is_some()
     }
@@ -518,7 +534,9 @@ impl Node {
         self.uuids = Some(info.uuids);
         self.flags = info.flags;
         self.divergence = info.divergence;
-        self.disk = if !info.flags.contains(MdFlags::CONSISTENT) {
+        self.disk = if !info.flags.contains(MdFlags::CONSISTENT) || self.role == Role::Primary {
+            // A Primary attaching (after its disk failed) missed the writes
+            // it served through the peer meanwhile.
             DiskState::Inconsistent
         } else if self.peer.is_none() || info.flags.contains(MdFlags::WAS_UP_TO_DATE) {
             // With no peer configured this disk is the only copy there is.
@@ -688,9 +706,9 @@ impl Node {
                 self.resource, self.role, self.node
             ));
         }
-        if self.disk < DiskState::Inconsistent {
+        if self.disk < DiskState::Inconsistent && !self.peer_serves() {
             return Some(format!(
-                "{} on {} has no usable disk ({})",
+                "{} on {} has no usable disk ({}) and no UpToDate peer to serve through",
                 self.resource, self.node, self.disk
             ));
         }
@@ -746,6 +764,9 @@ impl Node {
                 self.run_peer_barriers();
             }
             Event::PeerBarrierAck { epoch } => {
+                if self.remote_done(epoch, 0) {
+                    return;
+                }
                 if let Some(id) = self.barriers.remove(&epoch) {
                     self.counters.pe = self.counters.pe.saturating_sub(1);
                     self.try_finish(id);
@@ -795,9 +816,31 @@ impl Node {
             } => self.on_peer_digest_check(seq, offset, len, purpose, alg, digest),
             Event::PeerDigestReply { seq, equal } => self.on_peer_digest_reply(seq, equal),
             Event::HandlerDone { handler, exit } => self.on_handler_done(handler, exit),
+            Event::PeerReadRequest { seq, offset, len } => self.on_peer_read_request(seq, offset, len),
+            Event::PeerReadReply { seq, status } => {
+                self.remote_done(seq, status);
+            }
             Event::PeerState { primary, disk } => {
                 self.peer_role = if primary { Role::Primary } else { Role::Secondary };
+                let lost_disk = disk <= DiskState::Failed && self.peer_disk > DiskState::Failed;
                 self.peer_disk = disk;
+                if lost_disk && self.disk == DiskState::UpToDate {
+                    // Writes now land only here: a new generation, so that
+                    // the peer's old disk, if it comes back, resyncs.
+                    if let Some(u) = self.uuids.as_mut() {
+                        let fresh = u.current.rotate_left(19) ^ 0x7a3d_0000_0000_0000;
+                        generation::new_current(u, fresh);
+                    }
+                    self.log(
+                        true,
+                        format!(
+                            "{}: {} lost its disk; this node holds the only copy now",
+                            self.resource,
+                            self.peer.clone().unwrap_or_default()
+                        ),
+                    );
+                    self.act(Action::PersistMeta);
+                }
                 self.act(Action::StateChanged);
             }
         }
@@ -813,16 +856,25 @@ impl Node {
             });
             return;
         }
-        if self.disk <= DiskState::Failed {
-            self.act(Action::Reply { id, error: errno::EIO });
-            return;
-        }
         let end = io.offset.checked_add(u64::from(io.len));
         if end.is_none_or(|end| end > self.data_bytes) {
             self.act(Action::Reply {
                 id,
                 error: errno::EINVAL,
             });
+            return;
+        }
+        let remote = match io.kind {
+            IoKind::Read => self.read_from_peer(&io),
+            _ => self.disk <= DiskState::Failed && self.peer_serves(),
+        };
+        if remote {
+            self.counters.ap += 1;
+            self.forward(id, io);
+            return;
+        }
+        if self.disk <= DiskState::Failed {
+            self.act(Action::Reply { id, error: errno::EIO });
             return;
         }
         self.counters.ap += 1;
@@ -1045,7 +1097,9 @@ impl Node {
                         0
                     }
                     Err(e) => {
-                        self.disk_failed(e);
+                        if !self.local_io_error(e) {
+                            self.mark_out_of_sync(r.io.offset, r.io.len);
+                        }
                         errno::EIO
                     }
                 };
@@ -1066,6 +1120,21 @@ impl Node {
             Origin::PeerBarrier { epoch } => {
                 self.remove(id);
                 self.act(Action::SendPeer(Message::BarrierAck { epoch }));
+            }
+            Origin::PeerRead { seq } => {
+                self.remove(id);
+                let status = match result {
+                    Ok(()) => 0,
+                    Err(_) => errno::EIO,
+                };
+                self.counters.ns += u64::from(r.io.len) / 1024;
+                self.act(Action::SendPeerReadReply {
+                    id: Some(id),
+                    seq,
+                    status,
+                    len: r.io.len,
+                });
+                self.act(Action::Release { id });
             }
         }
     }
@@ -1112,12 +1181,32 @@ impl Node {
                 return;
             }
         }
+        let peer_has_it = r.peer_seq.is_some() && !r.peer_failed;
+        if let (Err(os), IoKind::Read) = (local, r.io.kind) {
+            if !matches!(os, 28 | 22) && (self.local_io_error(os) || self.on_io_error == OnIoError::PassOn) {
+                // The peer has a good copy: the reader never sees the error.
+                self.remove(id);
+                if self.peer_serves() {
+                    self.forward(id, r.io);
+                } else {
+                    self.counters.ap = self.counters.ap.saturating_sub(1);
+                    self.act(Action::Reply { id, error: errno::EIO });
+                }
+                return;
+            }
+        }
         self.counters.ap = self.counters.ap.saturating_sub(1);
         let error = match local {
             Ok(()) => {
-                if r.peer_seq.is_some() && !r.peer_failed && r.io.kind != IoKind::Read {
+                if peer_has_it && r.io.kind != IoKind::Read {
                     self.mark_in_sync(r.io.offset, r.io.len);
                 }
+                0
+            }
+            // The write is on the peer's disk: durable, the client is told so.
+            Err(os) if peer_has_it && r.io.kind != IoKind::Flush && !matches!(os, 28 | 22) => {
+                self.mark_out_of_sync(r.io.offset, r.io.len);
+                self.local_io_error(os);
                 0
             }
             Err(os) => self.app_io_error(r.io, os),
@@ -1140,30 +1229,18 @@ impl Node {
             28 => errno::ENOSPC,
             22 if matches!(io.kind, IoKind::Trim { .. }) => errno::EINVAL,
             e => {
-                if io.kind != IoKind::Read {
-                    self.disk_failed(e);
+                if io.kind != IoKind::Read && !self.local_io_error(e) {
+                    self.mark_out_of_sync(io.offset, io.len);
                 }
                 errno::EIO
             }
         }
     }
 
-    fn disk_failed(&mut self, os_errno: i32) {
-        if self.disk != DiskState::Failed {
-            self.disk = DiskState::Failed;
-            self.log(
-                true,
-                format!(
-                    "{}: local disk I/O error (errno {os_errno}); disk is Failed",
-                    self.resource
-                ),
-            );
-            self.send_state();
-            self.act(Action::StateChanged);
-        }
-    }
-
     fn on_peer_ack(&mut self, seq: u64, status: u32) {
+        if self.remote_done(seq, status) {
+            return;
+        }
         if let Some(id) = self.peer_pending.remove(&seq) {
             self.counters.pe = self.counters.pe.saturating_sub(1);
             if status != 0 {
@@ -1216,6 +1293,10 @@ impl Node {
             }));
         }
         self.counters.ua += 1;
+        if self.peer_disk <= DiskState::Failed {
+            // The peer has no disk: it lacks this write.
+            self.mark_out_of_sync(offset, len);
+        }
         self.admit(Inflight {
             id,
             io: IoRequest { kind, offset, len },
@@ -2149,6 +2230,7 @@ impl Node {
         if was_connected
             && peer_had_data
             && self.role == Role::Primary
+            && self.disk == DiskState::UpToDate
             && self.fencing != crate::config::Fencing::DontCare
             && self.suspended.is_none()
         {
@@ -2177,6 +2259,7 @@ impl Node {
         let barriers: Vec<ReqId> = self.barriers.drain().map(|(_, id)| id).collect();
         self.counters.pe = 0;
         self.interrupt_verify();
+        self.fail_remote();
         if let Some(rs) = self.resync.take() {
             // Unacknowledged resync blocks stay set in the bitmap.
             for (id, _) in rs.inflight {
@@ -2190,7 +2273,7 @@ impl Node {
             self.try_finish(id);
         }
         self.peer_barriers.clear();
-        if was_connected && self.role == Role::Primary {
+        if was_connected && self.role == Role::Primary && self.disk == DiskState::UpToDate {
             if let Some(u) = self.uuids.as_mut() {
                 generation::new_current(u, fresh_uuid);
                 generation::set_role_bit(u, true);
@@ -2303,7 +2386,7 @@ mod tests {
     }
 
     #[test]
-    fn a_write_error_fails_the_disk_and_reaches_the_client() {
+    fn a_write_error_detaches_the_disk_and_reaches_a_client_with_no_peer() {
         let mut n = attached(MdFlags::CONSISTENT);
         n.promote(false, 2).unwrap();
         drain(&mut n);
@@ -2328,7 +2411,8 @@ mod tests {
         assert!(acts
             .iter()
             .any(|a| matches!(a, Action::Log { warn: true, message } if message.contains("I/O error"))));
-        assert_eq!(n.disk_state(), DiskState::Failed);
+        assert!(acts.contains(&Action::DetachDisk), "{acts:?}");
+        assert_eq!(n.disk_state(), DiskState::Diskless);
         n.handle(Event::NbdRequest {
             id: 2,
             io: IoRequest {

@@ -304,12 +304,22 @@ impl Daemon {
                 Ok(String::new())
             }
             Command::Attach => {
+                let rejoin = {
+                    let n = res.node.borrow();
+                    !n.is_attached() && n.role() == crate::core::Role::Primary && res.peer_running.get()
+                };
                 self.attach(res)?;
+                if rejoin {
+                    // A Primary that served through its peer gets its new
+                    // disk resynced: a fresh connect decides what moves.
+                    self.disconnect(res).await;
+                    self.connect(res, &Request::new(Command::Connect, &res.name))?;
+                }
                 Ok(String::new())
             }
             Command::Down => {
                 self.disconnect(res).await;
-                if res.node.borrow().is_attached() {
+                if res.node.borrow().is_up() {
                     self.demote(res, req.force).map_err(refused)?;
                     self.detach(res).await.map_err(refused)?;
                 }
@@ -357,7 +367,7 @@ impl Daemon {
             }
             Command::Role | Command::Cstate | Command::Dstate => {
                 let node = res.node.borrow();
-                if !node.is_attached() {
+                if !node.is_up() {
                     return Err(Response::err(
                         exit::FAILED,
                         format!(
@@ -375,7 +385,7 @@ impl Daemon {
             }
             Command::Status => {
                 let node = res.node.borrow();
-                if !node.is_attached() {
+                if !node.is_up() {
                     return Ok(format!("{} role:Unconfigured\n  disk:Diskless\n", res.name));
                 }
                 let mut text = status::render_status(&node.snapshot(), req.verbose, req.color);
@@ -524,6 +534,11 @@ impl Daemon {
             }
         }
         res.run_actions();
+        if res.listening.get() {
+            // A Primary whose disk was detached kept serving through the peer.
+            tracing::info!(resource = %res.name, disk = %res.host.borrow().disk.display(), "disk re-attached");
+            return Ok(());
+        }
         if let Err(e) = nbd_server::start_listener(res) {
             tracing::error!(resource = %res.name, endpoint = %res.host.borrow().device, error = %e, "cannot serve NBD");
             let _ = res.node.borrow_mut().detach();
@@ -636,6 +651,7 @@ impl Daemon {
             n.set_protocol(new.protocol.to_string().chars().next().unwrap_or('C'));
             n.set_split_brain_policies(super::resource::split_brain_policies(new));
             n.set_fencing(new.net.fencing);
+            n.set_on_io_error(new.disk.on_io_error);
             let (verify, csums) = super::resource::digest_algs(new);
             n.set_digest_algs(verify, csums);
             n.set_resync_rate(

@@ -553,6 +553,40 @@ async fn read_loop(res: &Rc<Resource>, stream: &TcpStream, idle: Duration) -> io
             res.peer_write(seq, offset, len, flags, block.map(SharedBuf::new));
             continue;
         }
+        if header.kind == wire::kind::READ_REPLY && length >= wire::READ_REPLY_BODY_LEN {
+            const BODY: usize = wire::READ_REPLY_BODY_LEN;
+            need(&mut stage, stream, HEADER_LEN + BODY, idle).await?;
+            let frame_start = stage.take(HEADER_LEN + BODY);
+            let body: [u8; BODY] = frame_start[HEADER_LEN..]
+                .try_into()
+                .map_err(|_| io::Error::other("body"))?;
+            let seq = u64::from_be_bytes(body[0..8].try_into().unwrap_or_default());
+            let status = u32::from_be_bytes(body[8..12].try_into().unwrap_or_default());
+            let len = u32::from_be_bytes(body[12..16].try_into().unwrap_or_default());
+            let data_len = length - BODY;
+            let expected = if status == 0 { len as usize } else { 0 };
+            if data_len != expected {
+                return Err(invalid(WireError::Malformed("read reply")));
+            }
+            let block = if data_len > 0 {
+                Some(stage.read_block(stream, data_len, Some(idle)).await?)
+            } else {
+                None
+            };
+            let mut crc = crc32c::crc32c_append(crc32c::crc32c(&hb[..12]), &body);
+            if let Some(b) = &block {
+                crc = crc32c::crc32c_append(crc, b.as_slice());
+            }
+            if crc != header.crc {
+                tracing::error!(resource = %res.name, seq, "data-integrity check failed on a read reply (crc32c); resetting the link");
+                return Err(invalid(WireError::BadCrc {
+                    stored: header.crc,
+                    computed: crc,
+                }));
+            }
+            res.peer_read_reply(seq, status, len, block);
+            continue;
+        }
         if length > CONTROL_PAYLOAD_MAX {
             return Err(invalid(WireError::TooLong(header.length)));
         }
@@ -596,6 +630,7 @@ async fn read_loop(res: &Rc<Resource>, stream: &TcpStream, idle: Duration) -> io
                 digest,
             },
             Message::DigestReply { seq, equal } => Event::PeerDigestReply { seq, equal },
+            Message::ReadRequest { seq, offset, len } => Event::PeerReadRequest { seq, offset, len },
             Message::State { primary, disk } => Event::PeerState {
                 primary,
                 disk: disk_state(disk),

@@ -99,6 +99,8 @@ pub struct Resource {
     /// Peer writes: request → the peer's seq, and seq → our disk time.
     peer_seq_of: RefCell<HashMap<ReqId, u64>>,
     peer_disk_us: RefCell<HashMap<u64, u32>>,
+    /// Reads forwarded to the peer: seq → the application request.
+    peer_reads: RefCell<HashMap<u64, ReqId>>,
     /// Application data sent to the peer: seq → when.
     sent_at: RefCell<HashMap<u64, Instant>>,
 }
@@ -126,6 +128,7 @@ impl Resource {
                 );
                 n.set_split_brain_policies(split_brain_policies(&cfg));
                 n.set_fencing(cfg.net.fencing);
+                n.set_on_io_error(cfg.disk.on_io_error);
                 let (verify, csums) = digest_algs(&cfg);
                 n.set_digest_algs(verify, csums);
                 n
@@ -146,6 +149,7 @@ impl Resource {
             peer_running: Cell::new(false),
             discard_my_data: Cell::new(false),
             save_dir,
+            peer_reads: RefCell::new(HashMap::new()),
             latency: RefCell::new(LatencyStats::default()),
             disk_started: RefCell::new(HashMap::new()),
             peer_seq_of: RefCell::new(HashMap::new()),
@@ -190,6 +194,37 @@ impl Resource {
             node.handle(Event::NbdRequest { id, io });
         }
         self.run_actions();
+    }
+
+    /// The peer answered a forwarded read: the data goes into the waiting
+    /// request's read buffer, then the node completes it.
+    pub fn peer_read_reply(self: &Rc<Self>, seq: u64, status: u32, len: u32, block: Option<AlignedBuf>) {
+        let id = self.peer_reads.borrow_mut().remove(&seq);
+        let mut status = status;
+        if let (Some(id), Some(data)) = (id, block.as_ref()) {
+            let mut pending = self.pending.borrow_mut();
+            match pending.get_mut(&id) {
+                Some(p) if p.len == len && data.len() >= len as usize => {
+                    let mut buf = p
+                        .read_buf
+                        .take()
+                        .unwrap_or_else(|| AlignedBuf::with_capacity(READ_HEADROOM + len as usize));
+                    if buf.capacity() < READ_HEADROOM + len as usize {
+                        buf.recycle();
+                        buf = AlignedBuf::with_capacity(READ_HEADROOM + len as usize);
+                    }
+                    buf.as_full_mut()[READ_HEADROOM..READ_HEADROOM + len as usize]
+                        .copy_from_slice(&data.as_slice()[..len as usize]);
+                    buf.set_len(READ_HEADROOM + len as usize);
+                    p.read_buf = Some(buf);
+                }
+                _ => status = libc::EIO as u32,
+            }
+        }
+        if let Some(b) = block {
+            b.recycle();
+        }
+        self.event(Event::PeerReadReply { seq, status });
     }
 
     /// A write arrived from the peer with its block.
@@ -283,6 +318,30 @@ impl Resource {
                 Action::Log { warn: true, message } => tracing::warn!(resource = %self.name, "{message}"),
                 Action::Log { warn: false, message } => tracing::info!(resource = %self.name, "{message}"),
                 Action::RunHandler(h) => super::handlers::run(self, h),
+                Action::ForwardRead { id, seq, offset, len } => {
+                    self.peer_reads.borrow_mut().insert(seq, id);
+                    self.send_peer(PeerOut::message(&Message::ReadRequest { seq, offset, len }));
+                }
+                Action::SendPeerReadReply { id, seq, status, len } => {
+                    let block = id.and_then(|id| self.bufs.borrow().get(&id).cloned());
+                    match (status, block) {
+                        (0, Some((buf, at))) if buf.as_slice().len() >= at + len as usize => {
+                            let msg = Message::ReadReply { seq, status, len };
+                            self.send_peer(PeerOut::data(&msg, buf, at, len as usize));
+                        }
+                        (status, _) => {
+                            let status = if status == 0 { libc::EIO as u32 } else { status };
+                            self.send_peer(PeerOut::message(&Message::ReadReply { seq, status, len }));
+                        }
+                    }
+                }
+                Action::DetachDisk => {
+                    // Requests in flight hold their own reference; they
+                    // finish (or fail) on the old disk.
+                    *self.disk.borrow_mut() = None;
+                    *self.meta.borrow_mut() = None;
+                    tracing::error!(resource = %self.name, "backing disk detached after an I/O error");
+                }
                 Action::SaveDiverged { runs } => {
                     let result = self.save_diverged(&runs);
                     self.node.borrow_mut().handle(Event::DivergedSaved { result });

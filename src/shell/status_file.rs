@@ -16,7 +16,7 @@ pub fn render(daemon: &Daemon) -> String {
         .iter()
         .map(|r| {
             let node = r.node.borrow();
-            node.is_attached().then(|| node.snapshot())
+            node.is_up().then(|| node.snapshot())
         })
         .collect();
     let minors: Vec<Minor<'_>> = daemon

@@ -147,7 +147,12 @@ pub mod kind {
     pub const START_RESYNC: u8 = 16;
     pub const DIGEST_CHECK: u8 = 17;
     pub const DIGEST_REPLY: u8 = 18;
+    pub const READ_REQUEST: u8 = 19;
+    pub const READ_REPLY: u8 = 20;
 }
+
+/// Bytes of a `ReadReply` body before its data.
+pub const READ_REPLY_BODY_LEN: usize = 16;
 
 /// Longest digest a `DigestCheck` carries (SHA-256 needs 32).
 pub const DIGEST_BYTES_MAX: usize = 64;
@@ -251,6 +256,19 @@ pub enum Message {
     DigestReply {
         seq: u64,
         equal: bool,
+    },
+    /// A Primary without a usable local copy of this range (its disk
+    /// detached after an I/O error, or not yet resynced) reads it here.
+    ReadRequest {
+        seq: u64,
+        offset: u64,
+        len: u32,
+    },
+    /// The answer: `status` 0 and `len` bytes of data, or an errno and none.
+    ReadReply {
+        seq: u64,
+        status: u32,
+        len: u32,
     },
 }
 
@@ -359,6 +377,8 @@ impl Message {
             Message::StartResync { .. } => kind::START_RESYNC,
             Message::DigestCheck { .. } => kind::DIGEST_CHECK,
             Message::DigestReply { .. } => kind::DIGEST_REPLY,
+            Message::ReadRequest { .. } => kind::READ_REQUEST,
+            Message::ReadReply { .. } => kind::READ_REPLY,
         }
     }
 
@@ -450,6 +470,16 @@ impl Message {
             Message::DigestReply { seq, equal } => {
                 o.extend_from_slice(&seq.to_be_bytes());
                 o.push(u8::from(*equal));
+            }
+            Message::ReadRequest { seq, offset, len } => {
+                o.extend_from_slice(&seq.to_be_bytes());
+                o.extend_from_slice(&offset.to_be_bytes());
+                o.extend_from_slice(&len.to_be_bytes());
+            }
+            Message::ReadReply { seq, status, len } => {
+                o.extend_from_slice(&seq.to_be_bytes());
+                o.extend_from_slice(&status.to_be_bytes());
+                o.extend_from_slice(&len.to_be_bytes());
             }
         }
         o
@@ -567,6 +597,20 @@ impl Message {
                 seq: r.u64()?,
                 equal: r.bool()?,
             },
+            kind::READ_REQUEST => Message::ReadRequest {
+                seq: r.u64()?,
+                offset: r.u64()?,
+                len: r.u32()?,
+            },
+            kind::READ_REPLY => {
+                let (seq, status, len) = (r.u64()?, r.u32()?, r.u32()?);
+                let data = r.rest();
+                let want = if status == 0 { len as usize } else { 0 };
+                if data.len() != want {
+                    return Err(WireError::Malformed("read reply"));
+                }
+                return Ok((Message::ReadReply { seq, status, len }, data));
+            }
             kind::STATE => Message::State {
                 primary: r.bool()?,
                 disk: r.u8()?,
@@ -578,7 +622,7 @@ impl Message {
     }
 }
 
-/// A decoded frame: the message, its data block (empty unless `Data`), and
+/// A decoded frame: the message, its data block (empty unless `Data` or `ReadReply`), and
 /// how many bytes of the buffer it used.
 pub type Frame<'a> = (Message, &'a [u8], usize);
 
@@ -637,6 +681,16 @@ mod tests {
                 digest: vec![0xab; 32],
             },
             Message::DigestReply { seq: 4, equal: false },
+            Message::ReadRequest {
+                seq: 5,
+                offset: 4096,
+                len: 8192,
+            },
+            Message::ReadReply {
+                seq: 5,
+                status: 5,
+                len: 8192,
+            },
             Message::DataAck {
                 seq: 9,
                 status: 0,

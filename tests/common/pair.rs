@@ -162,6 +162,12 @@ impl Pair {
     /// `net`: more `net` options; `extra`: more sections of the resource
     /// (`handlers { }`).
     pub fn up_full(secret_beta: &str, size: u64, disk: &str, net: &str, extra: &str) -> Pair {
+        Pair::up_on(None, secret_beta, size, disk, net, extra)
+    }
+
+    /// As `up_full`, with alpha's backing disk at `alpha_disk` (linked as
+    /// `alpha.img`), e.g. a file that starts failing on demand.
+    pub fn up_on(alpha_disk: Option<&Path>, secret_beta: &str, size: u64, disk: &str, net: &str, extra: &str) -> Pair {
         let dir = tempfile::Builder::new()
             .prefix("tandem-pair-")
             .tempdir()
@@ -171,9 +177,12 @@ impl Pair {
             let conf = dir.path().join(format!("{name}.conf"));
             write_conf(&conf, dir.path(), secret, ports, disk, net, extra);
             let image = dir.path().join(format!("{name}.img"));
-            std::fs::File::create(&image)
-                .and_then(|f| f.set_len(size))
-                .expect("image");
+            match alpha_disk {
+                Some(target) if name == "alpha" => std::os::unix::fs::symlink(target, &image).expect("link"),
+                _ => std::fs::File::create(&image)
+                    .and_then(|f| f.set_len(size))
+                    .expect("image"),
+            }
             Daemon {
                 name,
                 conf,

@@ -1,0 +1,207 @@
+//! I/O served by the peer's disk: a Primary whose local disk failed and was
+//! detached (`on-io-error detach`), or whose disk is being resynced, keeps
+//! serving its NBD clients through the peer, as DRBD's diskless Primary
+//! does. Reads of blocks the local disk cannot vouch for go to the peer;
+//! writes go only to the peer while there is no local disk.
+
+use super::super::{errno, Action, Handler, IoKind, IoRequest, ReqId};
+use super::{Inflight, Node, Origin};
+use crate::config::OnIoError;
+use crate::core::state::{DiskState, Role};
+use crate::meta::{MdFlags, BM_BLOCK_BYTES};
+use crate::wire::{self, Message};
+
+/// An application request the peer alone carries out.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Remote {
+    pub(super) id: ReqId,
+    pub(super) io: IoRequest,
+}
+
+impl Node {
+    /// `on-io-error` from the configuration.
+    pub fn set_on_io_error(&mut self, policy: OnIoError) {
+        self.on_io_error = policy;
+    }
+
+    /// The peer can serve this node's I/O.
+    pub(super) fn peer_serves(&self) -> bool {
+        self.connected() && self.peer_disk == DiskState::UpToDate
+    }
+
+    /// Whether a read must come from the peer: no usable local disk, or
+    /// (while this node is SyncTarget) blocks not yet resynced.
+    pub(super) fn read_from_peer(&self, io: &IoRequest) -> bool {
+        if !self.peer_serves() {
+            return false;
+        }
+        if self.disk <= DiskState::Failed {
+            return true;
+        }
+        if self.disk > DiskState::Inconsistent {
+            return false;
+        }
+        let Some(bm) = self.bitmap.as_ref() else { return false };
+        let first = io.offset / BM_BLOCK_BYTES;
+        let end = (io.offset + u64::from(io.len)).div_ceil(BM_BLOCK_BYTES);
+        bm.find_next_set(first).is_some_and(|b| b < end)
+    }
+
+    /// Send an application request to the peer alone.
+    pub(super) fn forward(&mut self, id: ReqId, io: IoRequest) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.counters.pe += 1;
+        self.remote.insert(seq, Remote { id, io });
+        match io.kind {
+            IoKind::Read => self.act(Action::ForwardRead {
+                id,
+                seq,
+                offset: io.offset,
+                len: io.len,
+            }),
+            IoKind::Flush => self.act(Action::SendPeer(Message::Barrier { epoch: seq })),
+            kind => {
+                let flags = match kind {
+                    IoKind::Write { fua: true } => wire::DATA_FLAG_FUA,
+                    IoKind::Trim { fua } => wire::DATA_FLAG_TRIM | if fua { wire::DATA_FLAG_FUA } else { 0 },
+                    IoKind::WriteZeroes { fua, may_trim } => {
+                        wire::DATA_FLAG_ZERO
+                            | if may_trim { wire::DATA_FLAG_MAY_TRIM } else { 0 }
+                            | if fua { wire::DATA_FLAG_FUA } else { 0 }
+                    }
+                    _ => 0,
+                };
+                let msg = Message::Data {
+                    seq,
+                    offset: io.offset,
+                    len: io.len,
+                    flags,
+                };
+                if wire::data_has_payload(flags) {
+                    self.counters.ns += u64::from(io.len) / 1024;
+                    self.act(Action::SendPeerData { id, msg });
+                } else {
+                    self.act(Action::SendPeer(msg));
+                }
+            }
+        }
+    }
+
+    /// The peer answered a forwarded request (`DataAck`, `BarrierAck` or
+    /// `ReadReply`). Returns false if `seq` was not a forwarded request.
+    pub(super) fn remote_done(&mut self, seq: u64, status: u32) -> bool {
+        let Some(r) = self.remote.remove(&seq) else {
+            return false;
+        };
+        self.counters.pe = self.counters.pe.saturating_sub(1);
+        self.counters.ap = self.counters.ap.saturating_sub(1);
+        if r.io.kind == IoKind::Read && status == 0 {
+            self.counters.nr += u64::from(r.io.len) / 1024;
+        }
+        let error = if status == 0 { 0 } else { errno::EIO };
+        if r.io.kind != IoKind::Read && self.suspended.is_some() {
+            self.held_replies.push((r.id, error));
+        } else {
+            self.act(Action::Reply { id: r.id, error });
+        }
+        true
+    }
+
+    /// The link dropped: forwarded requests cannot complete anywhere.
+    pub(super) fn fail_remote(&mut self) {
+        let remote: Vec<Remote> = self.remote.drain().map(|(_, r)| r).collect();
+        for r in remote {
+            self.counters.ap = self.counters.ap.saturating_sub(1);
+            self.act(Action::Reply {
+                id: r.id,
+                error: errno::EIO,
+            });
+        }
+    }
+
+    /// The peer wants to read from our disk.
+    pub(super) fn on_peer_read_request(&mut self, seq: u64, offset: u64, len: u32) {
+        let end = offset.checked_add(u64::from(len));
+        let valid =
+            len > 0 && len <= crate::core::limits::NBD_PAYLOAD_BYTES_MAX && end.is_some_and(|e| e <= self.data_bytes);
+        if !valid || self.disk != DiskState::UpToDate {
+            self.act(Action::SendPeerReadReply {
+                id: None,
+                seq,
+                status: errno::EIO,
+                len,
+            });
+            return;
+        }
+        let id = self.core_id();
+        self.admit(Inflight {
+            id,
+            io: IoRequest {
+                kind: IoKind::Read,
+                offset,
+                len,
+            },
+            origin: Origin::PeerRead { seq },
+            started: false,
+            local: None,
+            peer_seq: None,
+            peer_failed: false,
+        });
+    }
+
+    /// A local I/O error, by `on-io-error`. Returns true if the disk is
+    /// gone (detached) and the request should be served by the peer.
+    pub(super) fn local_io_error(&mut self, os_errno: i32) -> bool {
+        match self.on_io_error {
+            OnIoError::PassOn => {
+                self.log(
+                    true,
+                    format!(
+                        "{}: local disk I/O error (errno {os_errno}); on-io-error pass_on: reported upward, the disk stays attached",
+                        self.resource
+                    ),
+                );
+                false
+            }
+            OnIoError::CallLocalIoError | OnIoError::Detach => {
+                self.detach_failed_disk(os_errno);
+                true
+            }
+        }
+    }
+
+    /// `on-io-error detach`: stop using the local disk. A Primary with an
+    /// UpToDate peer goes on serving through it.
+    fn detach_failed_disk(&mut self, os_errno: i32) {
+        if self.disk == DiskState::Diskless {
+            return;
+        }
+        self.disk = DiskState::Diskless;
+        self.flags.remove(MdFlags::CONSISTENT);
+        if self.on_io_error == OnIoError::CallLocalIoError {
+            self.act(Action::RunHandler(Handler::LocalIoError));
+        }
+        let through_peer = if self.role == Role::Primary && self.peer_serves() {
+            format!("; I/O continues through {}", self.peer.clone().unwrap_or_default())
+        } else {
+            String::new()
+        };
+        self.log(
+            true,
+            format!(
+                "{}: local disk I/O error (errno {os_errno}): disk detached (on-io-error {}){through_peer}; replace it, then 'tandemadm create-md {}' and 'tandemadm attach {}'",
+                self.resource,
+                match self.on_io_error {
+                    OnIoError::CallLocalIoError => "call-local-io-error",
+                    _ => "detach",
+                },
+                self.resource,
+                self.resource
+            ),
+        );
+        self.act(Action::DetachDisk);
+        self.send_state();
+        self.act(Action::StateChanged);
+    }
+}
