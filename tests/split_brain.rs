@@ -273,3 +273,72 @@ fn two_primaries_call_pri_lost_demotes_the_loser() {
     assert_winner(&p, "beta");
     p.beta.wait_for("ro:Primary/Secondary", 5);
 }
+
+#[test]
+fn manual_recovery_with_the_old_primary_as_victim_converges_too() {
+    let p = synced_pair("", "");
+    diverge(&p, 64, 32, true, true);
+    reconnect(&p);
+    p.alpha.wait_for("cs:StandAlone", 20);
+    p.beta.wait_for("cs:StandAlone", 20);
+    // alpha is the victim this time: it steps down and discards.
+    p.alpha.adm_ok(&["secondary", "r0"]);
+    let sent_before = p.beta.counter("ns");
+    p.alpha.adm_ok(&["connect", "--discard-my-data", "r0"]);
+    p.beta.adm_ok(&["connect", "r0"]);
+    p.beta
+        .wait_for("cs:Connected ro:Primary/Secondary ds:UpToDate/UpToDate", 30);
+    p.alpha.wait_for("ds:UpToDate/UpToDate", 10);
+    p.assert_identical();
+    assert!(
+        all(&region(&p.alpha.image, 1 << 20, 32), 0xbb),
+        "the survivor's writes are kept"
+    );
+    assert!(
+        all(&region(&p.alpha.image, 0, 64), 0),
+        "the victim's writes are discarded"
+    );
+    assert_eq!(
+        p.beta.counter("ns") - sent_before,
+        24 * 4,
+        "the union of both sides' changes moved"
+    );
+    let files = saved_files(&p.alpha.run_dir);
+    assert!(
+        files.iter().any(|f| f.extension().is_some_and(|e| e == "img")),
+        "{files:?}"
+    );
+}
+
+#[test]
+fn discard_zero_changes_picks_the_side_that_wrote() {
+    // beta was promoted but wrote nothing: its (empty) changes are discarded.
+    let p = synced_pair("after-sb-0pri discard-zero-changes;", "");
+    diverge(&p, 64, 0, false, false);
+    reconnect(&p);
+    p.alpha.wait_for("cs:Connected", 30);
+    p.alpha.wait_for("ds:UpToDate/UpToDate", 30);
+    p.assert_identical();
+    assert!(all(&region(&p.beta.image, 0, 64), 0xaa));
+    let logs = p.alpha.log_text() + &p.beta.log_text();
+    assert!(
+        logs.contains("automatically solved") && logs.contains("changed nothing"),
+        "{logs}"
+    );
+}
+
+#[test]
+fn consensus_accepts_only_a_victim_that_is_secondary() {
+    // The 0pri policy (younger primary) picks beta, the Secondary: accepted.
+    let p = synced_pair("after-sb-0pri discard-younger-primary; after-sb-1pri consensus;", "");
+    diverge(&p, 64, 32, true, false);
+    reconnect(&p);
+    assert_winner(&p, "alpha");
+    // Least changes would pick alpha, the Primary: refused.
+    let p = synced_pair("after-sb-0pri discard-least-changes; after-sb-1pri consensus;", "");
+    diverge(&p, 32, 64, true, false);
+    reconnect(&p);
+    p.alpha.wait_for("cs:StandAlone", 20);
+    let logs = p.alpha.log_text();
+    assert!(logs.contains("that victim is the Primary"), "{logs}");
+}

@@ -18,10 +18,26 @@ use std::time::{Duration, Instant};
 pub const TANDEMD: &str = env!("CARGO_BIN_EXE_tandemd");
 pub const TANDEMADM: &str = env!("CARGO_BIN_EXE_tandemadm");
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now, for a daemon to listen on.
+///
+/// Taken below the kernel's ephemeral range (32768 and up), where outgoing
+/// connections (the daemons dial each other) never land, and never the same
+/// port twice in one test binary, whose tests run in parallel.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    // Each test binary starts at its own place in 20000..32000.
+    let start = 20_000 + (std::process::id() % 600) as u16 * 20;
+    let _ = NEXT.compare_exchange(0, start, Ordering::SeqCst, Ordering::SeqCst);
+    loop {
+        let mut port = NEXT.fetch_add(1, Ordering::SeqCst);
+        if port >= 32_000 {
+            port = 20_000 + port % 12_000;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Fail loudly, naming the Debian package, when a client tool is missing.
