@@ -117,7 +117,7 @@ impl NsDaemon {
                 .expect("start tandemd"),
         );
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.run_dir.join("tandemd.sock").exists() {
+        while std::os::unix::net::UnixStream::connect(self.run_dir.join("tandemd.sock")).is_err() {
             assert!(Instant::now() < deadline, "{} did not start", self.name);
             std::thread::sleep(Duration::from_millis(10));
         }

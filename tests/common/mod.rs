@@ -150,7 +150,8 @@ impl Node {
         self.daemon = Some(child);
         let sock = self.run_dir.join("tandemd.sock");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !sock.exists() {
+        // Answering, not merely present: a killed daemon leaves its socket file.
+        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
             assert!(Instant::now() < deadline, "tandemd did not start:\n{}", self.log());
             if let Some(Ok(Some(status))) = self.daemon.as_mut().map(Child::try_wait) {
                 panic!("tandemd exited with {status}:\n{}", self.log());
