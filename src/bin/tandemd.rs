@@ -18,6 +18,9 @@ struct Args {
     /// Control socket and status file directory.
     #[arg(long = "run-dir", default_value = "/run/tandem")]
     run_dir: PathBuf,
+    /// Members of this group (name or gid) may use tandemadm as root can.
+    #[arg(long = "admin-group")]
+    admin_group: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -31,10 +34,18 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    let admin_gid = match args.admin_group.as_deref().map(daemon::resolve_group).transpose() {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("tandemd: --admin-group: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let opts = Options {
         config_path: args.config,
         node: args.node.unwrap_or_else(daemon::host_name),
         run_dir: args.run_dir,
+        admin_gid,
     };
     match daemon::run(opts) {
         Ok(()) => ExitCode::SUCCESS,

@@ -22,6 +22,42 @@ pub struct Options {
     pub config_path: PathBuf,
     pub node: String,
     pub run_dir: PathBuf,
+    /// Members of this group (gid) may use the control socket as root can.
+    pub admin_gid: Option<u32>,
+}
+
+/// A group name or number as `--admin-group` takes it.
+pub fn resolve_group(name: &str) -> Result<u32, String> {
+    if let Ok(gid) = name.parse::<u32>() {
+        return Ok(gid);
+    }
+    let c = std::ffi::CString::new(name).map_err(|_| format!("bad group name {name:?}"))?;
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut out: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call; `buf` outlives it and
+    // its length is passed; `out` is checked before use.
+    let rc = unsafe { libc::getgrnam_r(c.as_ptr(), &mut grp, buf.as_mut_ptr(), buf.len(), &mut out) };
+    if rc != 0 || out.is_null() {
+        return Err(format!("no group named {name:?}"));
+    }
+    Ok(grp.gr_gid)
+}
+
+/// Whether process `pid` (a control-socket caller) is in group `gid`:
+/// its primary or any supplementary group, as the kernel reports them.
+fn caller_in_group(pid: Option<i32>, primary_gid: u32, gid: u32) -> bool {
+    if primary_gid == gid {
+        return true;
+    }
+    let Some(pid) = pid else { return false };
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .is_some_and(|g| g.split_whitespace().any(|x| x.parse() == Ok(gid)))
 }
 
 /// The control socket inside the run directory.
@@ -102,7 +138,15 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         });
         let listener = UnixListener::bind(&sock)
             .map_err(|e| anyhow::anyhow!("cannot bind control socket {}: {e}", sock.display()))?;
-        std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))?;
+        match daemon.opts.admin_gid {
+            None => std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))?,
+            Some(gid) => {
+                // The admin group reaches the socket; the credential check
+                // below still decides who may use it.
+                std::os::unix::fs::chown(&sock, None, Some(gid))?;
+                std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o660))?;
+            }
+        }
         status_file::write(&daemon)?;
         tokio_uring::spawn(status_file::keep_current(Rc::clone(&daemon)));
         tracing::info!(node = %daemon.opts.node, socket = %sock.display(), "tandemd ready; resources are down until 'tandemadm up'");
@@ -158,13 +202,32 @@ async fn serve_control(daemon: Rc<Daemon>, stream: UnixStream) {
         Ok(n) if n > limits::CONTROL_LINE_BYTES_MAX => Response::err(exit::USAGE, "control request too long"),
         Ok(_) => match Request::decode(&line) {
             Err(e) => Response::err(exit::USAGE, e),
-            Ok(_) if caller.uid() != 0 && caller.uid() != owner => Response::err(
-                exit::FAILED,
-                format!(
-                    "permission denied: uid {} may not control tandemd (root or uid {owner} only)",
-                    caller.uid()
-                ),
-            ),
+            Ok(_)
+                if caller.uid() != 0
+                    && caller.uid() != owner
+                    && !daemon
+                        .opts
+                        .admin_gid
+                        .is_some_and(|g| caller_in_group(caller.pid(), caller.gid(), g)) =>
+            {
+                tracing::warn!(
+                    uid = caller.uid(),
+                    pid = caller.pid().unwrap_or(0),
+                    "control request refused: not root, not the daemon's user, not in the admin group"
+                );
+                Response::err(
+                    exit::FAILED,
+                    format!(
+                        "permission denied: uid {} may not control tandemd (root, uid {owner}{})",
+                        caller.uid(),
+                        daemon
+                            .opts
+                            .admin_gid
+                            .map(|g| format!(" or group {g}"))
+                            .unwrap_or_default()
+                    ),
+                )
+            }
             Ok(req) if req.command == Command::Events => {
                 stream_events(&daemon, &req, &mut write).await;
                 return;
@@ -174,7 +237,7 @@ async fn serve_control(daemon: Rc<Daemon>, stream: UnixStream) {
                     req.command,
                     Command::Role | Command::Cstate | Command::Dstate | Command::Status | Command::Attached
                 ) {
-                    tracing::info!(uid = caller.uid(), pid = caller.pid().unwrap_or(0), command = ?req.command, resource = %req.resource, force = req.force, "control request");
+                    tracing::info!(uid = caller.uid(), gid = caller.gid(), pid = caller.pid().unwrap_or(0), command = ?req.command, resource = %req.resource, force = req.force, "control request");
                 }
                 let response = daemon.dispatch(&req).await;
                 // The operator reads the status file right after a command
@@ -575,6 +638,7 @@ impl Daemon {
             res.discard_my_data.set(true);
             res.node.borrow_mut().set_discard_my_data(true);
         }
+        super::peer::require_secret(res).map_err(|e| Response::err(exit::CONFIG, e))?;
         super::peer::start(res)
             .map_err(|e| Response::err(exit::FAILED, format!("{}: cannot start the peer link: {e}", res.name)))
     }

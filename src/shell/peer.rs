@@ -92,6 +92,20 @@ fn link_config(res: &Resource) -> Option<Link> {
     })
 }
 
+/// A link without a shared secret is refused unless the configuration
+/// says `allow-insecure yes;`: whoever reaches the port could otherwise
+/// read the disk or write into it.
+pub fn require_secret(res: &Resource) -> Result<(), String> {
+    let cfg = res.cfg.borrow();
+    if cfg.net.shared_secret.as_deref().is_none_or(str::is_empty) && !cfg.net.allow_insecure {
+        return Err(format!(
+            "{}: refusing to connect without a shared-secret: anyone who can reach the replication port could read this disk or write into it. Set 'shared-secret \"...\";' in the net section (the same on both nodes), or 'allow-insecure yes;' to run the link unauthenticated",
+            res.name
+        ));
+    }
+    Ok(())
+}
+
 /// Start the link task of a two-node resource (no-op if it runs already).
 pub fn start(res: &Rc<Resource>) -> io::Result<()> {
     if res.peer_running.get() {
@@ -106,8 +120,8 @@ pub fn start(res: &Rc<Resource>) -> io::Result<()> {
             .ok_or_else(|| io::Error::other("no address for this node"))?;
         Some(tokio_uring::net::TcpListener::bind(addr)?)
     };
-    if res.cfg.borrow().net.shared_secret.is_none() {
-        tracing::warn!(resource = %res.name, "no shared-secret configured: the peer link is not authenticated");
+    if res.cfg.borrow().net.shared_secret.as_deref().is_none_or(str::is_empty) {
+        tracing::warn!(resource = %res.name, "allow-insecure: the peer link is not authenticated; anyone who reaches its address can replicate into this disk or read it");
     }
     res.peer_running.set(true);
     let res = Rc::clone(res);
@@ -195,6 +209,7 @@ pub struct Peek {
 /// Reach the peer once with the dry-run flag: both sides exchange UUIDs,
 /// the peer adds its bitmap, and neither acts on anything.
 pub async fn peek(res: &Rc<Resource>) -> Result<Peek, String> {
+    require_secret(res)?;
     let Some(link) = link_config(res) else {
         return Err(format!(
             "{}: no peer configured; the resource runs standalone",

@@ -133,6 +133,11 @@ impl Node {
     }
 
     pub fn start(&mut self) {
+        self.start_with(&[]);
+    }
+
+    /// Start `tandemd` with more arguments (e.g. `--admin-group`).
+    pub fn start_with(&mut self, extra: &[&str]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -141,6 +146,7 @@ impl Node {
         let child = Command::new(TANDEMD)
             .args(["-c", &self.conf.to_string_lossy(), "--node", &self.name, "--run-dir"])
             .arg(&self.run_dir)
+            .args(extra)
             .env("TANDEM_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
