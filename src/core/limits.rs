@@ -18,3 +18,8 @@ pub const CONTROL_LINE_BYTES_MAX: usize = 64 * 1024;
 
 const _: () = assert!(NBD_CONNECTION_INFLIGHT_MAX <= INFLIGHT_REQUESTS_MAX);
 const _: () = assert!(NBD_PAYLOAD_BYTES_MAX % 4096 == 0);
+
+/// Requests from the peer (writes, reads, digests) being carried out at
+/// once; beyond it the link stops reading, so a flooding peer is held back
+/// by TCP instead of growing our memory.
+pub const PEER_BACKLOG_MAX: usize = 512;

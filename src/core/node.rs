@@ -408,6 +408,26 @@ impl Node {
     pub fn is_attached(&self) -> bool {
         self.disk != DiskState::Diskless
     }
+    /// Requests of the peer's being carried out (writes, reads, barriers,
+    /// digests): the link stops reading at [`limits::PEER_BACKLOG_MAX`].
+    pub fn peer_backlog(&self) -> usize {
+        self.inflight
+            .iter()
+            .filter(|r| {
+                matches!(
+                    r.origin,
+                    Origin::Peer { .. } | Origin::PeerRead { .. } | Origin::PeerBarrier { .. }
+                )
+            })
+            .count()
+            + self.peer_barriers.len()
+            + self
+                .digests
+                .values()
+                .filter(|d| matches!(d, DigestFor::Peer { .. }))
+                .count()
+    }
+
     /// Configured and running: attached, or a Primary whose disk was
     /// detached and which serves through its peer.
     pub fn is_up(&self) -> bool {

@@ -527,6 +527,11 @@ async fn need(stage: &mut Stage, stream: &TcpStream, want: usize, idle: Duration
 async fn read_loop(res: &Rc<Resource>, stream: &TcpStream, idle: Duration) -> io::Result<()> {
     let mut stage = Stage::default();
     loop {
+        // Backpressure: a peer that sends faster than our disk completes
+        // waits in its socket buffer, not in our memory.
+        while res.node.borrow().peer_backlog() >= crate::core::limits::PEER_BACKLOG_MAX {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
         need(&mut stage, stream, HEADER_LEN, idle).await?;
         let mut hb = [0u8; HEADER_LEN];
         hb.copy_from_slice(&stage.peek()[..HEADER_LEN]);
