@@ -24,5 +24,6 @@ pub mod fuzz_entry;
 pub mod meta;
 pub mod nbd;
 pub mod shell;
+pub mod sim;
 pub mod status;
 pub mod wire;

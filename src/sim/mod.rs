@@ -1,0 +1,1071 @@
+//! Deterministic simulation of two replicating nodes.
+//!
+//! Two [`Node`] state machines, a simulated network (a FIFO per direction
+//! with random latency; links that drop, partition and come back), simulated
+//! disks (random latency; writes in flight at a crash land whole, torn or
+//! not at all), a workload of writes and verified reads on the Primary, and
+//! an operator who fails over, splits the pair and recovers it. One seeded
+//! random generator and a simulated clock drive everything, so a seed
+//! replays exactly. Invariants are checked as the run goes:
+//!
+//! - every read returns what the last acknowledged write left (or a write
+//!   whose outcome the workload never learned);
+//! - after a failover the operator could legally perform (promotion without
+//!   `--force`), every acknowledged write is on the new Primary;
+//! - a SyncTarget is never promoted without `--force`;
+//! - once connected and in sync, both disks are identical;
+//! - while apart, every block that differs is set in a bitmap;
+//! - a split brain is detected on both sides and never merged.
+//!
+//! Pure, like the core: no clock, no I/O, no OS randomness.
+
+use crate::core::{Action, AttachInfo, ConnState, DiskOp, DiskState, Event, IoKind, IoRequest, Node, ReqId, Role};
+use crate::meta::{Divergence, GenerationUuids, MdFlags, BM_BLOCK_BYTES};
+use crate::wire::Message;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// splitmix64: small, fast, and the same on every platform.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed ^ 0x5DEE_CE66_D1CE_4E5B)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+    /// True with probability `per_mille` / 1000.
+    pub fn chance(&mut self, per_mille: u64) -> bool {
+        self.below(1000) < per_mille
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    pub seed: u64,
+    pub writes_acked: u64,
+    pub reads_verified: u64,
+    pub failovers: u64,
+    pub crashes: u64,
+    pub link_drops: u64,
+    pub split_brains: u64,
+    pub resyncs_checked: u64,
+}
+
+/// Device size: 8 activity-log extents.
+const DATA_BYTES: u64 = 32 << 20;
+const BLOCKS: u64 = DATA_BYTES / BM_BLOCK_BYTES;
+/// Blocks the workload touches: a few per extent, so that overlaps, the
+/// activity log and the bitmap all see traffic.
+const HOT_BLOCKS: u64 = 96;
+
+fn hot_block(i: u64) -> u64 {
+    (i * 997) % BLOCKS
+}
+
+#[derive(Debug, Default, Clone)]
+struct Persisted {
+    created: bool,
+    uuids: GenerationUuids,
+    flags: MdFlags,
+    divergence: Divergence,
+    pages: BTreeMap<u64, Vec<u8>>,
+    al: Option<(Vec<u32>, u64)>,
+}
+
+struct SimNode {
+    name: &'static str,
+    node: Option<Node>,
+    /// Block → value of the write that last landed there (0: never written).
+    disk: HashMap<u64, u64>,
+    meta: Persisted,
+    /// Block values of requests: app writes, peer writes, reads.
+    bufs: HashMap<ReqId, Vec<u64>>,
+    /// Disk operations in flight: id → (op, what to apply).
+    disk_ops: HashMap<ReqId, DiskOp>,
+    next_id: ReqId,
+    discard: bool,
+    /// The operator wants this node connected (not `disconnect`ed).
+    wants_link: bool,
+    /// Forwarded reads: seq → request id.
+    peer_reads: HashMap<u64, ReqId>,
+    /// Expected block values of this node's lineage (what its clients were told).
+    expected: HashMap<u64, u64>,
+    /// Values a block may hold besides the expected one: writes of this
+    /// lineage whose outcome the client never learned.
+    maybe: HashMap<u64, Vec<u64>>,
+}
+
+#[derive(Debug, Clone)]
+enum Pending {
+    DiskDone {
+        node: usize,
+        id: ReqId,
+    },
+    Deliver {
+        to: usize,
+        epoch: u64,
+        msg: Message,
+        data: Vec<u64>,
+    },
+    Connect {
+        epoch: u64,
+    },
+    Tick,
+}
+
+/// An application request the workload has in flight.
+#[derive(Debug, Clone)]
+struct AppIo {
+    first: u64,
+    blocks: u64,
+    write: Option<u64>,
+}
+
+pub struct Sim {
+    rng: Rng,
+    now: u64,
+    seq: u64,
+    queue: BTreeMap<(u64, u64), Pending>,
+    nodes: [SimNode; 2],
+    link_epoch: u64,
+    link_up: bool,
+    partitioned: bool,
+    /// Per direction: the last delivery time (TCP keeps order).
+    last_delivery: [u64; 2],
+    app: HashMap<(usize, ReqId), AppIo>,
+    busy: BTreeSet<u64>,
+    next_value: u64,
+    report: Report,
+    trace: Vec<String>,
+    violation: Option<String>,
+    /// A block whose every write and acknowledgement goes into the trace.
+    pub watch: Option<u64>,
+}
+
+impl SimNode {
+    fn new(name: &'static str) -> SimNode {
+        SimNode {
+            name,
+            node: None,
+            disk: HashMap::new(),
+            meta: Persisted::default(),
+            bufs: HashMap::new(),
+            disk_ops: HashMap::new(),
+            next_id: 1,
+            discard: false,
+            wants_link: true,
+            peer_reads: HashMap::new(),
+            expected: HashMap::new(),
+            maybe: HashMap::new(),
+        }
+    }
+}
+
+impl Sim {
+    pub fn new(seed: u64) -> Sim {
+        Sim {
+            rng: Rng::new(seed),
+            now: 0,
+            seq: 0,
+            queue: BTreeMap::new(),
+            nodes: [SimNode::new("alpha"), SimNode::new("beta")],
+            link_epoch: 0,
+            link_up: false,
+            partitioned: false,
+            last_delivery: [0; 2],
+            app: HashMap::new(),
+            busy: BTreeSet::new(),
+            next_value: 1,
+            report: Report {
+                seed,
+                ..Report::default()
+            },
+            trace: Vec::new(),
+            violation: None,
+            watch: None,
+        }
+    }
+
+    fn note(&mut self, s: String) {
+        if self.trace.len() > 400 {
+            self.trace.drain(..200);
+        }
+        self.trace.push(format!("t={}us {s}", self.now));
+    }
+
+    fn schedule(&mut self, delay: u64, p: Pending) {
+        self.seq += 1;
+        self.queue.insert((self.now + delay, self.seq), p);
+    }
+
+    fn node(&mut self, i: usize) -> Option<&mut Node> {
+        self.nodes[i].node.as_mut()
+    }
+
+    fn fresh(&mut self) -> u64 {
+        self.rng.next_u64() | 4
+    }
+
+    // ------------------------------------------------------------ lifecycle
+
+    /// Start (or restart after a crash) node `i` from its persisted state.
+    fn boot(&mut self, i: usize) {
+        let (name, peer) = (self.nodes[i].name, self.nodes[1 - i].name);
+        let mut n = Node::new("r0", 0, name, Some(peer), 'C');
+        n.set_resync_rate(0, 0, 0);
+        let m = &mut self.nodes[i].meta;
+        if !m.created {
+            m.created = true;
+            m.uuids = GenerationUuids::new_created();
+        }
+        let crashed = !m.flags.contains(MdFlags::AL_CLEAN);
+        m.flags.remove(MdFlags::AL_CLEAN);
+        let info = AttachInfo {
+            data_bytes: DATA_BYTES,
+            uuids: m.uuids,
+            flags: m.flags,
+            divergence: m.divergence,
+        };
+        if let Err(e) = n.attach(info) {
+            self.note(format!("{name}: attach refused: {e}"));
+        }
+        for p in 0..n.bitmap_pages() {
+            if let Some(bytes) = self.nodes[i].meta.pages.get(&p) {
+                n.load_bitmap_page(p, bytes);
+            }
+        }
+        let _ = n.take_bitmap_pages();
+        let (extents, last) = self.nodes[i].meta.al.clone().unwrap_or_default();
+        n.apply_activity_log(&extents, self.nodes[i].meta.al.as_ref().map(|_| last), crashed);
+        self.nodes[i].node = Some(n);
+        self.nodes[i].wants_link = true;
+        self.drain_actions(i);
+    }
+
+    /// kill -9: memory gone, writes in flight land whole, torn or not at all.
+    fn crash(&mut self, i: usize) {
+        self.report.crashes += 1;
+        self.note(format!("{}: crash", self.nodes[i].name));
+        let ops: Vec<(ReqId, DiskOp)> = self.nodes[i].disk_ops.drain().collect();
+        for (id, op) in ops {
+            if let DiskOp::Write { offset, len, .. } = op {
+                let vals = self.nodes[i].bufs.get(&id).cloned().unwrap_or_default();
+                let first = offset / BM_BLOCK_BYTES;
+                for (k, v) in vals.iter().enumerate().take((u64::from(len) / BM_BLOCK_BYTES) as usize) {
+                    if self.rng.chance(500) {
+                        self.nodes[i].disk.insert(first + k as u64, *v);
+                    }
+                }
+            }
+        }
+        self.nodes[i].node = None;
+        self.nodes[i].bufs.clear();
+        self.nodes[i].peer_reads.clear();
+        // The client's requests to it end without an answer.
+        let lost: Vec<(usize, ReqId)> = self.app.keys().filter(|(n, _)| *n == i).copied().collect();
+        for k in lost {
+            if let Some(io) = self.app.remove(&k) {
+                self.unknown_outcome(i, &io);
+            }
+        }
+        self.drop_link();
+    }
+
+    fn unknown_outcome(&mut self, i: usize, io: &AppIo) {
+        for b in io.first..io.first + io.blocks {
+            self.busy.remove(&b);
+            if let Some(v) = io.write {
+                self.nodes[i].maybe.entry(b).or_default().push(v);
+            }
+        }
+    }
+
+    /// Node `to` now serves what `from`'s clients were told.
+    fn inherit(&mut self, to: usize, from: usize) {
+        self.nodes[to].expected = self.nodes[from].expected.clone();
+        self.nodes[to].maybe = self.nodes[from].maybe.clone();
+    }
+
+    // ----------------------------------------------------------------- link
+
+    fn drop_link(&mut self) {
+        if !self.link_up {
+            self.link_epoch += 1;
+            return;
+        }
+        self.report.link_drops += 1;
+        self.link_up = false;
+        self.link_epoch += 1;
+        self.note("link down".into());
+        for i in 0..2 {
+            let fresh = self.fresh();
+            if let Some(n) = self.node(i) {
+                n.handle(Event::PeerDisconnected { fresh_uuid: fresh });
+            }
+            self.nodes[i].peer_reads.clear();
+            self.drain_actions(i);
+        }
+    }
+
+    fn maybe_connect(&mut self) {
+        let ready = |s: &SimNode| s.wants_link && s.node.as_ref().is_some_and(|n| n.cstate() != ConnState::StandAlone);
+        if self.link_up || self.partitioned || !ready(&self.nodes[0]) || !ready(&self.nodes[1]) {
+            return;
+        }
+        if self.queue.values().any(|p| matches!(p, Pending::Connect { .. })) {
+            return;
+        }
+        let delay = 100 + self.rng.below(2000);
+        let epoch = self.link_epoch;
+        self.schedule(delay, Pending::Connect { epoch });
+    }
+
+    fn connect_now(&mut self) {
+        self.link_epoch += 1;
+        self.link_up = true;
+        self.note("link up".into());
+        let reports: Vec<_> = (0..2)
+            .map(|i| {
+                let d = self.nodes[i].discard;
+                self.nodes[i].node.as_ref().map(|n| n.uuid_report(d))
+            })
+            .collect();
+        for i in 0..2 {
+            self.nodes[i].discard = false;
+            let Some(peer) = reports[1 - i] else { continue };
+            if let Some(n) = self.node(i) {
+                n.handle(Event::PeerConnected {
+                    peer,
+                    peer_data_bytes: DATA_BYTES,
+                });
+            }
+            self.drain_actions(i);
+        }
+    }
+
+    fn send(&mut self, from: usize, msg: Message, data: Vec<u64>) {
+        if !self.link_up {
+            return;
+        }
+        let at = (self.now + 20 + self.rng.below(300)).max(self.last_delivery[from]);
+        self.last_delivery[from] = at;
+        let epoch = self.link_epoch;
+        self.seq += 1;
+        self.queue.insert(
+            (at, self.seq),
+            Pending::Deliver {
+                to: 1 - from,
+                epoch,
+                msg,
+                data,
+            },
+        );
+    }
+
+    fn deliver(&mut self, to: usize, msg: Message, data: Vec<u64>) {
+        if self.nodes[to].node.is_none() {
+            return;
+        }
+        let event = match msg {
+            Message::Data {
+                seq,
+                offset,
+                len,
+                flags,
+            } => {
+                let id = self.alloc(to);
+                self.nodes[to].bufs.insert(id, data);
+                Event::PeerWrite {
+                    id,
+                    seq,
+                    offset,
+                    len,
+                    flags,
+                }
+            }
+            Message::DataAck { seq, status, .. } => Event::PeerAck { seq, status },
+            Message::Barrier { epoch } => Event::PeerBarrier { epoch },
+            Message::BarrierAck { epoch } => Event::PeerBarrierAck { epoch },
+            Message::Bitmap { runs, last } => Event::PeerBitmap { runs, last },
+            Message::SyncUuid { uuid } => Event::PeerSyncUuid { uuid },
+            Message::ResyncDone {
+                current,
+                bitmap,
+                history,
+            } => Event::PeerResyncDone {
+                uuids: GenerationUuids {
+                    current,
+                    bitmap,
+                    history,
+                },
+            },
+            Message::State { primary, disk } => Event::PeerState {
+                primary,
+                disk: disk_state(disk),
+            },
+            Message::StartResync { source_is_sender, full } => Event::PeerStartResync { source_is_sender, full },
+            Message::DigestCheck {
+                seq,
+                offset,
+                len,
+                purpose,
+                alg,
+                digest,
+            } => Event::PeerDigestCheck {
+                seq,
+                offset,
+                len,
+                purpose,
+                alg,
+                digest,
+            },
+            Message::DigestReply { seq, equal } => Event::PeerDigestReply { seq, equal },
+            Message::ReadRequest { seq, offset, len } => Event::PeerReadRequest { seq, offset, len },
+            Message::ReadReply { seq, status, .. } => {
+                if let Some(id) = self.nodes[to].peer_reads.remove(&seq) {
+                    if status == 0 {
+                        self.nodes[to].bufs.insert(id, data);
+                    }
+                }
+                Event::PeerReadReply { seq, status }
+            }
+            _ => return,
+        };
+        if let Some(n) = self.node(to) {
+            n.handle(event);
+        }
+        self.drain_actions(to);
+    }
+
+    fn alloc(&mut self, i: usize) -> ReqId {
+        let id = self.nodes[i].next_id;
+        self.nodes[i].next_id += 1;
+        id
+    }
+
+    // -------------------------------------------------------------- actions
+
+    fn drain_actions(&mut self, i: usize) {
+        loop {
+            let Some(a) = self.nodes[i].node.as_mut().and_then(Node::poll_action) else {
+                return;
+            };
+            self.act(i, a);
+        }
+    }
+
+    fn act(&mut self, i: usize, a: Action) {
+        match a {
+            Action::Disk { id, op } => {
+                self.nodes[i].disk_ops.insert(id, op);
+                let delay = 30 + self.rng.below(400);
+                self.schedule(delay, Pending::DiskDone { node: i, id });
+            }
+            Action::Reply { id, error } => self.app_reply(i, id, error),
+            Action::SendPeer(msg) => self.send(i, msg, Vec::new()),
+            Action::SendPeerData { id, msg } => {
+                let data = self.nodes[i].bufs.get(&id).cloned().unwrap_or_default();
+                self.send(i, msg, data);
+            }
+            Action::Release { id } => {
+                self.nodes[i].bufs.remove(&id);
+            }
+            Action::Disconnect { reason } => {
+                self.note(format!("{}: disconnect: {reason}", self.nodes[i].name));
+                self.nodes[i].wants_link = false;
+                self.drop_link();
+            }
+            Action::Log { message, .. } => self.note(format!("{}: {message}", self.nodes[i].name)),
+            Action::PersistMeta => {
+                if let Some(n) = self.nodes[i].node.as_ref() {
+                    let (u, f, d) = (n.uuids(), n.flags(), n.divergence());
+                    let m = &mut self.nodes[i].meta;
+                    if let Some(u) = u {
+                        m.uuids = u;
+                    }
+                    m.flags = f;
+                    m.divergence = d;
+                }
+            }
+            Action::PersistBitmap => {
+                let pages = self.nodes[i]
+                    .node
+                    .as_mut()
+                    .map(Node::take_bitmap_pages)
+                    .unwrap_or_default();
+                for (p, bytes) in pages {
+                    self.nodes[i].meta.pages.insert(p, bytes.to_vec());
+                }
+            }
+            Action::PersistAl(tr) => self.nodes[i].meta.al = Some((tr.extents.clone(), tr.tr_number)),
+            Action::StateChanged | Action::DetachDisk => {}
+            Action::RunHandler(h) => {
+                if h.awaited() {
+                    if let Some(n) = self.node(i) {
+                        n.handle(Event::HandlerDone { handler: h, exit: None });
+                    }
+                }
+            }
+            Action::SaveDiverged { .. } => {
+                if let Some(n) = self.node(i) {
+                    n.handle(Event::DivergedSaved {
+                        result: Ok("sim".into()),
+                    });
+                }
+            }
+            Action::ForwardRead { id, seq, offset, len } => {
+                self.nodes[i].peer_reads.insert(seq, id);
+                self.send(i, Message::ReadRequest { seq, offset, len }, Vec::new());
+            }
+            Action::SendPeerReadReply { id, seq, status, len } => {
+                let data = id
+                    .and_then(|id| self.nodes[i].bufs.get(&id).cloned())
+                    .unwrap_or_default();
+                self.send(i, Message::ReadReply { seq, status, len }, data);
+            }
+        }
+    }
+
+    fn disk_done(&mut self, i: usize, id: ReqId) {
+        let Some(op) = self.nodes[i].disk_ops.remove(&id) else {
+            return;
+        };
+        let blocks = |offset: u64, len: u32| (offset / BM_BLOCK_BYTES, u64::from(len).div_ceil(BM_BLOCK_BYTES));
+        let mut digest = None;
+        match op {
+            DiskOp::Write { offset, len, .. } => {
+                let (first, n) = blocks(offset, len);
+                let vals = self.nodes[i].bufs.get(&id).cloned().unwrap_or_default();
+                for k in 0..n {
+                    let v = vals.get(k as usize).copied().unwrap_or(0);
+                    self.nodes[i].disk.insert(first + k, v);
+                    if self.watch == Some(first + k) {
+                        self.note(format!(
+                            "{}: disk write block {} := {v} (id {id})",
+                            self.nodes[i].name,
+                            first + k
+                        ));
+                    }
+                }
+            }
+            DiskOp::Trim { offset, len, .. } | DiskOp::Zero { offset, len, .. } => {
+                let (first, n) = blocks(offset, len);
+                for k in 0..n {
+                    self.nodes[i].disk.insert(first + k, 0);
+                }
+            }
+            DiskOp::Read { offset, len } => {
+                let (first, n) = blocks(offset, len);
+                let vals = (0..n).map(|k| self.read_block(i, first + k)).collect();
+                self.nodes[i].bufs.insert(id, vals);
+            }
+            DiskOp::Digest { offset, len, .. } => {
+                let (first, n) = blocks(offset, len);
+                let mut h = 0xcbf2_9ce4_8422_2325u64;
+                for k in 0..n {
+                    h = (h ^ self.read_block(i, first + k)).wrapping_mul(0x100_0000_01b3);
+                }
+                digest = Some(h.to_be_bytes().to_vec());
+            }
+            DiskOp::Flush => {}
+        }
+        let event = match digest {
+            Some(d) => Event::DigestDone { id, result: Ok(d) },
+            None => Event::DiskDone { id, result: Ok(()) },
+        };
+        if let Some(n) = self.node(i) {
+            n.handle(event);
+        }
+        self.drain_actions(i);
+    }
+
+    fn read_block(&self, i: usize, b: u64) -> u64 {
+        self.nodes[i].disk.get(&b).copied().unwrap_or(0)
+    }
+
+    // ------------------------------------------------------------- workload
+
+    fn primary(&self) -> Option<usize> {
+        (0..2).find(|&i| self.nodes[i].node.as_ref().is_some_and(|n| n.role() == Role::Primary))
+    }
+
+    fn issue(&mut self, i: usize) {
+        let first = hot_block(self.rng.below(HOT_BLOCKS));
+        let blocks = 1 + self.rng.below(4).min(BLOCKS - first - 1);
+        if (first..first + blocks).any(|b| self.busy.contains(&b)) {
+            return;
+        }
+        let id = self.alloc(i);
+        let kind = match self.rng.below(10) {
+            0..=5 => IoKind::Write {
+                fua: self.rng.chance(200),
+            },
+            6 => IoKind::Flush,
+            _ => IoKind::Read,
+        };
+        let write = match kind {
+            IoKind::Write { .. } => {
+                let v = self.next_value;
+                self.next_value += 1;
+                self.nodes[i].bufs.insert(id, vec![v; blocks as usize]);
+                Some(v)
+            }
+            _ => None,
+        };
+        if kind != IoKind::Flush {
+            for b in first..first + blocks {
+                self.busy.insert(b);
+            }
+        }
+        let io = IoRequest {
+            kind,
+            offset: if kind == IoKind::Flush {
+                0
+            } else {
+                first * BM_BLOCK_BYTES
+            },
+            len: if kind == IoKind::Flush {
+                0
+            } else {
+                (blocks * BM_BLOCK_BYTES) as u32
+            },
+        };
+        let blocks = if kind == IoKind::Flush { 0 } else { blocks };
+        self.app.insert((i, id), AppIo { first, blocks, write });
+        if let Some(n) = self.node(i) {
+            n.handle(Event::NbdRequest { id, io });
+        }
+        self.drain_actions(i);
+    }
+
+    fn acceptable(&self, i: usize, b: u64, v: u64) -> bool {
+        self.nodes[i].expected.get(&b).copied().unwrap_or(0) == v
+            || self.nodes[i].maybe.get(&b).is_some_and(|m| m.contains(&v))
+    }
+
+    fn app_reply(&mut self, i: usize, id: ReqId, error: u32) {
+        let Some(io) = self.app.remove(&(i, id)) else { return };
+        for b in io.first..io.first + io.blocks {
+            self.busy.remove(&b);
+        }
+        match io.write {
+            Some(v) if error == 0 => {
+                self.report.writes_acked += 1;
+                if self
+                    .watch
+                    .is_some_and(|w| (io.first..io.first + io.blocks).contains(&w))
+                {
+                    self.note(format!("{}: ack write {v} (id {id})", self.nodes[i].name));
+                }
+                for b in io.first..io.first + io.blocks {
+                    self.nodes[i].expected.insert(b, v);
+                    self.nodes[i].maybe.remove(&b);
+                }
+            }
+            Some(_) => self.unknown_outcome(i, &io),
+            None if error == 0 && io.blocks > 0 => {
+                let vals = self.nodes[i].bufs.get(&id).cloned().unwrap_or_default();
+                for k in 0..io.blocks {
+                    let b = io.first + k;
+                    let got = vals.get(k as usize).copied().unwrap_or(u64::MAX);
+                    if !self.acceptable(i, b, got) {
+                        self.fail_later(format!(
+                            "{}: read of block {b} returned write {got}, expected {}",
+                            self.nodes[i].name,
+                            self.nodes[i].expected.get(&b).copied().unwrap_or(0)
+                        ));
+                    }
+                }
+                self.report.reads_verified += 1;
+            }
+            None => {}
+        }
+        self.nodes[i].bufs.remove(&id);
+    }
+
+    /// Run one event (or return false when none is due before `until`).
+    fn step(&mut self, until: u64) -> bool {
+        let Some((&(at, seq), _)) = self.queue.iter().next() else {
+            return false;
+        };
+        if at > until {
+            return false;
+        }
+        let Some(p) = self.queue.remove(&(at, seq)) else {
+            return false;
+        };
+        self.now = self.now.max(at);
+        match p {
+            Pending::DiskDone { node, id } => self.disk_done(node, id),
+            Pending::Deliver { to, epoch, msg, data } => {
+                if epoch == self.link_epoch && self.link_up {
+                    self.deliver(to, msg, data);
+                }
+            }
+            Pending::Connect { epoch } => {
+                if epoch == self.link_epoch && !self.link_up && !self.partitioned {
+                    self.connect_now();
+                }
+            }
+            Pending::Tick => {
+                for i in 0..2 {
+                    if let Some(n) = self.node(i) {
+                        n.handle(Event::Tick { elapsed_us: 1000 });
+                    }
+                    self.drain_actions(i);
+                }
+            }
+        }
+        true
+    }
+
+    /// Let time pass for `us`, with the workload running on the Primary
+    /// (on both, if two are Primary) when `load`.
+    fn run_for(&mut self, us: u64, load: bool) {
+        let end = self.now + us;
+        while self.now < end && self.violation.is_none() {
+            self.maybe_connect();
+            if self
+                .nodes
+                .iter()
+                .any(|s| s.node.as_ref().is_some_and(Node::resync_active))
+                && !self.queue.values().any(|p| matches!(p, Pending::Tick))
+            {
+                self.schedule(1000, Pending::Tick);
+            }
+            let next_op = self.now + 50 + self.rng.below(200);
+            while self.step(next_op.min(end)) {}
+            self.now = self.now.max(next_op.min(end));
+            if load && self.app.len() < 12 {
+                for i in 0..2 {
+                    if self.nodes[i].node.as_ref().is_some_and(|n| n.role() == Role::Primary) {
+                        self.issue(i);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stop the workload and let everything in flight finish (a resync may
+    /// take a while; bounded).
+    fn settle(&mut self) {
+        for _ in 0..200 {
+            self.run_for(20_000, false);
+            let syncing = self.nodes.iter().any(|s| {
+                s.node.as_ref().is_some_and(|n| {
+                    matches!(
+                        n.cstate(),
+                        ConnState::SyncSource | ConnState::SyncTarget | ConnState::WFBitMapS | ConnState::WFBitMapT
+                    )
+                })
+            });
+            if self.app.is_empty() && !syncing && !self.queue.values().any(|p| !matches!(p, Pending::Tick)) {
+                return;
+            }
+        }
+    }
+
+    fn up(&self, i: usize) -> bool {
+        self.nodes[i].node.is_some()
+    }
+
+    fn cstate(&self, i: usize) -> Option<ConnState> {
+        self.nodes[i].node.as_ref().map(Node::cstate)
+    }
+
+    fn promote(&mut self, i: usize) -> bool {
+        let fresh = self.fresh();
+        let Some(n) = self.nodes[i].node.as_mut() else {
+            return false;
+        };
+        let was_sync_target = n.cstate() == ConnState::SyncTarget || n.disk_state() == DiskState::Inconsistent;
+        let ok = n.promote(false, fresh).is_ok();
+        if ok && was_sync_target {
+            self.fail_later(format!(
+                "{} was promoted without --force while Inconsistent/SyncTarget",
+                self.nodes[i].name
+            ));
+        }
+        self.note(format!("{}: promote -> {ok}", self.nodes[i].name));
+        self.drain_actions(i);
+        ok
+    }
+
+    fn demote(&mut self, i: usize) -> bool {
+        let Some(n) = self.nodes[i].node.as_mut() else {
+            return false;
+        };
+        let ok = n.demote(false, "").is_ok();
+        self.drain_actions(i);
+        ok
+    }
+
+    /// Every block either node's workload touched.
+    fn touched(&self) -> BTreeSet<u64> {
+        let mut s: BTreeSet<u64> = (0..HOT_BLOCKS).flat_map(|i| hot_block(i)..hot_block(i) + 4).collect();
+        for n in &self.nodes {
+            s.extend(n.disk.keys().copied());
+        }
+        s.retain(|b| *b < BLOCKS);
+        s
+    }
+
+    /// The invariants that hold whenever nothing is in flight.
+    fn check_quiet(&mut self) {
+        let (Some(a), Some(b)) = (self.nodes[0].node.as_ref(), self.nodes[1].node.as_ref()) else {
+            return;
+        };
+        let both_have_data = a.disk_state() >= DiskState::Outdated && b.disk_state() >= DiskState::Outdated;
+        let in_sync = a.cstate() == ConnState::Connected
+            && b.cstate() == ConnState::Connected
+            && a.disk_state() == DiskState::UpToDate
+            && b.disk_state() == DiskState::UpToDate;
+        let marked: BTreeSet<u64> = a
+            .bitmap_runs()
+            .into_iter()
+            .chain(b.bitmap_runs())
+            .flat_map(|(f, n)| f..f + n)
+            .collect();
+        let differ: Vec<u64> = self
+            .touched()
+            .into_iter()
+            .filter(|&blk| self.read_block(0, blk) != self.read_block(1, blk))
+            .collect();
+        if in_sync && marked.is_empty() {
+            self.report.resyncs_checked += 1;
+            if let Some(&blk) = differ.first() {
+                let (x, y) = (self.read_block(0, blk), self.read_block(1, blk));
+                self.fail_later(format!(
+                    "connected and UpToDate/UpToDate with empty bitmaps, yet block {blk} differs ({x} vs {y})"
+                ));
+            }
+        }
+        if let Some(blk) = differ.iter().find(|blk| !marked.contains(blk)) {
+            if both_have_data {
+                self.fail_later(format!("block {blk} differs between the nodes but no bitmap marks it"));
+            }
+        }
+    }
+
+    /// Every acknowledged write of `i`'s lineage is on `i`'s disk.
+    fn check_lineage_on_disk(&mut self, i: usize, what: &str) {
+        let expected: Vec<(u64, u64)> = self.nodes[i].expected.iter().map(|(b, v)| (*b, *v)).collect();
+        for (b, v) in expected {
+            let got = self.read_block(i, b);
+            if got != v && !self.nodes[i].maybe.get(&b).is_some_and(|m| m.contains(&got)) {
+                self.fail_later(format!(
+                    "{what}: {} block {b} holds write {got}, but write {v} was acknowledged",
+                    self.nodes[i].name
+                ));
+                return;
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ scenarios
+
+    fn setup(&mut self) {
+        self.boot(0);
+        self.boot(1);
+        self.run_for(5_000, false);
+        for i in 0..2 {
+            if let Some(n) = self.node(i) {
+                n.connecting();
+            }
+        }
+        self.settle();
+        let fresh = self.fresh();
+        if let Some(n) = self.node(0) {
+            let _ = n.new_current_uuid(fresh, true);
+        }
+        self.drain_actions(0);
+        self.settle();
+        self.promote(0);
+    }
+
+    fn crash_and_restart_secondary(&mut self, p: usize) {
+        let s = 1 - p;
+        self.crash(s);
+        let pause = 2_000 + self.rng.below(20_000);
+        self.run_for(pause, true);
+        self.boot(s);
+        if let Some(n) = self.node(s) {
+            n.connecting();
+        }
+        self.run_for(5_000, true);
+    }
+
+    fn failover(&mut self, p: usize) {
+        let s = 1 - p;
+        let was_in_sync = self.nodes[s]
+            .node
+            .as_ref()
+            .is_some_and(|n| n.disk_state() == DiskState::UpToDate)
+            && self.link_up;
+        self.crash(p);
+        self.settle();
+        if self.promote(s) {
+            self.report.failovers += 1;
+            // The new Primary inherits the clients' view.
+            self.inherit(s, p);
+            self.check_lineage_on_disk(s, "after failover");
+        } else if was_in_sync {
+            self.fail_later(format!(
+                "{} was UpToDate and connected, yet refused promotion",
+                self.nodes[s].name
+            ));
+        }
+        let pause = 10_000 + self.rng.below(30_000);
+        self.run_for(pause, true);
+        self.boot(p);
+        if let Some(n) = self.node(p) {
+            n.connecting();
+        }
+        self.run_for(5_000, true);
+    }
+
+    fn split_brain(&mut self, p: usize) {
+        let s = 1 - p;
+        self.settle();
+        if !(self.link_up
+            && self.nodes[s]
+                .node
+                .as_ref()
+                .is_some_and(|n| n.disk_state() == DiskState::UpToDate))
+        {
+            return;
+        }
+        self.partitioned = true;
+        self.drop_link();
+        self.settle();
+        if !self.promote(s) {
+            self.partitioned = false;
+            return;
+        }
+        self.nodes[s].expected = self.nodes[p].expected.clone();
+        let pause = 5_000 + self.rng.below(20_000);
+        self.run_for(pause, true);
+        self.settle();
+        let wrote_both = self.nodes[0]
+            .node
+            .as_ref()
+            .is_some_and(|n| n.bitmap_runs().iter().any(|r| r.1 > 0))
+            && self.nodes[1]
+                .node
+                .as_ref()
+                .is_some_and(|n| n.bitmap_runs().iter().any(|r| r.1 > 0));
+        let (disk_p, disk_s) = (self.nodes[p].disk.clone(), self.nodes[s].disk.clone());
+        self.partitioned = false;
+        self.run_for(10_000, false);
+        self.settle();
+        let both_standalone = (0..2).all(|i| self.cstate(i) == Some(ConnState::StandAlone));
+        if !both_standalone {
+            self.fail_later(format!(
+                "split brain not detected on both sides: {:?} / {:?}",
+                self.cstate(0),
+                self.cstate(1)
+            ));
+            return;
+        }
+        if self.nodes[p].disk != disk_p || self.nodes[s].disk != disk_s {
+            self.fail_later("a split brain was merged: a disk changed while StandAlone".into());
+            return;
+        }
+        self.report.split_brains += u64::from(wrote_both);
+        // The operator picks a victim and recovers by hand.
+        let victim = if self.rng.chance(500) { p } else { s };
+        let survivor = 1 - victim;
+        self.demote(victim);
+        self.nodes[victim].discard = true;
+        if let Some(n) = self.node(victim) {
+            n.set_discard_my_data(true);
+        }
+        for i in 0..2 {
+            self.nodes[i].wants_link = true;
+            if let Some(n) = self.node(i) {
+                n.connecting();
+            }
+            self.drain_actions(i);
+        }
+        self.settle();
+        self.inherit(victim, survivor);
+        self.check_quiet();
+        self.check_lineage_on_disk(victim, "after split-brain recovery");
+    }
+
+    fn fail_later(&mut self, why: String) {
+        self.note(format!("VIOLATION: {why}"));
+        self.violation.get_or_insert(why);
+    }
+}
+
+fn disk_state(d: u8) -> DiskState {
+    DiskState::from_wire(d).unwrap_or(DiskState::DUnknown)
+}
+
+/// Run one seeded simulation: a few thousand I/Os with faults injected.
+pub fn run(seed: u64) -> Result<Report, String> {
+    run_watching(seed, None)
+}
+
+/// [`run`], tracing every write to and acknowledgement of block `watch`.
+pub fn run_watching(seed: u64, watch: Option<u64>) -> Result<Report, String> {
+    let mut sim = Sim::new(seed);
+    sim.watch = watch;
+    sim.setup();
+    let rounds = 6 + sim.rng.below(6);
+    for _ in 0..rounds {
+        let Some(p) = sim.primary() else {
+            return Err(sim.failure("no Primary left"));
+        };
+        let pause = 5_000 + sim.rng.below(30_000);
+        sim.run_for(pause, true);
+        match sim.rng.below(5) {
+            0 => {
+                sim.drop_link();
+                let pause = 1_000 + sim.rng.below(20_000);
+                sim.run_for(pause, true);
+            }
+            1 => sim.crash_and_restart_secondary(p),
+            2 => sim.failover(p),
+            3 => sim.split_brain(p),
+            _ => {}
+        }
+        sim.settle();
+        sim.check_quiet();
+        for i in 0..2 {
+            if sim.up(i) && sim.nodes[i].node.as_ref().is_some_and(|n| n.role() == Role::Primary) {
+                sim.check_lineage_on_disk(i, "quiet Primary");
+            }
+        }
+        if let Some(why) = sim.violation.clone() {
+            return Err(sim.failure(&why));
+        }
+    }
+    Ok(sim.report)
+}
+
+impl Sim {
+    fn failure(&self, why: &str) -> String {
+        let tail: Vec<&String> = self.trace.iter().rev().take(120).collect();
+        let mut out = format!(
+            "seed {} violated an invariant: {why}\nreproduce: TANDEM_SIM_SEED={} cargo test --release --test simulation\nlast events:\n",
+            self.report.seed, self.report.seed
+        );
+        for l in tail.into_iter().rev() {
+            out.push_str(l);
+            out.push('\n');
+        }
+        out
+    }
+}
