@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod pair;
+pub mod stack;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
