@@ -89,7 +89,11 @@ impl Mariadb {
     }
 
     fn sql(&self, q: &str) -> String {
-        run_ok(Command::new("mariadb").arg(format!("--defaults-file={}", self.cnf.display())).args(["-N", "-e", q]))
+        run_ok(
+            Command::new("mariadb")
+                .arg(format!("--defaults-file={}", self.cnf.display()))
+                .args(["-N", "-e", q]),
+        )
     }
 
     fn pid(&self) -> Option<i32> {
@@ -109,7 +113,11 @@ impl Mariadb {
     }
 
     fn shutdown(&self) {
-        run_ok(Command::new("mariadb-admin").arg(format!("--defaults-file={}", self.cnf.display())).arg("shutdown"));
+        run_ok(
+            Command::new("mariadb-admin")
+                .arg(format!("--defaults-file={}", self.cnf.display()))
+                .arg("shutdown"),
+        );
         let deadline = Instant::now() + Duration::from_secs(30);
         while self.pid_file.exists() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
@@ -144,7 +152,9 @@ impl Writer {
             .stderr(Stdio::null())
             .spawn()
             .expect("writer");
-        Writer { pgid: child.id() as i32 }
+        Writer {
+            pgid: child.id() as i32,
+        }
     }
 
     fn stop(&mut self) {
@@ -273,9 +283,13 @@ fn mariadb_survives_primary_death_and_a_clean_switchover_without_losing_a_commit
     let mut writer = Writer::start(&db_b, from, &acked2_path);
     p.alpha.start();
     p.alpha.adm_ok(&["up", "r0"]);
-    p.alpha.wait_for("cs:Connected ro:Secondary/Primary ds:UpToDate/UpToDate", 120);
+    p.alpha
+        .wait_for("cs:Connected ro:Secondary/Primary ds:UpToDate/UpToDate", 120);
     while numbers(&acked2_path).len() < 300 {
-        assert!(Instant::now() < deadline + Duration::from_secs(120), "the second writer stalled");
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(120),
+            "the second writer stalled"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     writer.stop();
