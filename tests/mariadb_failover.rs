@@ -134,7 +134,7 @@ impl Drop for Mariadb {
 /// The client: numbered transactions, each number printed only after its
 /// COMMIT returned. Its own process group, killed on drop.
 struct Writer {
-    pgid: i32,
+    child: Option<std::process::Child>,
 }
 
 impl Writer {
@@ -145,6 +145,8 @@ impl Writer {
             db.cnf.display(),
             acked.display()
         );
+        // setsid without -f runs bash in a new session as our child: its
+        // pid is the process group of the whole pipeline.
         let child = Command::new("setsid")
             .args(["bash", "-c", &script])
             .stdin(Stdio::null())
@@ -152,16 +154,14 @@ impl Writer {
             .stderr(Stdio::null())
             .spawn()
             .expect("writer");
-        Writer {
-            pgid: child.id() as i32,
-        }
+        Writer { child: Some(child) }
     }
 
     fn stop(&mut self) {
-        if self.pgid > 0 {
+        if let Some(mut child) = self.child.take() {
             // SAFETY: the writer's own process group.
-            unsafe { libc::kill(-self.pgid, libc::SIGKILL) };
-            self.pgid = 0;
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            let _ = child.wait();
             std::thread::sleep(Duration::from_millis(200));
         }
     }
