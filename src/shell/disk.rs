@@ -122,6 +122,18 @@ impl Disk {
 
     /// Make every completed write durable (fdatasync covers both descriptors:
     /// they share the inode, and the device cache is flushed with it).
+    /// fdatasync, synchronously: before an activity-log transaction (see
+    /// `Action::PersistAl`), where nothing may start until it is done.
+    pub fn flush_blocking(&self) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: the fd is open for as long as `self` lives.
+        if unsafe { libc::fdatasync(self.direct.as_raw_fd()) } == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
     pub async fn flush(&self) -> io::Result<()> {
         self.direct.sync_data().await
     }

@@ -269,6 +269,14 @@ impl Resource {
                 Action::PersistMeta => self.persist_meta(),
                 Action::PersistBitmap => self.persist_bitmap(),
                 Action::PersistAl(tr) => {
+                    // A transaction may make extents cold: writes in them are
+                    // no longer replayed after a crash, so they must be on
+                    // stable storage first, not in the disk's volatile cache.
+                    if let Some(disk) = self.disk.borrow().as_ref() {
+                        if let Err(e) = disk.flush_blocking() {
+                            tracing::error!(resource = %self.name, error = %e, "cannot flush the disk before an activity-log transaction");
+                        }
+                    }
                     if let Some(meta) = self.meta.borrow_mut().as_mut() {
                         if let Err(e) = meta.write_al(&tr) {
                             // Not durable means not protected: fail safe by

@@ -14,6 +14,7 @@ pub struct Stack {
     loop_dev: Option<String>,
     mounted: bool,
     fuse_gone: bool,
+    pid_file: PathBuf,
 }
 
 impl Stack {
@@ -43,6 +44,7 @@ impl Stack {
             loop_dev: None,
             mounted: false,
             fuse_gone: false,
+            pid_file: pid.clone(),
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while !stack.fuse_dir.join("disk").exists() {
@@ -98,6 +100,18 @@ impl Drop for Stack {
         }
         if !self.fuse_gone {
             let _ = Command::new("fusermount3").arg("-u").arg(&self.fuse_dir).status();
+        }
+        // nbdfuse exits (closing its NBD connections) shortly after the
+        // unmount; wait, so that the export is really free afterwards.
+        let pid: Option<i32> = std::fs::read_to_string(&self.pid_file)
+            .ok()
+            .and_then(|p| p.trim().parse().ok());
+        if let Some(pid) = pid {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            // SAFETY: signal 0 only asks whether the process exists.
+            while unsafe { libc::kill(pid, 0) } == 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
     }
 }
