@@ -105,3 +105,32 @@ fn the_admin_group_may_use_tandemadm_and_is_logged() {
         "{log}"
     );
 }
+
+/// A standalone node whose `net` section says `nbd-allow ALLOW;`.
+fn node_allowing(allow: &str) -> Node {
+    let mut node = Node::configured(16 << 20, "meta-disk internal;");
+    let conf = std::fs::read_to_string(&node.conf).expect("conf");
+    let conf = conf.replacen(
+        "resource r0 {",
+        &format!("resource r0 {{\n  net {{ nbd-allow {allow}; }}"),
+        1,
+    );
+    std::fs::write(&node.conf, conf).expect("conf");
+    node.adm_ok(&["create-md", "r0"]);
+    node.start();
+    node.adm_ok(&["up", "r0"]);
+    node.adm_ok(&["primary", "--force", "r0"]);
+    node
+}
+
+#[test]
+fn nbd_clients_outside_the_allow_list_are_turned_away() {
+    require_tool("nbdinfo", "libnbd-bin");
+    let node = node_allowing("192.0.2.0/24");
+    let out = run(Command::new("nbdinfo").arg(node.uri()));
+    assert!(!out.status.success(), "a client outside nbd-allow got in");
+    assert!(node.log().contains("not in nbd-allow"), "{}", node.log());
+    let node = node_allowing("192.0.2.0/24 127.0.0.1");
+    let out = run_ok(Command::new("nbdinfo").arg(node.uri()));
+    assert!(out.contains("export-size: 16"), "{out}");
+}

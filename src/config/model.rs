@@ -211,6 +211,57 @@ pub struct NetOptions {
     pub fencing: Fencing,
     /// `allow-insecure yes`: permit a link without a shared secret.
     pub allow_insecure: bool,
+    /// `nbd-allow NET…;`: NBD clients over TCP must come from one of these
+    /// (empty: anyone who reaches the `device` address).
+    pub nbd_allow: Vec<AllowNet>,
+}
+
+/// An address or a CIDR prefix, as `nbd-allow` takes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllowNet {
+    pub addr: std::net::IpAddr,
+    pub prefix: u8,
+}
+
+impl AllowNet {
+    pub fn parse(s: &str) -> Option<AllowNet> {
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: std::net::IpAddr = a.parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max)?,
+            None => max,
+        };
+        Some(AllowNet { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(a) & mask == u32::from(b) & mask
+            }
+            (IpAddr::V6(a), IpAddr::V6(b)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(a) & mask == u128::from(b) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for AllowNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
 }
 
 impl Default for NetOptions {
@@ -236,6 +287,7 @@ impl Default for NetOptions {
             data_integrity_alg: None,
             fencing: Fencing::default(),
             allow_insecure: false,
+            nbd_allow: Vec::new(),
         }
     }
 }

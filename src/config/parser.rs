@@ -371,6 +371,7 @@ pub(super) const NET_OPTIONS: &[&str] = &[
     "after-sb-2pri",
     "allow-two-primaries",
     "allow-insecure",
+    "nbd-allow",
     "csums-alg",
     "verify-alg",
     "data-integrity-alg",
@@ -620,6 +621,27 @@ fn net_option(ctx: &mut Ctx<'_>, d: &mut Options, o: &Stmt) -> Result<bool, Conf
         }
         "allow-two-primaries" => n.allow_two_primaries = flag(o)?,
         "allow-insecure" => n.allow_insecure = flag(o)?,
+        "nbd-allow" => {
+            if o.args.is_empty() || o.block.is_some() {
+                return Err(err(
+                    &o.end,
+                    "expected addresses or CIDR prefixes after 'nbd-allow' (e.g. 'nbd-allow 127.0.0.1 10.0.0.0/24;')"
+                        .to_owned(),
+                ));
+            }
+            for a in &o.args {
+                let net = AllowNet::parse(&a.text).ok_or_else(|| {
+                    err(
+                        &a.location,
+                        format!(
+                            "nbd-allow: '{}' is not an address or CIDR prefix (e.g. 10.0.0.0/24)",
+                            shown(&a.text)
+                        ),
+                    )
+                })?;
+                n.nbd_allow.push(net);
+            }
+        }
         "csums-alg" => n.csums_alg = Some(algorithm(ctx, o, "crc32c")?),
         "verify-alg" => n.verify_alg = Some(algorithm(ctx, o, "crc32c")?),
         "data-integrity-alg" => n.data_integrity_alg = Some(algorithm(ctx, o, "crc32c")?),

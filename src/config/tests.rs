@@ -897,3 +897,26 @@ proptest::proptest! {
         let _ = parse(&words.join(" "));
     }
 }
+
+#[test]
+fn nbd_allow_takes_addresses_and_prefixes_and_says_what_is_wrong() {
+    let c = parse(
+        "resource r0 {\n net { nbd-allow 127.0.0.1 10.1.0.0/16 ::1; }\n on a { device nbd://127.0.0.1:10809/r0; disk /dev/x; meta-disk internal; }\n}",
+    )
+    .unwrap();
+    let allow = &c.resources[0].net.nbd_allow;
+    assert_eq!(allow.len(), 3);
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    assert!(allow[0].contains(ip("127.0.0.1")) && !allow[0].contains(ip("127.0.0.2")));
+    assert!(allow[1].contains(ip("10.1.200.3")) && !allow[1].contains(ip("10.2.0.1")));
+    assert!(allow[2].contains(ip("::1")));
+    // An IPv4 client seen on a dual-stack socket.
+    assert!(allow[0].contains(ip("::ffff:127.0.0.1")));
+    assert!(AllowNet::parse("0.0.0.0/0").unwrap().contains(ip("192.0.2.7")));
+    assert_eq!(AllowNet::parse("10.0.0.0/33"), None);
+    let (line, col, msg) = err_at("resource r0 {\n net { nbd-allow 10.0.0.0/24 nonsense; }\n}");
+    assert_eq!((line, col), (2, 30), "{msg}");
+    assert!(msg.contains("'nonsense' is not an address or CIDR prefix"), "{msg}");
+    let (_, _, msg) = err_at("resource r0 {\n net { nbd-allow; }\n}");
+    assert!(msg.contains("expected addresses or CIDR prefixes"), "{msg}");
+}

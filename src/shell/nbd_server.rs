@@ -114,7 +114,17 @@ pub fn start_listener(res: &Rc<Resource>) -> io::Result<()> {
                 a = listener.accept() => a,
             };
             match accepted {
-                Ok((stream, peer)) => {
+                Ok((stream, peer, ip)) => {
+                    let allowed = {
+                        let cfg = res.cfg.borrow();
+                        let list = &cfg.net.nbd_allow;
+                        ip.is_none_or(|ip| list.is_empty() || list.iter().any(|n| n.contains(ip)))
+                    };
+                    if !allowed {
+                        tracing::warn!(resource = %res.name, %peer, "NBD client refused: its address is not in nbd-allow");
+                        stream.shutdown();
+                        continue;
+                    }
                     let id = next_conn.get();
                     next_conn.set(id + 1);
                     let res = Rc::clone(&res);
@@ -141,12 +151,13 @@ enum Listener {
 }
 
 impl Listener {
-    async fn accept(&self) -> io::Result<(Stream, String)> {
+    /// The stream, a printable peer, and its IP address (TCP only).
+    async fn accept(&self) -> io::Result<(Stream, String, Option<std::net::IpAddr>)> {
         match self {
             Listener::Tcp(l) => {
                 let (s, addr) = l.accept().await?;
                 s.set_nodelay(true)?;
-                Ok((Stream::Tcp(s), addr.to_string()))
+                Ok((Stream::Tcp(s), addr.to_string(), Some(addr.ip())))
             }
             Listener::Unix(l) => {
                 let (s, _) = l.accept().await?;
@@ -155,6 +166,7 @@ impl Listener {
                 Ok((
                     Stream::Unix(tokio_uring::net::UnixStream::from_std(std)),
                     "unix socket".to_owned(),
+                    None,
                 ))
             }
         }
