@@ -962,7 +962,9 @@ impl Node {
                 fua,
             },
         };
-        if r.origin == Origin::App && r.is_write() {
+        // The peer's writes too: a Secondary that crashes (or loses power
+        // with writes in its disk's cache) must resync what it was writing.
+        if matches!(r.origin, Origin::App | Origin::Peer { .. }) && r.is_write() {
             self.activate_extents(io);
         }
         self.counters.lo += 1;

@@ -87,6 +87,9 @@ struct SimNode {
     node: Option<Node>,
     /// Block → value of the write that last landed there (0: never written).
     disk: HashMap<u64, u64>,
+    /// Blocks written since the disk's volatile cache was last flushed,
+    /// with the value each held before: a power cut may undo them.
+    volatile: HashMap<u64, u64>,
     meta: Persisted,
     /// Block values of requests: app writes, peer writes, reads.
     bufs: HashMap<ReqId, Vec<u64>>,
@@ -158,6 +161,7 @@ impl SimNode {
             name,
             node: None,
             disk: HashMap::new(),
+            volatile: HashMap::new(),
             meta: Persisted::default(),
             bufs: HashMap::new(),
             disk_ops: HashMap::new(),
@@ -252,10 +256,41 @@ impl Sim {
         self.drain_actions(i);
     }
 
-    /// kill -9: memory gone, writes in flight land whole, torn or not at all.
+    /// Everything written so far is on stable storage.
+    fn flush(&mut self, i: usize) {
+        self.nodes[i].volatile.clear();
+    }
+
+    fn land(&mut self, i: usize, b: u64, v: u64, fua: bool) {
+        let old = self.read_block(i, b);
+        self.nodes[i].disk.insert(b, v);
+        if fua {
+            self.nodes[i].volatile.remove(&b);
+        } else {
+            self.nodes[i].volatile.entry(b).or_insert(old);
+        }
+    }
+
+    /// kill -9: memory gone, writes in flight land whole, torn or not at
+    /// all. With `power`, also a power cut: completed writes still in the
+    /// disk's volatile cache may be lost.
     fn crash(&mut self, i: usize) {
+        let power = self.rng.chance(300);
         self.report.crashes += 1;
-        self.note(format!("{}: crash", self.nodes[i].name));
+        self.note(format!(
+            "{}: crash{}",
+            self.nodes[i].name,
+            if power { " (power cut)" } else { "" }
+        ));
+        if power {
+            let volatile: Vec<(u64, u64)> = self.nodes[i].volatile.drain().collect();
+            for (b, old) in volatile {
+                if self.rng.chance(500) {
+                    self.nodes[i].disk.insert(b, old);
+                }
+            }
+        }
+        self.nodes[i].volatile.clear();
         let ops: Vec<(ReqId, DiskOp)> = self.nodes[i].disk_ops.drain().collect();
         for (id, op) in ops {
             if let DiskOp::Write { offset, len, .. } = op {
@@ -507,7 +542,11 @@ impl Sim {
                     self.nodes[i].meta.pages.insert(p, bytes.to_vec());
                 }
             }
-            Action::PersistAl(tr) => self.nodes[i].meta.al = Some((tr.extents.clone(), tr.tr_number)),
+            Action::PersistAl(tr) => {
+                // The shell flushes the data disk before the transaction.
+                self.flush(i);
+                self.nodes[i].meta.al = Some((tr.extents.clone(), tr.tr_number));
+            }
             Action::StateChanged | Action::DetachDisk => {}
             Action::RunHandler(h) => {
                 if h.awaited() {
@@ -543,12 +582,12 @@ impl Sim {
         let blocks = |offset: u64, len: u32| (offset / BM_BLOCK_BYTES, u64::from(len).div_ceil(BM_BLOCK_BYTES));
         let mut digest = None;
         match op {
-            DiskOp::Write { offset, len, .. } => {
+            DiskOp::Write { offset, len, fua } => {
                 let (first, n) = blocks(offset, len);
                 let vals = self.nodes[i].bufs.get(&id).cloned().unwrap_or_default();
                 for k in 0..n {
                     let v = vals.get(k as usize).copied().unwrap_or(0);
-                    self.nodes[i].disk.insert(first + k, v);
+                    self.land(i, first + k, v, fua);
                     if self.watch == Some(first + k) {
                         self.note(format!(
                             "{}: disk write block {} := {v} (id {id})",
@@ -558,10 +597,10 @@ impl Sim {
                     }
                 }
             }
-            DiskOp::Trim { offset, len, .. } | DiskOp::Zero { offset, len, .. } => {
+            DiskOp::Trim { offset, len, fua } | DiskOp::Zero { offset, len, fua, .. } => {
                 let (first, n) = blocks(offset, len);
                 for k in 0..n {
-                    self.nodes[i].disk.insert(first + k, 0);
+                    self.land(i, first + k, 0, fua);
                 }
             }
             DiskOp::Read { offset, len } => {
@@ -577,7 +616,7 @@ impl Sim {
                 }
                 digest = Some(h.to_be_bytes().to_vec());
             }
-            DiskOp::Flush => {}
+            DiskOp::Flush => self.flush(i),
         }
         let event = match digest {
             Some(d) => Event::DigestDone { id, result: Ok(d) },
