@@ -107,7 +107,7 @@ cat >"$R/tandem.conf" <<EOF
 resource r0 {
   protocol C;
   net { shared-secret "bench"; connect-int 1; }
-  disk { c-max-rate 8G; }
+  disk { c-max-rate 4G; }
   on alpha { device nbd://127.0.0.1:$P0/r0; disk $IMG; address 127.0.0.1:$((P0 + 1)); meta-disk $R/alpha.md; }
   on beta  { device nbd://127.0.0.1:$((P0 + 2))/r0; disk $PEER_IMG; address 127.0.0.1:$((P0 + 3)); meta-disk $R/beta.md; }
 }
