@@ -15,7 +15,12 @@ fn tandemdisk(d: &Daemon, args: &[&str]) -> std::process::Output {
         .env("TANDEMADM", TANDEMADM)
         .env(
             "TANDEMADM_ARGS",
-            format!("-c {} --node {} --run-dir {}", d.conf.display(), d.name, d.run_dir.display()),
+            format!(
+                "-c {} --node {} --run-dir {}",
+                d.conf.display(),
+                d.name,
+                d.run_dir.display()
+            ),
         )
         .env("TANDEMDISK_TRIES", "2"))
 }
@@ -30,18 +35,33 @@ fn tandemdisk_start_stop_and_status_drive_the_roles() {
     p.alpha.wait_for("cs:Connected", 20);
     p.alpha.adm_ok(&["primary", "--force", "r0"]);
     p.alpha.wait_for("ds:UpToDate/UpToDate", 30);
-    assert_eq!(stdout(&tandemdisk(&p.alpha, &["r0", "status"])).trim(), "running (Primary)");
-    assert_eq!(stdout(&tandemdisk(&p.beta, &["r0", "status"])).trim(), "stopped (Secondary)");
+    assert_eq!(
+        stdout(&tandemdisk(&p.alpha, &["r0", "status"])).trim(),
+        "running (Primary)"
+    );
+    assert_eq!(
+        stdout(&tandemdisk(&p.beta, &["r0", "status"])).trim(),
+        "stopped (Secondary)"
+    );
 
     // beta cannot take over while alpha still holds the role: it says so.
     let out = tandemdisk(&p.beta, &["r0", "start"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot make r0 Primary"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot make r0 Primary"),
+        "{out:?}"
+    );
 
     // Heartbeat's failover: stop on alpha, start on beta.
     assert!(tandemdisk(&p.alpha, &["r0", "stop"]).status.success());
     assert!(tandemdisk(&p.beta, &["r0", "start"]).status.success());
-    assert_eq!(stdout(&tandemdisk(&p.beta, &["r0", "status"])).trim(), "running (Primary)");
-    assert_eq!(stdout(&tandemdisk(&p.alpha, &["r0", "status"])).trim(), "stopped (Secondary)");
+    assert_eq!(
+        stdout(&tandemdisk(&p.beta, &["r0", "status"])).trim(),
+        "running (Primary)"
+    );
+    assert_eq!(
+        stdout(&tandemdisk(&p.alpha, &["r0", "status"])).trim(),
+        "stopped (Secondary)"
+    );
     p.beta.wait_for("ro:Primary/Secondary", 10);
 }
