@@ -441,3 +441,20 @@ fn adjust_applies_a_new_secret_and_refuses_to_move_an_attached_disk() {
     assert_eq!(out.status.code(), Some(11));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot move an attached resource"));
 }
+
+#[test]
+fn the_listening_node_can_disconnect_and_connect_again_while_nobody_dials() {
+    // beta listens (alpha's name sorts first and dials). With alpha away,
+    // beta's pending accept must not keep the port after a disconnect.
+    let p = Pair::up("s3cret");
+    p.alpha.wait_for("cs:Connected", 20);
+    p.alpha.adm_ok(&["disconnect", "r0"]);
+    for _ in 0..3 {
+        p.beta.adm_ok(&["disconnect", "r0"]);
+        p.beta.adm_ok(&["connect", "r0"]);
+    }
+    p.beta.adm_ok(&["down", "r0"]);
+    p.beta.adm_ok(&["up", "r0"]);
+    p.alpha.adm_ok(&["connect", "r0"]);
+    p.alpha.wait_for("cs:Connected", 20);
+}

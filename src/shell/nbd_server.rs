@@ -82,6 +82,15 @@ impl Stream {
     }
 }
 
+/// Whether the endpoint's TCP port can be bound (a unix socket path always
+/// can: a stale one is removed).
+pub fn endpoint_free(device: &NbdEndpoint) -> bool {
+    match device {
+        NbdEndpoint::Tcp { addr, .. } => std::net::TcpListener::bind(addr).is_ok(),
+        NbdEndpoint::Unix { .. } => true,
+    }
+}
+
 /// Bind the resource's NBD endpoint and serve it until `stop_listener` fires.
 pub fn start_listener(res: &Rc<Resource>) -> io::Result<()> {
     if res.listening.get() {
@@ -91,7 +100,8 @@ pub fn start_listener(res: &Rc<Resource>) -> io::Result<()> {
     let listener = match &device {
         NbdEndpoint::Tcp { addr, .. } => {
             let std_listener = std::net::TcpListener::bind(addr)?;
-            Listener::Tcp(tokio_uring::net::TcpListener::from_std(std_listener))
+            std_listener.set_nonblocking(true)?;
+            Listener::Tcp(tokio::net::TcpListener::from_std(std_listener)?)
         }
         NbdEndpoint::Unix { path, .. } => {
             if path.exists() {
@@ -145,8 +155,11 @@ pub fn start_listener(res: &Rc<Resource>) -> io::Result<()> {
     Ok(())
 }
 
+/// Accepting goes through tokio's epoll reactor, not io_uring: a pending
+/// io_uring accept is not cancelled when its future is dropped, so it would
+/// hold the port open after `down` until the next client came along.
 enum Listener {
-    Tcp(tokio_uring::net::TcpListener),
+    Tcp(tokio::net::TcpListener),
     Unix(tokio::net::UnixListener),
 }
 
@@ -157,7 +170,13 @@ impl Listener {
             Listener::Tcp(l) => {
                 let (s, addr) = l.accept().await?;
                 s.set_nodelay(true)?;
-                Ok((Stream::Tcp(s), addr.to_string(), Some(addr.ip())))
+                let std = s.into_std()?;
+                std.set_nonblocking(false)?;
+                Ok((
+                    Stream::Tcp(tokio_uring::net::TcpStream::from_std(std)),
+                    addr.to_string(),
+                    Some(addr.ip()),
+                ))
             }
             Listener::Unix(l) => {
                 let (s, _) = l.accept().await?;

@@ -92,6 +92,16 @@ fn link_config(res: &Resource) -> Option<Link> {
     })
 }
 
+/// The replication listener. Accepting goes through tokio's epoll reactor:
+/// a pending io_uring accept is not cancelled when its future is dropped,
+/// so it would keep the port bound after `disconnect` (or a dry run) until
+/// the peer happened to dial.
+fn listen(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
+    let l = std::net::TcpListener::bind(addr)?;
+    l.set_nonblocking(true)?;
+    tokio::net::TcpListener::from_std(l)
+}
+
 /// A link without a shared secret is refused unless the configuration
 /// says `allow-insecure yes;`: whoever reaches the port could otherwise
 /// read the disk or write into it.
@@ -118,7 +128,7 @@ pub fn start(res: &Rc<Resource>) -> io::Result<()> {
         let addr = link
             .my_addr
             .ok_or_else(|| io::Error::other("no address for this node"))?;
-        Some(tokio_uring::net::TcpListener::bind(addr)?)
+        Some(listen(addr)?)
     };
     if res.cfg.borrow().net.shared_secret.as_deref().is_none_or(str::is_empty) {
         tracing::warn!(resource = %res.name, "allow-insecure: the peer link is not authenticated; anyone who reaches its address can replicate into this disk or read it");
@@ -134,7 +144,7 @@ pub fn start(res: &Rc<Resource>) -> io::Result<()> {
     Ok(())
 }
 
-async fn link_loop(res: &Rc<Resource>, link: &Link, listener: Option<tokio_uring::net::TcpListener>) {
+async fn link_loop(res: &Rc<Resource>, link: &Link, listener: Option<tokio::net::TcpListener>) {
     let first_retry = Duration::from_millis(250).min(link.connect_int);
     let mut backoff = first_retry;
     loop {
@@ -175,7 +185,7 @@ async fn link_loop(res: &Rc<Resource>, link: &Link, listener: Option<tokio_uring
 async fn establish(
     res: &Rc<Resource>,
     link: &Link,
-    listener: Option<&tokio_uring::net::TcpListener>,
+    listener: Option<&tokio::net::TcpListener>,
     dry_run: bool,
 ) -> io::Result<(TcpStream, (UuidReport, u64))> {
     let stream = match listener {
@@ -188,7 +198,9 @@ async fn establish(
                     link.peer_name, link.peer_addr
                 )));
             }
-            s
+            let std = s.into_std()?;
+            std.set_nonblocking(false)?;
+            TcpStream::from_std(std)
         }
     };
     stream.set_nodelay(true)?;
@@ -228,10 +240,7 @@ pub async fn peek(res: &Rc<Resource>) -> Result<Peek, String> {
         None
     } else {
         let addr = link.my_addr.ok_or_else(|| "no address for this node".to_owned())?;
-        Some(
-            tokio_uring::net::TcpListener::bind(addr)
-                .map_err(|e| format!("{}: cannot listen on {addr}: {e}", res.name))?,
-        )
+        Some(listen(addr).map_err(|e| format!("{}: cannot listen on {addr}: {e}", res.name))?)
     };
     let wait = link.connect_int * 2 + Duration::from_secs(5);
     let attempt = tokio::time::timeout(wait, establish(res, &link, listener.as_ref(), true)).await;
