@@ -15,15 +15,7 @@ fn main() {
     let mut total = tandem::sim::Report::default();
     for seed in from..from + seeds {
         match tandem::sim::run(seed) {
-            Ok(r) => {
-                total.writes_acked += r.writes_acked;
-                total.reads_verified += r.reads_verified;
-                total.failovers += r.failovers;
-                total.crashes += r.crashes;
-                total.link_drops += r.link_drops;
-                total.split_brains += r.split_brains;
-                total.resyncs_checked += r.resyncs_checked;
-            }
+            Ok(r) => total.add(&r),
             Err(e) => {
                 eprintln!("{e}");
                 std::process::exit(1);

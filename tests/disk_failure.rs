@@ -160,3 +160,41 @@ fn a_failing_disk_is_detached_the_primary_serves_through_the_peer_and_a_new_disk
     p.assert_identical();
     fio(&uri, true);
 }
+
+#[test]
+fn on_io_error_pass_on_keeps_the_disk_and_marks_what_it_missed() {
+    let scratch = tempfile::Builder::new().prefix("tandem-eio-").tempdir().expect("tmp");
+    let disk = FailingDisk::start(scratch.path());
+    let p = Pair::up_on(
+        Some(&disk.file()),
+        "s3cret",
+        SMALL,
+        "c-max-rate 4G; on-io-error pass_on;",
+        "",
+        "",
+    );
+    p.alpha.wait_for("cs:Connected", 20);
+    p.alpha.adm_ok(&["primary", "--force", "r0"]);
+    p.alpha.wait_for("ds:UpToDate/UpToDate", 60);
+    let uri = format!("nbd://127.0.0.1:{}/r0", p.nbd_alpha);
+
+    // Every local I/O fails; the client's write lands on the peer and its
+    // read is served from there.
+    disk.fail(true);
+    qemu_io(&uri, &["write -P 0x77 0 64k", "read -P 0x77 0 64k"]);
+    // Its copy can no longer be trusted: Inconsistent, as DRBD does.
+    p.alpha.wait_for("ds:Inconsistent/UpToDate", 5);
+    p.alpha.wait_for("oos:64", 5);
+    assert!(p.alpha.log_text().contains("on-io-error pass_on"));
+
+    // The disk recovers; a reconnect makes it the SyncTarget.
+    disk.fail(false);
+    p.beta.adm_ok(&["disconnect", "r0"]);
+    p.beta.adm_ok(&["connect", "r0"]);
+    p.alpha
+        .wait_for("cs:Connected ro:Primary/Secondary ds:UpToDate/UpToDate", 30);
+    p.alpha.wait_for("oos:0", 30);
+    p.assert_identical();
+    // And the write the client was told succeeded is what both now hold.
+    qemu_io(&uri, &["read -P 0x77 0 64k"]);
+}

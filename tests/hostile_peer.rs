@@ -34,14 +34,7 @@ fn setup() -> Setup {
         .and_then(|f| f.set_len(SIZE))
         .expect("image");
     let listener = TcpListener::bind(("127.0.0.1", ports[3])).expect("listen as beta");
-    let mut alpha = Daemon {
-        name: "alpha",
-        conf,
-        run_dir: dir.path().join("alpha"),
-        image,
-        log: dir.path().join("alpha.log"),
-        child: None,
-    };
+    let mut alpha = Daemon::new("alpha", conf, dir.path(), image);
     alpha.adm_ok(&["create-md", "r0"]);
     alpha.start();
     alpha.adm_ok(&["up", "r0"]);

@@ -5,7 +5,8 @@
 
 mod common;
 
-use common::netns::{Net, NsDaemon};
+use common::netns::Net;
+use common::pair::Daemon;
 use std::time::{Duration, Instant};
 
 const SIZE: u64 = 32 << 20;
@@ -39,14 +40,8 @@ fn an_iptables_partition_is_detected_by_keepalive_and_healed_by_a_bitmap_resync(
         std::fs::File::create(d.join(format!("{name}.img")))
             .and_then(|f| f.set_len(SIZE))
             .expect("image");
-        let mut n = NsDaemon {
-            name,
-            ns: net.ns[i].clone(),
-            conf: conf.clone(),
-            run_dir: d.join(name),
-            log: d.join(format!("{name}.log")),
-            child: None,
-        };
+        let mut n = Daemon::new(name, conf.clone(), d, d.join(format!("{name}.img")));
+        n.ns = Some(net.ns[i].clone());
         n.adm_ok(&["create-md", "r0"]);
         n.start();
         n.adm_ok(&["up", "r0"]);

@@ -296,7 +296,7 @@ fn a_dry_run_connect_says_what_would_happen_and_changes_nothing() {
         "{out}"
     );
     assert!(
-        out.contains("would connect: this node becomes SyncTarget (bitmap-based)"),
+        out.contains("would connect: this node becomes SyncTarget (bitmap-based); 128 KiB would move"),
         "{out}"
     );
     assert!(out.contains("dry run: nothing was changed"), "{out}");

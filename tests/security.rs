@@ -20,14 +20,7 @@ fn unauthenticated_pair(net: &str) -> (tempfile::TempDir, Daemon, Daemon) {
         std::fs::File::create(&image)
             .and_then(|f| f.set_len(16 << 20))
             .expect("image");
-        let mut d = Daemon {
-            name,
-            conf,
-            run_dir: dir.path().join(name),
-            image,
-            log: dir.path().join(format!("{name}.log")),
-            child: None,
-        };
+        let mut d = Daemon::new(name, conf, dir.path(), image);
         d.adm_ok(&["create-md", "r0"]);
         d.start();
         d

@@ -21,15 +21,7 @@ fn seeded_runs_keep_every_invariant() {
     for seed in seeds {
         let watch = std::env::var("TANDEM_SIM_WATCH").ok().and_then(|w| w.parse().ok());
         match tandem::sim::run_watching(seed, watch) {
-            Ok(r) => {
-                total.writes_acked += r.writes_acked;
-                total.reads_verified += r.reads_verified;
-                total.failovers += r.failovers;
-                total.crashes += r.crashes;
-                total.link_drops += r.link_drops;
-                total.split_brains += r.split_brains;
-                total.resyncs_checked += r.resyncs_checked;
-            }
+            Ok(r) => total.add(&r),
             Err(e) => panic!("{e}"),
         }
     }

@@ -14,7 +14,8 @@
 
 mod common;
 
-use common::netns::{Net, NsDaemon};
+use common::netns::Net;
+use common::pair::Daemon;
 use common::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -225,7 +226,7 @@ impl Drop for Workload {
 struct Cluster {
     _net: Net,
     dir: tempfile::TempDir,
-    nodes: Vec<NsDaemon>,
+    nodes: Vec<Daemon>,
     sockets: [PathBuf; 2],
 }
 
@@ -259,14 +260,8 @@ impl Cluster {
             std::fs::File::create(d.join(format!("{name}.img")))
                 .and_then(|f| f.set_len(SIZE))
                 .expect("image");
-            let mut n = NsDaemon {
-                name,
-                ns: net.ns[i].clone(),
-                conf: conf.clone(),
-                run_dir: d.join(name),
-                log: d.join(format!("{name}.log")),
-                child: None,
-            };
+            let mut n = Daemon::new(name, conf.clone(), &d, d.join(format!("{name}.img")));
+            n.ns = Some(net.ns[i].clone());
             n.adm_ok(&["create-md", "r0"]);
             n.start();
             n.adm_ok(&["up", "r0"]);

@@ -201,6 +201,57 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// The event a control message from the peer becomes, for every message
+    /// that maps to one directly. `None` for the messages whose handling
+    /// needs the caller: the handshake, pings, refusals, and the two that
+    /// carry a block (`Data`, `ReadReply`), whose bytes only the caller has;
+    /// those come back as `Err`.
+    pub fn from_peer(msg: Message) -> Result<Event, Box<Message>> {
+        Ok(match msg {
+            Message::DataAck { seq, status, .. } => Event::PeerAck { seq, status },
+            Message::Barrier { epoch } => Event::PeerBarrier { epoch },
+            Message::BarrierAck { epoch } => Event::PeerBarrierAck { epoch },
+            Message::Bitmap { runs, last } => Event::PeerBitmap { runs, last },
+            Message::SyncUuid { uuid } => Event::PeerSyncUuid { uuid },
+            Message::ResyncDone {
+                current,
+                bitmap,
+                history,
+            } => Event::PeerResyncDone {
+                uuids: GenerationUuids {
+                    current,
+                    bitmap,
+                    history,
+                },
+            },
+            Message::State { primary, disk } => Event::PeerState {
+                primary,
+                disk: DiskState::from_wire(disk).unwrap_or(DiskState::DUnknown),
+            },
+            Message::StartResync { source_is_sender, full } => Event::PeerStartResync { source_is_sender, full },
+            Message::DigestCheck {
+                seq,
+                offset,
+                len,
+                purpose,
+                alg,
+                digest,
+            } => Event::PeerDigestCheck {
+                seq,
+                offset,
+                len,
+                purpose,
+                alg,
+                digest,
+            },
+            Message::DigestReply { seq, equal } => Event::PeerDigestReply { seq, equal },
+            Message::ReadRequest { seq, offset, len } => Event::PeerReadRequest { seq, offset, len },
+            other => return Err(Box::new(other)),
+        })
+    }
+}
+
 /// The `handlers` section entries the node runs, with DRBD's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Handler {

@@ -187,6 +187,19 @@ struct Throttle {
 /// Resync requests in flight while the application is busy.
 const RESYNC_INFLIGHT_UNDER_LOAD: usize = 2;
 
+/// The `Data` message flags that carry a write of this kind to the peer.
+fn data_flags(kind: IoKind) -> u32 {
+    let fua = |f: bool| if f { wire::DATA_FLAG_FUA } else { 0 };
+    match kind {
+        IoKind::Write { fua: f } => fua(f),
+        IoKind::Trim { fua: f } => wire::DATA_FLAG_TRIM | fua(f),
+        IoKind::WriteZeroes { fua: f, may_trim } => {
+            wire::DATA_FLAG_ZERO | if may_trim { wire::DATA_FLAG_MAY_TRIM } else { 0 } | fua(f)
+        }
+        IoKind::Read | IoKind::Flush => 0,
+    }
+}
+
 /// The outcome of comparing with a peer on connect.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
@@ -411,21 +424,8 @@ impl Node {
     /// Requests of the peer's being carried out (writes, reads, barriers,
     /// digests): the link stops reading at [`limits::PEER_BACKLOG_MAX`].
     pub fn peer_backlog(&self) -> usize {
-        self.inflight
-            .iter()
-            .filter(|r| {
-                matches!(
-                    r.origin,
-                    Origin::Peer { .. } | Origin::PeerRead { .. } | Origin::PeerBarrier { .. }
-                )
-            })
-            .count()
-            + self.peer_barriers.len()
-            + self
-                .digests
-                .values()
-                .filter(|d| matches!(d, DigestFor::Peer { .. }))
-                .count()
+        // O(1): checked before every frame the link reads.
+        self.counters.ua as usize + self.peer_barriers.len() + self.digests.len()
     }
 
     /// Configured and running: attached, or a Primary whose disk was
@@ -991,28 +991,7 @@ impl Node {
             _ if can_send => {
                 let seq = self.next_seq;
                 self.next_seq += 1;
-                let flags = match io.kind {
-                    IoKind::Write { fua: true } => wire::DATA_FLAG_FUA,
-                    IoKind::Trim { fua } => wire::DATA_FLAG_TRIM | if fua { wire::DATA_FLAG_FUA } else { 0 },
-                    IoKind::WriteZeroes { fua, may_trim } => {
-                        wire::DATA_FLAG_ZERO
-                            | if may_trim { wire::DATA_FLAG_MAY_TRIM } else { 0 }
-                            | if fua { wire::DATA_FLAG_FUA } else { 0 }
-                    }
-                    _ => 0,
-                };
-                let msg = Message::Data {
-                    seq,
-                    offset: io.offset,
-                    len: io.len,
-                    flags,
-                };
-                if wire::data_has_payload(flags) {
-                    self.counters.ns += u64::from(io.len) / 1024;
-                    self.act(Action::SendPeerData { id, msg });
-                } else {
-                    self.act(Action::SendPeer(msg));
-                }
+                self.ship_write(id, seq, io);
                 if self.protocol != 'A' {
                     self.counters.pe += 1;
                     self.peer_pending.insert(seq, id);
@@ -1023,6 +1002,24 @@ impl Node {
                 // Degraded: remember what the peer is missing.
                 self.mark_out_of_sync(io.offset, io.len);
             }
+        }
+    }
+
+    /// Send application write `id` to the peer as `Data` `seq` (its block,
+    /// if the kind has one, travels from the request's buffer).
+    fn ship_write(&mut self, id: ReqId, seq: u64, io: IoRequest) {
+        let flags = data_flags(io.kind);
+        let msg = Message::Data {
+            seq,
+            offset: io.offset,
+            len: io.len,
+            flags,
+        };
+        if wire::data_has_payload(flags) {
+            self.counters.ns += u64::from(io.len) / 1024;
+            self.act(Action::SendPeerData { id, msg });
+        } else {
+            self.act(Action::SendPeer(msg));
         }
     }
 
@@ -1145,6 +1142,7 @@ impl Node {
             }
             Origin::PeerRead { seq } => {
                 self.remove(id);
+                self.counters.ua = self.counters.ua.saturating_sub(1);
                 let status = match result {
                     Ok(()) => 0,
                     Err(_) => errno::EIO,

@@ -792,11 +792,10 @@ impl Daemon {
             }
         }
         res.run_actions();
-        // The listening socket closes only once io_uring has cancelled its
-        // pending accept: wait for that, so an `up` right after a `down`
-        // (a cluster manager's stop then start) can bind the port again.
+        // The listener task closes the socket when it next runs: let it,
+        // so that an `up` right after a `down` can bind the port again.
         for _ in 0..200 {
-            if !res.listening.get() && nbd_server::endpoint_free(&res.host.borrow().device) {
+            if !res.listening.get() {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;

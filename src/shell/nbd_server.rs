@@ -82,15 +82,6 @@ impl Stream {
     }
 }
 
-/// Whether the endpoint's TCP port can be bound (a unix socket path always
-/// can: a stale one is removed).
-pub fn endpoint_free(device: &NbdEndpoint) -> bool {
-    match device {
-        NbdEndpoint::Tcp { addr, .. } => std::net::TcpListener::bind(addr).is_ok(),
-        NbdEndpoint::Unix { .. } => true,
-    }
-}
-
 /// Bind the resource's NBD endpoint and serve it until `stop_listener` fires.
 pub fn start_listener(res: &Rc<Resource>) -> io::Result<()> {
     if res.listening.get() {

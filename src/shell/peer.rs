@@ -9,8 +9,7 @@
 use super::buf::{AlignedBuf, SharedBuf, WireBuf};
 use super::resource::Resource;
 use super::stage::Stage;
-use crate::core::{DiskState, Event, UuidReport};
-use crate::meta::GenerationUuids;
+use crate::core::{Event, UuidReport};
 use crate::wire::handshake::{self, Hello, NONCE_BYTES};
 use crate::wire::{self, Header, Message, WireError, HEADER_LEN};
 use std::io;
@@ -521,6 +520,53 @@ async fn run_link(res: &Rc<Resource>, link: &Link, stream: TcpStream, report: Uu
 
 const DATA_BODY_LEN: usize = 24;
 
+fn be32(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
+fn be64(b: &[u8]) -> u64 {
+    (u64::from(be32(&b[0..4])) << 32) | u64::from(be32(&b[4..8]))
+}
+
+/// A frame whose payload is a fixed `B`-byte body and then a block (`Data`,
+/// `ReadReply`): the block goes straight into an aligned buffer, and the crc
+/// over header, body and block is checked before either is returned, so a
+/// corrupted block is never applied. `block_len` says, from the body, how
+/// long the block must be; any other length is malformed.
+async fn read_block_frame<const B: usize>(
+    stage: &mut Stage,
+    stream: &TcpStream,
+    hb: &[u8; HEADER_LEN],
+    header: &Header,
+    idle: Duration,
+    what: &'static str,
+    block_len: impl Fn(&[u8; B]) -> usize,
+) -> io::Result<([u8; B], Option<AlignedBuf>)> {
+    need(stage, stream, HEADER_LEN + B, idle).await?;
+    let mut body = [0u8; B];
+    body.copy_from_slice(&stage.take(HEADER_LEN + B)[HEADER_LEN..]);
+    let data_len = header.length as usize - B;
+    if data_len != block_len(&body) {
+        return Err(invalid(WireError::Malformed(what)));
+    }
+    let block = if data_len > 0 {
+        Some(stage.read_block(stream, data_len, Some(idle)).await?)
+    } else {
+        None
+    };
+    let mut crc = crc32c::crc32c_append(crc32c::crc32c(&hb[..12]), &body);
+    if let Some(b) = &block {
+        crc = crc32c::crc32c_append(crc, b.as_slice());
+    }
+    if crc != header.crc {
+        return Err(invalid(WireError::BadCrc {
+            stored: header.crc,
+            computed: crc,
+        }));
+    }
+    Ok((body, block))
+}
+
 /// Fill the stage or fail: on the peer link every end of stream is a loss.
 async fn need(stage: &mut Stage, stream: &TcpStream, want: usize, idle: Duration) -> io::Result<()> {
     if stage.fill(stream, want, Some(idle)).await? {
@@ -547,73 +593,43 @@ async fn read_loop(res: &Rc<Resource>, stream: &TcpStream, idle: Duration) -> io
         let header = Header::decode(&hb).map_err(invalid)?;
         let length = header.length as usize;
         if header.kind == wire::kind::DATA && length >= DATA_BODY_LEN {
-            need(&mut stage, stream, HEADER_LEN + DATA_BODY_LEN, idle).await?;
-            let frame_start = stage.take(HEADER_LEN + DATA_BODY_LEN);
-            let body: [u8; DATA_BODY_LEN] = frame_start[HEADER_LEN..]
-                .try_into()
-                .map_err(|_| io::Error::other("body"))?;
-            let seq = u64::from_be_bytes(body[0..8].try_into().unwrap_or_default());
-            let offset = u64::from_be_bytes(body[8..16].try_into().unwrap_or_default());
-            let len = u32::from_be_bytes(body[16..20].try_into().unwrap_or_default());
-            let flags = u32::from_be_bytes(body[20..24].try_into().unwrap_or_default());
-            let data_len = length - DATA_BODY_LEN;
-            let expected = if wire::data_has_payload(flags) { len as usize } else { 0 };
-            if data_len != expected {
-                return Err(invalid(WireError::Malformed("data")));
-            }
-            let block = if data_len > 0 {
-                Some(stage.read_block(stream, data_len, Some(idle)).await?)
-            } else {
-                None
-            };
-            let mut crc = crc32c::crc32c_append(crc32c::crc32c(&hb[..12]), &body);
-            if let Some(b) = &block {
-                crc = crc32c::crc32c_append(crc, b.as_slice());
-            }
-            if crc != header.crc {
-                // The block is never applied; the link drops, and the Primary
-                // marks every unacknowledged write out of sync.
-                tracing::error!(resource = %res.name, seq, offset, len, "data-integrity check failed (crc32c); resetting the link");
-                return Err(invalid(WireError::BadCrc {
-                    stored: header.crc,
-                    computed: crc,
-                }));
-            }
+            let (body, block) =
+                read_block_frame::<DATA_BODY_LEN>(&mut stage, stream, &hb, &header, idle, "data", |b| {
+                    let (len, flags) = (be32(&b[16..20]), be32(&b[20..24]));
+                    if wire::data_has_payload(flags) {
+                        len as usize
+                    } else {
+                        0
+                    }
+                })
+                .await
+                .inspect_err(
+                    |e| tracing::error!(resource = %res.name, error = %e, "bad data frame; resetting the link"),
+                )?;
+            let (seq, offset) = (be64(&body[0..8]), be64(&body[8..16]));
+            let (len, flags) = (be32(&body[16..20]), be32(&body[20..24]));
             res.peer_write(seq, offset, len, flags, block.map(SharedBuf::new));
             continue;
         }
         if header.kind == wire::kind::READ_REPLY && length >= wire::READ_REPLY_BODY_LEN {
-            const BODY: usize = wire::READ_REPLY_BODY_LEN;
-            need(&mut stage, stream, HEADER_LEN + BODY, idle).await?;
-            let frame_start = stage.take(HEADER_LEN + BODY);
-            let body: [u8; BODY] = frame_start[HEADER_LEN..]
-                .try_into()
-                .map_err(|_| io::Error::other("body"))?;
-            let seq = u64::from_be_bytes(body[0..8].try_into().unwrap_or_default());
-            let status = u32::from_be_bytes(body[8..12].try_into().unwrap_or_default());
-            let len = u32::from_be_bytes(body[12..16].try_into().unwrap_or_default());
-            let data_len = length - BODY;
-            let expected = if status == 0 { len as usize } else { 0 };
-            if data_len != expected {
-                return Err(invalid(WireError::Malformed("read reply")));
-            }
-            let block = if data_len > 0 {
-                Some(stage.read_block(stream, data_len, Some(idle)).await?)
-            } else {
-                None
-            };
-            let mut crc = crc32c::crc32c_append(crc32c::crc32c(&hb[..12]), &body);
-            if let Some(b) = &block {
-                crc = crc32c::crc32c_append(crc, b.as_slice());
-            }
-            if crc != header.crc {
-                tracing::error!(resource = %res.name, seq, "data-integrity check failed on a read reply (crc32c); resetting the link");
-                return Err(invalid(WireError::BadCrc {
-                    stored: header.crc,
-                    computed: crc,
-                }));
-            }
-            res.peer_read_reply(seq, status, len, block);
+            let (body, block) = read_block_frame::<{ wire::READ_REPLY_BODY_LEN }>(
+                &mut stage,
+                stream,
+                &hb,
+                &header,
+                idle,
+                "read reply",
+                |b| {
+                    if be32(&b[8..12]) == 0 {
+                        be32(&b[12..16]) as usize
+                    } else {
+                        0
+                    }
+                },
+            )
+            .await
+            .inspect_err(|e| tracing::error!(resource = %res.name, error = %e, "bad read reply; resetting the link"))?;
+            res.peer_read_reply(be64(&body[0..8]), be32(&body[8..12]), be32(&body[12..16]), block);
             continue;
         }
         if length > CONTROL_PAYLOAD_MAX {
@@ -623,47 +639,10 @@ async fn read_loop(res: &Rc<Resource>, stream: &TcpStream, idle: Duration) -> io
         let decoded = wire::decode_frame(stage.take(HEADER_LEN + length)).map_err(invalid)?;
         let Some((msg, _, _)) = decoded else { continue };
         let event = match msg {
-            Message::DataAck { seq, status, disk_us } => {
+            Message::DataAck { seq, disk_us, .. } => {
                 res.ack_timing(seq, disk_us);
-                Event::PeerAck { seq, status }
+                Event::from_peer(msg)
             }
-            Message::Barrier { epoch } => Event::PeerBarrier { epoch },
-            Message::BarrierAck { epoch } => Event::PeerBarrierAck { epoch },
-            Message::Bitmap { runs, last } => Event::PeerBitmap { runs, last },
-            Message::SyncUuid { uuid } => Event::PeerSyncUuid { uuid },
-            Message::ResyncDone {
-                current,
-                bitmap,
-                history,
-            } => Event::PeerResyncDone {
-                uuids: GenerationUuids {
-                    current,
-                    bitmap,
-                    history,
-                },
-            },
-            Message::StartResync { source_is_sender, full } => Event::PeerStartResync { source_is_sender, full },
-            Message::DigestCheck {
-                seq,
-                offset,
-                len,
-                purpose,
-                alg,
-                digest,
-            } => Event::PeerDigestCheck {
-                seq,
-                offset,
-                len,
-                purpose,
-                alg,
-                digest,
-            },
-            Message::DigestReply { seq, equal } => Event::PeerDigestReply { seq, equal },
-            Message::ReadRequest { seq, offset, len } => Event::PeerReadRequest { seq, offset, len },
-            Message::State { primary, disk } => Event::PeerState {
-                primary,
-                disk: disk_state(disk),
-            },
             Message::Ping => {
                 if let Some(tx) = res.peer_tx.borrow().as_ref() {
                     let _ = tx.send(PeerOut::message(&Message::PingAck));
@@ -672,18 +651,12 @@ async fn read_loop(res: &Rc<Resource>, stream: &TcpStream, idle: Duration) -> io
             }
             Message::PingAck => continue,
             Message::Refuse { reason } => return Err(io::Error::other(format!("peer dropped the link: {reason}"))),
-            other => {
-                return Err(io::Error::other(format!(
-                    "unexpected message on an established link: {other:?}"
-                )))
-            }
+            other => Event::from_peer(other),
         };
+        let event =
+            event.map_err(|other| io::Error::other(format!("unexpected message on an established link: {other:?}")))?;
         res.event(event);
     }
-}
-
-fn disk_state(v: u8) -> DiskState {
-    DiskState::from_wire(v).unwrap_or(DiskState::DUnknown)
 }
 
 /// Everything queued leaves in one `writev`: headers packed together, blocks

@@ -61,6 +61,19 @@ pub struct Report {
     pub resyncs_checked: u64,
 }
 
+impl Report {
+    /// Add another run's counts (the seed is left alone).
+    pub fn add(&mut self, r: &Report) {
+        self.writes_acked += r.writes_acked;
+        self.reads_verified += r.reads_verified;
+        self.failovers += r.failovers;
+        self.crashes += r.crashes;
+        self.link_drops += r.link_drops;
+        self.split_brains += r.split_brains;
+        self.resyncs_checked += r.resyncs_checked;
+    }
+}
+
 /// Device size: 8 activity-log extents.
 const DATA_BYTES: u64 = 32 << 20;
 const BLOCKS: u64 = DATA_BYTES / BM_BLOCK_BYTES;
@@ -428,44 +441,6 @@ impl Sim {
                     flags,
                 }
             }
-            Message::DataAck { seq, status, .. } => Event::PeerAck { seq, status },
-            Message::Barrier { epoch } => Event::PeerBarrier { epoch },
-            Message::BarrierAck { epoch } => Event::PeerBarrierAck { epoch },
-            Message::Bitmap { runs, last } => Event::PeerBitmap { runs, last },
-            Message::SyncUuid { uuid } => Event::PeerSyncUuid { uuid },
-            Message::ResyncDone {
-                current,
-                bitmap,
-                history,
-            } => Event::PeerResyncDone {
-                uuids: GenerationUuids {
-                    current,
-                    bitmap,
-                    history,
-                },
-            },
-            Message::State { primary, disk } => Event::PeerState {
-                primary,
-                disk: disk_state(disk),
-            },
-            Message::StartResync { source_is_sender, full } => Event::PeerStartResync { source_is_sender, full },
-            Message::DigestCheck {
-                seq,
-                offset,
-                len,
-                purpose,
-                alg,
-                digest,
-            } => Event::PeerDigestCheck {
-                seq,
-                offset,
-                len,
-                purpose,
-                alg,
-                digest,
-            },
-            Message::DigestReply { seq, equal } => Event::PeerDigestReply { seq, equal },
-            Message::ReadRequest { seq, offset, len } => Event::PeerReadRequest { seq, offset, len },
             Message::ReadReply { seq, status, .. } => {
                 if let Some(id) = self.nodes[to].peer_reads.remove(&seq) {
                     if status == 0 {
@@ -474,7 +449,10 @@ impl Sim {
                 }
                 Event::PeerReadReply { seq, status }
             }
-            _ => return,
+            other => match Event::from_peer(other) {
+                Ok(e) => e,
+                Err(_) => return,
+            },
         };
         if let Some(n) = self.node(to) {
             n.handle(event);
@@ -1046,10 +1024,6 @@ impl Sim {
         self.note(format!("VIOLATION: {why}"));
         self.violation.get_or_insert(why);
     }
-}
-
-fn disk_state(d: u8) -> DiskState {
-    DiskState::from_wire(d).unwrap_or(DiskState::DUnknown)
 }
 
 /// Run one seeded simulation: a few thousand I/Os with faults injected.

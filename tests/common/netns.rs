@@ -3,9 +3,8 @@
 //! and a bandwidth squeeze (tc htb; this kernel has no netem).
 
 use super::*;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+
+use std::process::Command;
 
 /// The namespaces and veth pair; removed on drop, whatever happened.
 pub struct Net {
@@ -94,104 +93,6 @@ impl Drop for Net {
     fn drop(&mut self) {
         for ns in &self.ns {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
-pub struct NsDaemon {
-    pub name: &'static str,
-    pub ns: String,
-    pub conf: PathBuf,
-    pub run_dir: PathBuf,
-    pub log: PathBuf,
-    pub child: Option<Child>,
-}
-
-impl NsDaemon {
-    pub fn adm_ok(&self, args: &[&str]) -> String {
-        run_ok(
-            Command::new(TANDEMADM)
-                .args(["-c", &self.conf.to_string_lossy(), "--node", self.name, "--run-dir"])
-                .arg(&self.run_dir)
-                .args(args),
-        )
-    }
-
-    pub fn start(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("log");
-        self.child = Some(
-            Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    &self.ns,
-                    TANDEMD,
-                    "-c",
-                    &self.conf.to_string_lossy(),
-                    "--node",
-                    self.name,
-                    "--run-dir",
-                ])
-                .arg(&self.run_dir)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("start tandemd"),
-        );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::os::unix::net::UnixStream::connect(self.run_dir.join("tandemd.sock")).is_err() {
-            assert!(Instant::now() < deadline, "{} did not start", self.name);
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    pub fn adm(&self, args: &[&str]) -> std::process::Output {
-        run(Command::new(TANDEMADM)
-            .args(["-c", &self.conf.to_string_lossy(), "--node", self.name, "--run-dir"])
-            .arg(&self.run_dir)
-            .args(args))
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    pub fn status(&self) -> String {
-        std::fs::read_to_string(self.run_dir.join("drbd")).unwrap_or_default()
-    }
-
-    pub fn wait_for(&self, what: &str, secs: u64) {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while !self.status().contains(what) {
-            assert!(
-                Instant::now() < deadline,
-                "{}: status never showed {what:?}:\n{}\nlog:\n{}",
-                self.name,
-                self.status(),
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for NsDaemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
         }
     }
 }

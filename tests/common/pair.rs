@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 pub const SIZE: u64 = 64 << 20;
 
+/// One `tandemd` with its configuration, run directory and log; in a
+/// network namespace when `ns` is set.
 pub struct Daemon {
     pub name: &'static str,
     pub conf: PathBuf,
@@ -15,9 +17,23 @@ pub struct Daemon {
     pub image: PathBuf,
     pub log: PathBuf,
     pub child: Option<Child>,
+    pub ns: Option<String>,
 }
 
 impl Daemon {
+    /// Node `name` of `conf`, its run directory and log under `dir`.
+    pub fn new(name: &'static str, conf: PathBuf, dir: &Path, image: PathBuf) -> Daemon {
+        Daemon {
+            name,
+            conf,
+            run_dir: dir.join(name),
+            image,
+            log: dir.join(format!("{name}.log")),
+            child: None,
+            ns: None,
+        }
+    }
+
     pub fn adm(&self, args: &[&str]) -> Output {
         run(Command::new(TANDEMADM)
             .args(["-c", &self.conf.to_string_lossy(), "--node", self.name, "--run-dir"])
@@ -43,9 +59,16 @@ impl Daemon {
             .append(true)
             .open(&self.log)
             .expect("log");
+        let mut cmd = match &self.ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, TANDEMD]);
+                c
+            }
+            None => Command::new(TANDEMD),
+        };
         self.child = Some(
-            Command::new(TANDEMD)
-                .args(["-c", &self.conf.to_string_lossy(), "--node", self.name, "--run-dir"])
+            cmd.args(["-c", &self.conf.to_string_lossy(), "--node", self.name, "--run-dir"])
                 .arg(&self.run_dir)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -183,14 +206,7 @@ impl Pair {
                     .and_then(|f| f.set_len(size))
                     .expect("image"),
             }
-            Daemon {
-                name,
-                conf,
-                run_dir: dir.path().join(name),
-                image,
-                log: dir.path().join(format!("{name}.log")),
-                child: None,
-            }
+            Daemon::new(name, conf, dir.path(), image)
         };
         let mut alpha = mk("alpha", "s3cret");
         let mut beta = mk("beta", secret_beta);

@@ -9,7 +9,7 @@ use super::{Inflight, Node, Origin};
 use crate::config::OnIoError;
 use crate::core::state::{DiskState, Role};
 use crate::meta::{MdFlags, BM_BLOCK_BYTES};
-use crate::wire::{self, Message};
+use crate::wire::Message;
 
 /// An application request the peer alone carries out.
 #[derive(Debug, Clone, Copy)]
@@ -61,30 +61,7 @@ impl Node {
                 len: io.len,
             }),
             IoKind::Flush => self.act(Action::SendPeer(Message::Barrier { epoch: seq })),
-            kind => {
-                let flags = match kind {
-                    IoKind::Write { fua: true } => wire::DATA_FLAG_FUA,
-                    IoKind::Trim { fua } => wire::DATA_FLAG_TRIM | if fua { wire::DATA_FLAG_FUA } else { 0 },
-                    IoKind::WriteZeroes { fua, may_trim } => {
-                        wire::DATA_FLAG_ZERO
-                            | if may_trim { wire::DATA_FLAG_MAY_TRIM } else { 0 }
-                            | if fua { wire::DATA_FLAG_FUA } else { 0 }
-                    }
-                    _ => 0,
-                };
-                let msg = Message::Data {
-                    seq,
-                    offset: io.offset,
-                    len: io.len,
-                    flags,
-                };
-                if wire::data_has_payload(flags) {
-                    self.counters.ns += u64::from(io.len) / 1024;
-                    self.act(Action::SendPeerData { id, msg });
-                } else {
-                    self.act(Action::SendPeer(msg));
-                }
-            }
+            _ => self.ship_write(id, seq, io),
         }
     }
 
@@ -135,6 +112,7 @@ impl Node {
             return;
         }
         let id = self.core_id();
+        self.counters.ua += 1;
         self.admit(Inflight {
             id,
             io: IoRequest {
@@ -155,13 +133,24 @@ impl Node {
     pub(super) fn local_io_error(&mut self, os_errno: i32) -> bool {
         match self.on_io_error {
             OnIoError::PassOn => {
-                self.log(
-                    true,
-                    format!(
-                        "{}: local disk I/O error (errno {os_errno}); on-io-error pass_on: reported upward, the disk stays attached",
-                        self.resource
-                    ),
-                );
+                // As DRBD: the disk stays, but its copy can no longer be
+                // trusted. Inconsistent, it becomes the SyncTarget on the
+                // next connect; until then its reads of the blocks it
+                // missed come from the peer.
+                if self.disk > DiskState::Inconsistent {
+                    self.disk = DiskState::Inconsistent;
+                    self.flags.remove(MdFlags::CONSISTENT);
+                    self.log(
+                        true,
+                        format!(
+                            "{}: local disk I/O error (errno {os_errno}); on-io-error pass_on: the disk stays attached but is Inconsistent until resynced",
+                            self.resource
+                        ),
+                    );
+                    self.send_state();
+                    self.act(Action::PersistMeta);
+                    self.act(Action::StateChanged);
+                }
                 false
             }
             OnIoError::CallLocalIoError | OnIoError::Detach => {
