@@ -198,3 +198,34 @@ fn on_io_error_pass_on_keeps_the_disk_and_marks_what_it_missed() {
     // And the write the client was told succeeded is what both now hold.
     qemu_io(&uri, &["read -P 0x77 0 64k"]);
 }
+
+#[test]
+fn a_secondary_whose_disk_fails_detaches_and_a_replacement_is_resynced_in_full() {
+    require_tool("fio", "fio");
+    let scratch = tempfile::Builder::new().prefix("tandem-eio-").tempdir().expect("tmp");
+    let disk = FailingDisk::start(scratch.path());
+    // alpha's disk is the failing one; beta is the Primary here.
+    let p = Pair::up_on(Some(&disk.file()), "s3cret", SMALL, "c-max-rate 4G;", "", "");
+    p.beta.wait_for("cs:Connected", 20);
+    p.beta.adm_ok(&["primary", "--force", "r0"]);
+    p.beta.wait_for("ds:UpToDate/UpToDate", 60);
+    let uri = format!("nbd://127.0.0.1:{}/r0", p.nbd_beta);
+
+    // The Secondary's disk fails under the Primary's writes: it detaches,
+    // stays connected, and the Primary's client never notices.
+    disk.fail(true);
+    fio(&uri, false);
+    p.alpha.wait_for("ro:Secondary/Primary ds:Diskless/UpToDate", 10);
+    p.beta.wait_for("ds:UpToDate/Diskless", 10);
+    assert!(p.alpha.log_text().contains("disk detached"));
+
+    // Replaced and attached while connected: the connect that follows
+    // decides on a full resync, and both end identical.
+    disk.fail(false);
+    p.alpha.adm_ok(&["create-md", "--force", "r0"]);
+    p.alpha.adm_ok(&["attach", "r0"]);
+    p.alpha
+        .wait_for("cs:Connected ro:Secondary/Primary ds:UpToDate/UpToDate", 60);
+    p.assert_identical();
+    fio(&uri, true);
+}

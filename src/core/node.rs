@@ -428,10 +428,11 @@ impl Node {
         self.counters.ua as usize + self.peer_barriers.len() + self.digests.len()
     }
 
-    /// Configured and running: attached, or a Primary whose disk was
-    /// detached and which serves through its peer.
+    /// Configured and running: attached, a Primary whose disk was detached
+    /// and which serves through its peer, or a node whose disk failed but
+    /// whose link stays (DRBD shows it `Diskless`, not unconfigured).
     pub fn is_up(&self) -> bool {
-        self.is_attached() || self.role == Role::Primary
+        self.is_attached() || self.role == Role::Primary || self.cstate != ConnState::StandAlone
     }
     pub fn has_peer(&self) -> bool {
         self.peer.is_some()
@@ -1138,6 +1139,13 @@ impl Node {
             }
             Origin::PeerBarrier { epoch } => {
                 self.remove(id);
+                if let Err(e) = result {
+                    // The writes before the barrier may not be stable. The
+                    // disk's new state (Diskless or Inconsistent) goes out
+                    // before the ack, so the Primary never counts this copy
+                    // as a good one.
+                    self.local_io_error(e);
+                }
                 self.act(Action::SendPeer(Message::BarrierAck { epoch }));
             }
             Origin::PeerRead { seq } => {
@@ -1246,8 +1254,17 @@ impl Node {
 
     fn app_io_error(&mut self, io: IoRequest, os_errno: i32) -> u32 {
         match os_errno {
+            // Not a disk failure, but the peer may well have done what this
+            // disk refused: the blocks can differ now.
+            28 if io.kind != IoKind::Read => {
+                self.mark_out_of_sync(io.offset, io.len);
+                errno::ENOSPC
+            }
+            22 if matches!(io.kind, IoKind::Trim { .. }) => {
+                self.mark_out_of_sync(io.offset, io.len);
+                errno::EINVAL
+            }
             28 => errno::ENOSPC,
-            22 if matches!(io.kind, IoKind::Trim { .. }) => errno::EINVAL,
             e => {
                 if io.kind != IoKind::Read && !self.local_io_error(e) {
                     self.mark_out_of_sync(io.offset, io.len);
@@ -2130,7 +2147,15 @@ impl Node {
             r.stale.retain(|s| *s != id);
             was
         });
-        if result.is_err() || stale || self.cstate != ConnState::SyncSource {
+        if let Err(e) = result {
+            // Retrying a failing disk forever would stall the resync; the
+            // on-io-error policy decides what becomes of it.
+            self.act(Action::Release { id });
+            self.local_io_error(e);
+            self.pump_resync();
+            return;
+        }
+        if stale || self.cstate != ConnState::SyncSource {
             self.act(Action::Release { id });
             self.pump_resync();
             return;

@@ -369,12 +369,14 @@ impl Daemon {
             Command::Attach => {
                 let rejoin = {
                     let n = res.node.borrow();
-                    !n.is_attached() && n.role() == crate::core::Role::Primary && res.peer_running.get()
+                    !n.is_attached() && res.peer_running.get()
                 };
                 self.attach(res)?;
                 if rejoin {
-                    // A Primary that served through its peer gets its new
-                    // disk resynced: a fresh connect decides what moves.
+                    // A node that stayed connected while diskless (a Primary
+                    // serving through its peer, or a Secondary after its
+                    // disk failed) gets its new disk resynced: a fresh
+                    // connect decides what moves.
                     self.disconnect(res).await;
                     self.connect(res, &Request::new(Command::Connect, &res.name))?;
                 }

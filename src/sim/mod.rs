@@ -1,10 +1,14 @@
 //! Deterministic simulation of two replicating nodes.
 //!
 //! Two [`Node`] state machines, a simulated network (a FIFO per direction
-//! with random latency; links that drop, partition and come back), simulated
-//! disks (random latency; writes in flight at a crash land whole, torn or
-//! not at all), a workload of writes and verified reads on the Primary, and
-//! an operator who fails over, splits the pair and recovers it. One seeded
+//! with random latency; links that drop, partition and come back; at a drop
+//! each direction's bytes in flight arrive up to a random cut, so the peer
+//! may hold writes whose acknowledgements were lost and the reconnect sends
+//! them again), simulated disks (random latency; writes in flight at a
+//! crash land whole, torn or not at all; a power cut loses unflushed writes;
+//! a failing disk answers EIO, a full one ENOSPC), a workload of writes and
+//! verified reads on the Primary, and an operator who fails over, splits
+//! the pair, replaces failed disks and recovers it. One seeded
 //! random generator and a simulated clock drive everything, so a seed
 //! replays exactly. Invariants are checked as the run goes:
 //!
@@ -59,6 +63,13 @@ pub struct Report {
     pub link_drops: u64,
     pub split_brains: u64,
     pub resyncs_checked: u64,
+    /// Messages that reached the peer after the link had dropped for the
+    /// sender (their answers lost): what the reconnect duplicates.
+    pub delivered_at_drop: u64,
+    /// Disks that failed (EIO) or filled up (ENOSPC) for a while.
+    pub disk_faults: u64,
+    /// Failed disks replaced with blank ones and resynced.
+    pub disks_replaced: u64,
 }
 
 impl Report {
@@ -71,6 +82,9 @@ impl Report {
         self.link_drops += r.link_drops;
         self.split_brains += r.split_brains;
         self.resyncs_checked += r.resyncs_checked;
+        self.delivered_at_drop += r.delivered_at_drop;
+        self.disk_faults += r.disk_faults;
+        self.disks_replaced += r.disks_replaced;
     }
 }
 
@@ -155,7 +169,11 @@ pub struct Sim {
     nodes: [SimNode; 2],
     link_epoch: u64,
     link_up: bool,
+    /// A drop is being processed: deliveries it causes must not recurse.
+    dropping: bool,
     partitioned: bool,
+    /// Per node: the errno its data disk answers with, while it fails.
+    failing: [Option<i32>; 2],
     /// Per direction: the last delivery time (TCP keeps order).
     last_delivery: [u64; 2],
     app: HashMap<(usize, ReqId), AppIo>,
@@ -198,7 +216,9 @@ impl Sim {
             nodes: [SimNode::new("alpha"), SimNode::new("beta")],
             link_epoch: 0,
             link_up: false,
+            dropping: false,
             partitioned: false,
+            failing: [None; 2],
             last_delivery: [0; 2],
             app: HashMap::new(),
             busy: BTreeSet::new(),
@@ -347,11 +367,17 @@ impl Sim {
     // ----------------------------------------------------------------- link
 
     fn drop_link(&mut self) {
+        if self.dropping {
+            return;
+        }
         if !self.link_up {
             self.link_epoch += 1;
             return;
         }
         self.report.link_drops += 1;
+        self.dropping = true;
+        self.deliver_up_to_cut();
+        self.dropping = false;
         self.link_up = false;
         self.link_epoch += 1;
         self.note("link down".into());
@@ -362,6 +388,32 @@ impl Sim {
             }
             self.nodes[i].peer_reads.clear();
             self.drain_actions(i);
+        }
+    }
+
+    /// A connection breaks with bytes in flight both ways: each direction's
+    /// stream arrives up to some point (TCP keeps order), and what that
+    /// makes the receiver send back is lost with the connection.
+    fn deliver_up_to_cut(&mut self) {
+        let epoch = self.link_epoch;
+        let in_flight: Vec<(u64, u64)> = self
+            .queue
+            .iter()
+            .filter(|(_, p)| matches!(p, Pending::Deliver { epoch: e, .. } if *e == epoch))
+            .map(|(k, _)| *k)
+            .collect();
+        let mut cut_reached = [false; 2];
+        for key in in_flight {
+            let Some(Pending::Deliver { to, msg, data, .. }) = self.queue.get(&key).cloned() else {
+                continue;
+            };
+            if cut_reached[to] || self.rng.chance(400) {
+                cut_reached[to] = true;
+                continue;
+            }
+            self.queue.remove(&key);
+            self.report.delivered_at_drop += 1;
+            self.deliver(to, msg, data);
         }
     }
 
@@ -558,6 +610,23 @@ impl Sim {
             return;
         };
         let blocks = |offset: u64, len: u32| (offset / BM_BLOCK_BYTES, u64::from(len).div_ceil(BM_BLOCK_BYTES));
+        let fails = match (self.failing[i], &op) {
+            // A full disk refuses only what needs new space.
+            (Some(28), DiskOp::Write { .. } | DiskOp::Zero { .. }) => Some(28),
+            (Some(28), _) | (None, _) => None,
+            (Some(e), _) => Some(e),
+        };
+        if let Some(e) = fails {
+            let event = match op {
+                DiskOp::Digest { .. } => Event::DigestDone { id, result: Err(e) },
+                _ => Event::DiskDone { id, result: Err(e) },
+            };
+            if let Some(n) = self.node(i) {
+                n.handle(event);
+            }
+            self.drain_actions(i);
+            return;
+        }
         let mut digest = None;
         match op {
             DiskOp::Write { offset, len, fua } => {
@@ -1020,6 +1089,92 @@ impl Sim {
         self.check_lineage_on_disk(victim, "after split-brain recovery");
     }
 
+    /// One node's data disk fails (EIO) or fills up (ENOSPC) for a while
+    /// under load, with a random `on-io-error` policy; then the operator
+    /// repairs it the documented way: a detached disk is replaced by a blank
+    /// one with fresh metadata and attached, and the link is bounced so the
+    /// connect decides what moves.
+    fn disk_trouble(&mut self, p: usize) {
+        self.settle();
+        let healthy_pair = self.link_up
+            && (0..2).all(|i| {
+                self.nodes[i]
+                    .node
+                    .as_ref()
+                    .is_some_and(|n| n.disk_state() == DiskState::UpToDate)
+            });
+        // Losing the only good copy is a double fault no replication survives.
+        let x = if healthy_pair && self.rng.chance(500) { p } else { 1 - p };
+        if x == p && !healthy_pair {
+            return;
+        }
+        let errno = if self.rng.chance(300) { 28 } else { 5 };
+        let policy = if self.rng.chance(500) {
+            crate::config::OnIoError::Detach
+        } else {
+            crate::config::OnIoError::PassOn
+        };
+        let Some(n) = self.node(x) else { return };
+        n.set_on_io_error(policy);
+        self.report.disk_faults += 1;
+        self.note(format!(
+            "{}: data disk starts failing with errno {errno} (on-io-error {policy:?})",
+            self.nodes[x].name
+        ));
+        self.failing[x] = Some(errno);
+        let pause = 2_000 + self.rng.below(20_000);
+        self.run_for(pause, true);
+        self.failing[x] = None;
+        self.settle();
+        if self.nodes[x]
+            .node
+            .as_ref()
+            .is_some_and(|n| n.disk_state() == DiskState::Diskless)
+        {
+            self.replace_disk(x);
+        }
+        if self.link_up {
+            self.drop_link();
+        }
+        for i in 0..2 {
+            self.nodes[i].wants_link = true;
+            if let Some(n) = self.node(i) {
+                n.connecting();
+            }
+            self.drain_actions(i);
+        }
+        self.settle();
+    }
+
+    /// `create-md --force` on a blank disk, then `attach`.
+    fn replace_disk(&mut self, i: usize) {
+        self.report.disks_replaced += 1;
+        self.note(format!("{}: failed disk replaced by a blank one", self.nodes[i].name));
+        let s = &mut self.nodes[i];
+        s.disk.clear();
+        s.volatile.clear();
+        s.meta = Persisted {
+            created: true,
+            uuids: GenerationUuids::new_created(),
+            ..Persisted::default()
+        };
+        let info = AttachInfo {
+            data_bytes: DATA_BYTES,
+            uuids: s.meta.uuids,
+            flags: s.meta.flags,
+            divergence: s.meta.divergence,
+        };
+        let Some(n) = s.node.as_mut() else { return };
+        if let Err(e) = n.attach(info) {
+            let why = format!("{}: attach of the replacement disk refused: {e}", s.name);
+            self.fail_later(why);
+            return;
+        }
+        let _ = n.take_bitmap_pages();
+        n.apply_activity_log(&[], None, false);
+        self.drain_actions(i);
+    }
+
     fn fail_later(&mut self, why: String) {
         self.note(format!("VIOLATION: {why}"));
         self.violation.get_or_insert(why);
@@ -1043,7 +1198,7 @@ pub fn run_watching(seed: u64, watch: Option<u64>) -> Result<Report, String> {
         };
         let pause = 5_000 + sim.rng.below(30_000);
         sim.run_for(pause, true);
-        match sim.rng.below(5) {
+        match sim.rng.below(6) {
             0 => {
                 sim.drop_link();
                 let pause = 1_000 + sim.rng.below(20_000);
@@ -1052,6 +1207,7 @@ pub fn run_watching(seed: u64, watch: Option<u64>) -> Result<Report, String> {
             1 => sim.crash_and_restart_secondary(p),
             2 => sim.failover(p),
             3 => sim.split_brain(p),
+            4 => sim.disk_trouble(p),
             _ => {}
         }
         sim.settle();
