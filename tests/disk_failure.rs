@@ -1,99 +1,17 @@
-//! A backing disk that starts returning EIO: nbdkit's error filter behind
-//! nbdfuse is the Primary's disk. With `on-io-error detach` the Primary
+//! A backing disk that starts returning EIO (nbdkit's error filter behind
+//! nbdfuse, `common::faulty_disk`). With `on-io-error detach` a Primary
 //! detaches it and keeps serving its NBD client through the peer (reads and
-//! writes; fio's verify stays green); a replaced disk attached afterwards is
-//! resynced in full.
+//! writes; fio's verify stays green), a Secondary detaches and stays
+//! connected; a replaced disk attached afterwards is resynced in full.
 
 mod common;
 
+use common::faulty_disk::FaultyDisk;
 use common::pair::*;
 use common::*;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 const SMALL: u64 = 16 << 20;
-
-/// nbdkit (memory, error filter keyed on a trigger file) shown as a plain
-/// file by nbdfuse. Drop unmounts and stops both.
-struct FailingDisk {
-    dir: PathBuf,
-    nbdkit_pid: PathBuf,
-    trigger: PathBuf,
-}
-
-impl FailingDisk {
-    fn start(dir: &Path) -> FailingDisk {
-        require_tool("nbdkit", "nbdkit");
-        require_tool("nbdfuse", "libnbd-bin");
-        std::fs::create_dir_all(dir.join("fuse")).expect("fuse dir");
-        let port = free_port();
-        let d = FailingDisk {
-            dir: dir.to_owned(),
-            nbdkit_pid: dir.join("nbdkit.pid"),
-            trigger: dir.join("fail"),
-        };
-        let log = std::fs::File::create(dir.join("nbdkit.log")).expect("log");
-        let status = Command::new("setsid")
-            .args(["-f", "nbdkit", "-f", "-p", &port.to_string(), "-i", "127.0.0.1", "-P"])
-            .arg(&d.nbdkit_pid)
-            .args(["--filter=error", "memory", &format!("{SMALL}")])
-            .args(["error=EIO", "error-rate=100%"])
-            .arg(format!("error-file={}", d.trigger.display()))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .status()
-            .expect("nbdkit");
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nbdkit did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let log = std::fs::File::create(dir.join("nbdfuse.log")).expect("log");
-        let status = Command::new("setsid")
-            .args(["-f", "nbdfuse", "-P"])
-            .arg(dir.join("nbdfuse.pid"))
-            .arg(d.file())
-            .arg(format!("nbd://127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .status()
-            .expect("nbdfuse");
-        assert!(status.success());
-        while !d.file().exists() {
-            assert!(Instant::now() < deadline, "nbdfuse did not come up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        d
-    }
-
-    fn file(&self) -> PathBuf {
-        self.dir.join("fuse/disk")
-    }
-
-    fn fail(&self, on: bool) {
-        if on {
-            std::fs::write(&self.trigger, b"").expect("trigger");
-        } else {
-            let _ = std::fs::remove_file(&self.trigger);
-        }
-    }
-}
-
-impl Drop for FailingDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("fusermount3")
-            .arg("-u")
-            .arg(self.dir.join("fuse"))
-            .status();
-        if let Ok(pid) = std::fs::read_to_string(&self.nbdkit_pid) {
-            let _ = Command::new("kill").arg(pid.trim()).status();
-        }
-    }
-}
 
 fn fio(uri: &str, verify_only: bool) -> String {
     let mut args = vec![
@@ -121,7 +39,7 @@ fn fio(uri: &str, verify_only: bool) -> String {
 fn a_failing_disk_is_detached_the_primary_serves_through_the_peer_and_a_new_disk_resyncs() {
     require_tool("fio", "fio");
     let scratch = tempfile::Builder::new().prefix("tandem-eio-").tempdir().expect("tmp");
-    let disk = FailingDisk::start(scratch.path());
+    let disk = FaultyDisk::start(scratch.path(), "alpha", SMALL);
     let handler_log = scratch.path().join("local-io-error.log");
     let p = Pair::up_on(
         Some(&disk.file()),
@@ -164,7 +82,7 @@ fn a_failing_disk_is_detached_the_primary_serves_through_the_peer_and_a_new_disk
 #[test]
 fn on_io_error_pass_on_keeps_the_disk_and_marks_what_it_missed() {
     let scratch = tempfile::Builder::new().prefix("tandem-eio-").tempdir().expect("tmp");
-    let disk = FailingDisk::start(scratch.path());
+    let disk = FaultyDisk::start(scratch.path(), "alpha", SMALL);
     let p = Pair::up_on(
         Some(&disk.file()),
         "s3cret",
@@ -203,7 +121,7 @@ fn on_io_error_pass_on_keeps_the_disk_and_marks_what_it_missed() {
 fn a_secondary_whose_disk_fails_detaches_and_a_replacement_is_resynced_in_full() {
     require_tool("fio", "fio");
     let scratch = tempfile::Builder::new().prefix("tandem-eio-").tempdir().expect("tmp");
-    let disk = FailingDisk::start(scratch.path());
+    let disk = FaultyDisk::start(scratch.path(), "alpha", SMALL);
     // alpha's disk is the failing one; beta is the Primary here.
     let p = Pair::up_on(Some(&disk.file()), "s3cret", SMALL, "c-max-rate 4G;", "", "");
     p.beta.wait_for("cs:Connected", 20);
@@ -228,4 +146,79 @@ fn a_secondary_whose_disk_fails_detaches_and_a_replacement_is_resynced_in_full()
         .wait_for("cs:Connected ro:Secondary/Primary ds:UpToDate/UpToDate", 60);
     p.assert_identical();
     fio(&uri, true);
+}
+
+#[test]
+fn a_full_disk_refuses_writes_with_enospc_stays_attached_and_resync_oos_repairs_it() {
+    let scratch = tempfile::Builder::new().prefix("tandem-full-").tempdir().expect("tmp");
+    let disk = FaultyDisk::start(scratch.path(), "alpha", SMALL);
+    let p = Pair::up_on(Some(&disk.file()), "s3cret", SMALL, "c-max-rate 4G;", "", "");
+    p.alpha.wait_for("cs:Connected", 20);
+    p.alpha.adm_ok(&["primary", "--force", "r0"]);
+    p.alpha.wait_for("ds:UpToDate/UpToDate", 60);
+    let uri = format!("nbd://127.0.0.1:{}/r0", p.nbd_alpha);
+    qemu_io(&uri, &["write -P 0x11 0 64k"]);
+
+    // The thin pool under the image runs full: the client is told ENOSPC
+    // (not EIO: nothing is broken), reads go on, and the disk stays.
+    disk.fill(true);
+    let out = run(Command::new("qemu-io").args(["-f", "raw", "-c", "write -P 0x22 0 64k", &uri]));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("No space left on device"), "{text}");
+    qemu_io(&uri, &["read -P 0x11 0 64k"]);
+    // The peer took the write this disk refused: those blocks may differ,
+    // and the bitmap says so.
+    p.alpha
+        .wait_for("cs:Connected ro:Primary/Secondary ds:UpToDate/UpToDate", 5);
+    p.alpha.wait_for("oos:64", 5);
+
+    // Space is freed; the operator resyncs what is marked.
+    disk.fill(false);
+    p.alpha.adm_ok(&["resync-oos", "r0"]);
+    p.alpha.wait_for("oos:0", 30);
+    p.assert_identical();
+    qemu_io(&uri, &["write -P 0x33 0 64k", "read -P 0x33 0 64k"]);
+}
+
+#[test]
+fn a_secondary_whose_disk_runs_full_detaches_and_catches_up_by_bitmap_once_reattached() {
+    let scratch = tempfile::Builder::new().prefix("tandem-full-").tempdir().expect("tmp");
+    let disk = FaultyDisk::start(scratch.path(), "alpha", SMALL);
+    let p = Pair::up_on(Some(&disk.file()), "s3cret", SMALL, "c-max-rate 4G;", "", "");
+    p.beta.wait_for("cs:Connected", 20);
+    p.beta.adm_ok(&["primary", "--force", "r0"]);
+    p.beta.wait_for("ds:UpToDate/UpToDate", 60);
+    let uri = format!("nbd://127.0.0.1:{}/r0", p.nbd_beta);
+    let ns_after_initial_sync = ns_kib(&p.beta.status());
+
+    disk.fill(true);
+    qemu_io(&uri, &["write -P 0x44 1M 256k", "read -P 0x44 1M 256k"]);
+    p.alpha.wait_for("ds:Diskless/UpToDate", 10);
+    qemu_io(&uri, &["write -P 0x45 4M 128k"]);
+
+    // Space freed, the same disk attached again (no create-md): only what
+    // it missed moves, not the whole device.
+    disk.fill(false);
+    p.alpha.adm_ok(&["attach", "r0"]);
+    p.alpha
+        .wait_for("cs:Connected ro:Secondary/Primary ds:UpToDate/UpToDate", 60);
+    p.assert_identical();
+    let status = p.beta.status();
+    let moved = ns_kib(&status) - ns_after_initial_sync;
+    // 384 KiB written while it was away, rounded to bitmap blocks and
+    // activity-log replay; far from the device's 16 MiB.
+    assert!(moved >= 384 && moved < SMALL / 1024 / 2, "{moved} KiB moved:\n{status}");
+}
+
+/// The `ns:` counter (KiB sent to the peer) of a status file.
+fn ns_kib(status: &str) -> u64 {
+    status
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("ns:"))
+        .and_then(|v| v.parse().ok())
+        .expect("ns counter")
 }

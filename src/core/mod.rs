@@ -199,6 +199,12 @@ pub enum Event {
         /// The exit code; `None` if it could not run or was killed.
         exit: Option<i32>,
     },
+    /// The metadata (activity log, bitmap, superblock) or the flush that
+    /// must precede an activity-log transaction failed: nothing protects
+    /// the disk's writes any more.
+    MetaIoError {
+        os_errno: i32,
+    },
 }
 
 impl Event {

@@ -837,6 +837,7 @@ impl Node {
             } => self.on_peer_digest_check(seq, offset, len, purpose, alg, digest),
             Event::PeerDigestReply { seq, equal } => self.on_peer_digest_reply(seq, equal),
             Event::HandlerDone { handler, exit } => self.on_handler_done(handler, exit),
+            Event::MetaIoError { os_errno } => self.meta_io_error(os_errno),
             Event::PeerReadRequest { seq, offset, len } => self.on_peer_read_request(seq, offset, len),
             Event::PeerReadReply { seq, status } => {
                 self.remote_done(seq, status);
@@ -965,7 +966,10 @@ impl Node {
         };
         // The peer's writes too: a Secondary that crashes (or loses power
         // with writes in its disk's cache) must resync what it was writing.
-        if matches!(r.origin, Origin::App | Origin::Peer { .. }) && r.is_write() {
+        // Not resync writes: their bits stay set on disk until a flush has
+        // made them stable (the shell flushes before any metadata write),
+        // and putting them in the log would make a whole full sync "hot".
+        if matches!(r.origin, Origin::App | Origin::Peer { resync: false, .. }) && r.is_write() {
             self.activate_extents(io);
         }
         self.counters.lo += 1;

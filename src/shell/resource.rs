@@ -266,24 +266,17 @@ impl Resource {
             match action {
                 Action::Disk { id, op } => self.start_disk_op(id, op),
                 Action::Reply { id, error } => self.reply(id, error),
-                Action::PersistMeta => self.persist_meta(),
-                Action::PersistBitmap => self.persist_bitmap(),
+                Action::PersistMeta => {
+                    let failed = self.persist_meta();
+                    self.meta_failed(failed);
+                }
+                Action::PersistBitmap => {
+                    let failed = self.persist_bitmap();
+                    self.meta_failed(failed);
+                }
                 Action::PersistAl(tr) => {
-                    // A transaction may make extents cold: writes in them are
-                    // no longer replayed after a crash, so they must be on
-                    // stable storage first, not in the disk's volatile cache.
-                    if let Some(disk) = self.disk.borrow().as_ref() {
-                        if let Err(e) = disk.flush_blocking() {
-                            tracing::error!(resource = %self.name, error = %e, "cannot flush the disk before an activity-log transaction");
-                        }
-                    }
-                    if let Some(meta) = self.meta.borrow_mut().as_mut() {
-                        if let Err(e) = meta.write_al(&tr) {
-                            // Not durable means not protected: fail safe by
-                            // treating the disk as failed for writes.
-                            tracing::error!(resource = %self.name, error = %e, "cannot write the activity log");
-                        }
-                    }
+                    let failed = self.persist_al(&tr);
+                    self.meta_failed(failed);
                 }
                 Action::StateChanged => self.changed.notify_one(),
                 Action::SendPeer(Message::DataAck { seq, status, .. }) => {
@@ -509,27 +502,65 @@ impl Resource {
     /// Write the superblock after a flag or UUID change. Runs synchronously:
     /// it happens on role and connection changes, never per I/O, and the
     /// change must be durable before it is reported.
-    pub fn persist_meta(&self) {
-        let node = self.node.borrow();
-        let (Some(uuids), flags) = (node.uuids(), node.flags()) else {
-            return;
-        };
-        if let Some(meta) = self.meta.borrow_mut().as_mut() {
-            if let Err(e) = meta.update_with(uuids, flags, node.divergence()) {
-                tracing::error!(resource = %self.name, error = %e, "failed to write metadata");
-            }
-        }
+    /// Metadata never claims more than the data disk holds: every
+    /// superblock, bitmap or activity-log write is preceded by a flush, so
+    /// that a resync's writes are stable before the node calls itself
+    /// UpToDate or clears their bits, and an extent's writes are stable
+    /// before it goes cold. Returns the errno if the flush failed.
+    fn flush_before_meta(&self, what: &str) -> Option<i32> {
+        let disk = self.disk.borrow().clone()?;
+        let e = disk.flush_blocking().err()?;
+        tracing::error!(resource = %self.name, error = %e, "cannot flush the disk before writing the {what}");
+        Some(e.raw_os_error().unwrap_or(libc::EIO))
     }
 
-    pub fn persist_bitmap(&self) {
+    /// Write the superblock. Returns the errno if that failed.
+    pub fn persist_meta(&self) -> Option<i32> {
+        if let Some(e) = self.flush_before_meta("metadata") {
+            return Some(e);
+        }
+        let node = self.node.borrow();
+        let (Some(uuids), flags) = (node.uuids(), node.flags()) else {
+            return None;
+        };
+        let mut meta = self.meta.borrow_mut();
+        let e = meta.as_mut()?.update_with(uuids, flags, node.divergence()).err()?;
+        tracing::error!(resource = %self.name, error = %e, "failed to write metadata");
+        Some(e.raw_os_error().unwrap_or(libc::EIO))
+    }
+
+    /// Write the dirty bitmap pages. Returns the errno if that failed.
+    pub fn persist_bitmap(&self) -> Option<i32> {
         let pages = self.node.borrow_mut().take_bitmap_pages();
         if pages.is_empty() {
-            return;
+            return None;
         }
-        if let Some(meta) = self.meta.borrow_mut().as_mut() {
-            if let Err(e) = meta.write_bitmap_pages(&pages) {
-                tracing::error!(resource = %self.name, error = %e, "failed to write the bitmap");
-            }
+        if let Some(e) = self.flush_before_meta("bitmap") {
+            return Some(e);
+        }
+        let mut meta = self.meta.borrow_mut();
+        let e = meta.as_mut()?.write_bitmap_pages(&pages).err()?;
+        tracing::error!(resource = %self.name, error = %e, "failed to write the bitmap");
+        Some(e.raw_os_error().unwrap_or(libc::EIO))
+    }
+
+    /// One activity-log transaction. Returns the errno if it is not durable.
+    fn persist_al(&self, tr: &crate::meta::al::AlTransaction) -> Option<i32> {
+        // A transaction may make extents cold: writes in them are no longer
+        // replayed after a crash.
+        if let Some(e) = self.flush_before_meta("activity log") {
+            return Some(e);
+        }
+        let mut meta = self.meta.borrow_mut();
+        let e = meta.as_mut()?.write_al(tr).err()?;
+        tracing::error!(resource = %self.name, error = %e, "cannot write the activity log");
+        Some(e.raw_os_error().unwrap_or(libc::EIO))
+    }
+
+    /// Not durable means not protected: the node treats the disk as failed.
+    fn meta_failed(&self, failed: Option<i32>) {
+        if let Some(os_errno) = failed {
+            self.node.borrow_mut().handle(Event::MetaIoError { os_errno });
         }
     }
 

@@ -309,6 +309,10 @@ impl Sim {
     /// disk's volatile cache may be lost.
     fn crash(&mut self, i: usize) {
         let power = self.rng.chance(300);
+        self.crash_with(i, power);
+    }
+
+    fn crash_with(&mut self, i: usize, power: bool) {
         self.report.crashes += 1;
         self.note(format!(
             "{}: crash{}",
@@ -552,6 +556,8 @@ impl Sim {
             }
             Action::Log { message, .. } => self.note(format!("{}: {message}", self.nodes[i].name)),
             Action::PersistMeta => {
+                // The shell flushes the data disk before any metadata write.
+                self.flush(i);
                 if let Some(n) = self.nodes[i].node.as_ref() {
                     let (u, f, d) = (n.uuids(), n.flags(), n.divergence());
                     let m = &mut self.nodes[i].meta;
@@ -563,6 +569,7 @@ impl Sim {
                 }
             }
             Action::PersistBitmap => {
+                self.flush(i);
                 let pages = self.nodes[i]
                     .node
                     .as_mut()
@@ -1089,6 +1096,36 @@ impl Sim {
         self.check_lineage_on_disk(victim, "after split-brain recovery");
     }
 
+    /// The Secondary catches up by resync with nothing else going on (no
+    /// flush from the workload), then loses power at once: what the resync
+    /// wrote may still be in its disk's cache, yet it has just called
+    /// itself UpToDate.
+    fn resync_then_power_cut(&mut self, p: usize) {
+        let s = 1 - p;
+        self.drop_link();
+        let pause = 1_000 + self.rng.below(10_000);
+        self.run_for(pause, true);
+        self.settle();
+        for i in 0..2 {
+            self.nodes[i].wants_link = true;
+            if let Some(n) = self.node(i) {
+                n.connecting();
+            }
+            self.drain_actions(i);
+        }
+        self.settle();
+        if self.nodes[s].node.is_none() {
+            return;
+        }
+        self.crash_with(s, true);
+        self.run_for(1_000, false);
+        self.boot(s);
+        if let Some(n) = self.node(s) {
+            n.connecting();
+        }
+        self.settle();
+    }
+
     /// One node's data disk fails (EIO) or fills up (ENOSPC) for a while
     /// under load, with a random `on-io-error` policy; then the operator
     /// repairs it the documented way: a detached disk is replaced by a blank
@@ -1198,7 +1235,7 @@ pub fn run_watching(seed: u64, watch: Option<u64>) -> Result<Report, String> {
         };
         let pause = 5_000 + sim.rng.below(30_000);
         sim.run_for(pause, true);
-        match sim.rng.below(6) {
+        match sim.rng.below(7) {
             0 => {
                 sim.drop_link();
                 let pause = 1_000 + sim.rng.below(20_000);
@@ -1208,6 +1245,7 @@ pub fn run_watching(seed: u64, watch: Option<u64>) -> Result<Report, String> {
             2 => sim.failover(p),
             3 => sim.split_brain(p),
             4 => sim.disk_trouble(p),
+            5 => sim.resync_then_power_cut(p),
             _ => {}
         }
         sim.settle();

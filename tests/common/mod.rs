@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod faulty_disk;
 pub mod netns;
 pub mod pair;
 pub mod stack;

@@ -160,12 +160,32 @@ impl Node {
         }
     }
 
+    /// Whatever `on-io-error` says (as DRBD): an activity log or bitmap
+    /// that cannot be written no longer guards the data, so the disk goes.
+    pub(super) fn meta_io_error(&mut self, os_errno: i32) {
+        if self.disk == DiskState::Diskless {
+            return;
+        }
+        self.log(
+            true,
+            format!(
+                "{}: metadata I/O error (errno {os_errno}): the activity log and bitmap can no longer protect the disk",
+                self.resource
+            ),
+        );
+        self.detach_failed_disk(os_errno);
+    }
+
     /// `on-io-error detach`: stop using the local disk. A Primary with an
     /// UpToDate peer goes on serving through it.
     fn detach_failed_disk(&mut self, os_errno: i32) {
         if self.disk == DiskState::Diskless {
             return;
         }
+        // Best effort, while the metadata is still open: the bitmap as it
+        // stands, so re-attaching the same disk (it was only full, say)
+        // moves what it missed, not everything.
+        self.act(Action::PersistBitmap);
         self.disk = DiskState::Diskless;
         self.flags.remove(MdFlags::CONSISTENT);
         if self.on_io_error == OnIoError::CallLocalIoError {

@@ -1,0 +1,150 @@
+//! A backing disk that can fail on command: a sparse image file served by
+//! nbdkit's file plugin behind two error filters, shown to `tandemd` as a
+//! plain file by nbdfuse.
+//!
+//! ```text
+//! tandemd ── O_DIRECT ──► nbdfuse file ──► nbdkit (nbd → error ENOSPC on writes, `NAME.full`)
+//!                                             └──► nbdkit (file NAME.img → error EIO on everything, `NAME.eio`)
+//! ```
+//!
+//! Two processes because one error filter has one errno per operation: the
+//! inner one fails every operation with EIO (a dying disk), the outer one
+//! refuses writes with ENOSPC (the thin pool or filesystem under a sparse
+//! image ran full) while reads still work. Each is switched by the
+//! existence of a trigger file. The image itself stays an ordinary file the
+//! test can compare byte for byte. Drop unmounts and stops everything.
+
+#![allow(dead_code)]
+
+use super::require_tool;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct FaultyDisk {
+    dir: PathBuf,
+    name: String,
+}
+
+impl FaultyDisk {
+    /// A `size`-byte sparse image `DIR/NAME.img`, presented as
+    /// [`FaultyDisk::file`].
+    pub fn start(dir: &Path, name: &str, size: u64) -> FaultyDisk {
+        require_tool("nbdkit", "nbdkit");
+        require_tool("nbdfuse", "libnbd-bin");
+        let d = FaultyDisk {
+            dir: dir.to_owned(),
+            name: name.to_owned(),
+        };
+        std::fs::File::create(d.image())
+            .and_then(|f| f.set_len(size))
+            .expect("image");
+        std::fs::create_dir_all(d.path("fuse")).expect("fuse dir");
+        let inner = d.path("inner.sock");
+        d.nbdkit(
+            "inner",
+            &[
+                "file".to_owned(),
+                d.image().display().to_string(),
+                "error=EIO".to_owned(),
+                "error-rate=100%".to_owned(),
+                format!("error-file={}", d.path("eio").display()),
+            ],
+        );
+        d.nbdkit(
+            "outer",
+            &[
+                "nbd".to_owned(),
+                format!("socket={}", inner.display()),
+                "error=ENOSPC".to_owned(),
+                "error-pwrite-rate=100%".to_owned(),
+                "error-zero-rate=100%".to_owned(),
+                format!("error-file={}", d.path("full").display()),
+            ],
+        );
+        let log = std::fs::File::create(d.path("nbdfuse.log")).expect("log");
+        let status = Command::new("setsid")
+            .args(["-f", "nbdfuse", "-P"])
+            .arg(d.path("nbdfuse.pid"))
+            .arg(d.file())
+            .arg(format!("nbd+unix:///?socket={}", d.path("outer.sock").display()))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .status()
+            .expect("nbdfuse");
+        assert!(status.success(), "nbdfuse did not start");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !d.file().exists() {
+            assert!(Instant::now() < deadline, "nbdfuse did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
+    }
+
+    fn path(&self, what: &str) -> PathBuf {
+        self.dir.join(format!("{}.{what}", self.name))
+    }
+
+    fn nbdkit(&self, which: &str, plugin_args: &[String]) {
+        let sock = self.path(&format!("{which}.sock"));
+        let log = std::fs::File::create(self.path(&format!("{which}.log"))).expect("log");
+        let status = Command::new("setsid")
+            .args(["-f", "nbdkit", "-f", "-U"])
+            .arg(&sock)
+            .arg("-P")
+            .arg(self.path(&format!("{which}.pid")))
+            .arg("--filter=error")
+            .args(plugin_args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .status()
+            .expect("nbdkit");
+        assert!(status.success(), "nbdkit ({which}) did not start");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+            assert!(Instant::now() < deadline, "nbdkit ({which}) did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// What `tandemd` opens as its backing disk.
+    pub fn file(&self) -> PathBuf {
+        self.path("fuse").join("disk")
+    }
+
+    /// The image underneath, for byte-for-byte comparison.
+    pub fn image(&self) -> PathBuf {
+        self.dir.join(format!("{}.img", self.name))
+    }
+
+    fn trigger(&self, what: &str, on: bool) {
+        if on {
+            std::fs::write(self.path(what), b"").expect("trigger");
+        } else {
+            let _ = std::fs::remove_file(self.path(what));
+        }
+    }
+
+    /// Every operation fails with EIO while `on`.
+    pub fn fail(&self, on: bool) {
+        self.trigger("eio", on);
+    }
+
+    /// Writes fail with ENOSPC while `on`; reads work.
+    pub fn fill(&self, on: bool) {
+        self.trigger("full", on);
+    }
+}
+
+impl Drop for FaultyDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("fusermount3").arg("-u").arg(self.path("fuse")).status();
+        for which in ["outer", "inner"] {
+            if let Ok(pid) = std::fs::read_to_string(self.path(&format!("{which}.pid"))) {
+                let _ = Command::new("kill").arg(pid.trim()).status();
+            }
+        }
+    }
+}
