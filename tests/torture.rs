@@ -3,7 +3,11 @@
 //! number, generation, checksummed contents) and logging every write that
 //! was acknowledged, and a seeded schedule of faults: kill -9 of either
 //! daemon and restart, failover after the Primary dies, symmetric and
-//! one-way iptables partitions, and the link squeezed with tc htb. After
+//! one-way iptables partitions, the link squeezed with tc htb, a backing
+//! disk that fails with EIO (replaced: `create-md --force`, `attach`) and
+//! one that runs full (ENOSPC; space freed, then `attach` or `resync-oos`):
+//! each node's disk is a sparse image behind nbdkit's error filter and
+//! nbdfuse (`common::faulty_disk`). After
 //! each fault the operator's steps, then a checker reads every block back
 //! from the Primary and compares it with the acknowledged history. At the
 //! end both replicas must be identical.
@@ -14,6 +18,7 @@
 
 mod common;
 
+use common::faulty_disk::FaultyDisk;
 use common::netns::Net;
 use common::pair::Daemon;
 use common::*;
@@ -224,9 +229,11 @@ impl Drop for Workload {
 }
 
 struct Cluster {
-    _net: Net,
-    dir: tempfile::TempDir,
+    // Fields drop in order: the daemons before the disks they use.
     nodes: Vec<Daemon>,
+    disks: Vec<FaultyDisk>,
+    _net: Net,
+    _dir: tempfile::TempDir,
     sockets: [PathBuf; 2],
 }
 
@@ -238,6 +245,10 @@ impl Cluster {
             .tempdir()
             .expect("tempdir");
         let d = dir.path().to_owned();
+        let disks: Vec<FaultyDisk> = ["alpha", "beta"]
+            .into_iter()
+            .map(|name| FaultyDisk::start(&d, name, SIZE))
+            .collect();
         let conf = d.join("tandem.conf");
         std::fs::write(
             &conf,
@@ -245,22 +256,21 @@ impl Cluster {
                 r#"resource r0 {{
   net {{ protocol C; shared-secret "torture"; connect-int 1; ping-int 1; ping-timeout 10; }}
   disk {{ c-max-rate 4G; }}
-  on alpha {{ device nbd+unix:///r0?socket={d}/alpha.nbd; disk {d}/alpha.img; address {a}:7789; meta-disk {d}/alpha.md; }}
-  on beta  {{ device nbd+unix:///r0?socket={d}/beta.nbd; disk {d}/beta.img; address {b}:7789; meta-disk {d}/beta.md; }}
+  on alpha {{ device nbd+unix:///r0?socket={d}/alpha.nbd; disk {da}; address {a}:7789; meta-disk {d}/alpha.md; }}
+  on beta  {{ device nbd+unix:///r0?socket={d}/beta.nbd; disk {db}; address {b}:7789; meta-disk {d}/beta.md; }}
 }}
 "#,
                 a = net.ip[0],
                 b = net.ip[1],
-                d = d.display()
+                d = d.display(),
+                da = disks[0].file().display(),
+                db = disks[1].file().display(),
             ),
         )
         .expect("config");
         let mut nodes = Vec::new();
         for (i, name) in ["alpha", "beta"].into_iter().enumerate() {
-            std::fs::File::create(d.join(format!("{name}.img")))
-                .and_then(|f| f.set_len(SIZE))
-                .expect("image");
-            let mut n = Daemon::new(name, conf.clone(), &d, d.join(format!("{name}.img")));
+            let mut n = Daemon::new(name, conf.clone(), &d, disks[i].image());
             n.ns = Some(net.ns[i].clone());
             n.adm_ok(&["create-md", "r0"]);
             n.start();
@@ -272,9 +282,10 @@ impl Cluster {
         nodes[0].adm_ok(&["primary", "r0"]);
         let sockets = [d.join("alpha.nbd"), d.join("beta.nbd")];
         Cluster {
-            _net: net,
-            dir,
             nodes,
+            disks,
+            _net: net,
+            _dir: dir,
             sockets,
         }
     }
@@ -358,8 +369,14 @@ fn faults_lose_no_acknowledged_write_and_replicas_end_identical() {
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_millis(500));
     for round in 0..faults {
-        // Round 0 always fails over: the fault that matters most.
-        let kind = if round == 0 { 1 } else { next(5) };
+        // The short CI schedule still covers what matters most: a
+        // failover, a failing disk and a full one; then chance decides.
+        let kind = match round {
+            0 => 1,
+            1 => 5,
+            2 => 6,
+            _ => next(7),
+        };
         let s = 1 - primary;
         let pause_ms = 800 + next(1500);
         match kind {
@@ -402,6 +419,47 @@ fn faults_lose_no_acknowledged_write_and_replicas_end_identical() {
                 std::thread::sleep(Duration::from_millis(2500 + pause_ms));
                 c.net().heal_all();
             }
+            5 => {
+                let x = next(2) as usize;
+                let role = if x == primary { "Primary" } else { "Secondary" };
+                tally.faults.push(format!(
+                    "{}'s disk fails with EIO ({role}), replaced: create-md --force, attach",
+                    c.nodes[x].name
+                ));
+                c.disks[x].fail(true);
+                // Writes reach either disk within moments (the Secondary's
+                // through replication): the failure is noticed and the
+                // disk detached while the client carries on.
+                c.nodes[x].wait_for("ds:Diskless/", 30);
+                std::thread::sleep(Duration::from_millis(pause_ms));
+                c.disks[x].fail(false);
+                c.nodes[x].adm_ok(&["create-md", "--force", "r0"]);
+                c.nodes[x].adm_ok(&["attach", "r0"]);
+            }
+            6 => {
+                let x = next(2) as usize;
+                let role = if x == primary { "Primary" } else { "Secondary" };
+                tally.faults.push(format!(
+                    "{}'s disk runs full (ENOSPC, {role}), space freed, then {}",
+                    c.nodes[x].name,
+                    if x == primary { "resync-oos" } else { "attach" }
+                ));
+                c.disks[x].fill(true);
+                if x == primary {
+                    // The client is refused; the blocks the peer took are marked.
+                    std::thread::sleep(Duration::from_millis(pause_ms));
+                    c.disks[x].fill(false);
+                    if !c.nodes[x].status().contains("oos:0") {
+                        c.nodes[x].adm_ok(&["resync-oos", "r0"]);
+                    }
+                    c.nodes[x].wait_for("oos:0", 90);
+                } else {
+                    c.nodes[x].wait_for("ds:Diskless/", 30);
+                    std::thread::sleep(Duration::from_millis(pause_ms));
+                    c.disks[x].fill(false);
+                    c.nodes[x].adm_ok(&["attach", "r0"]);
+                }
+            }
             _ => {
                 tally.faults.push(format!(
                     "link squeezed to 2 Mbit/s from {} (tc htb)",
@@ -421,9 +479,8 @@ fn faults_lose_no_acknowledged_write_and_replicas_end_identical() {
     check(&c, primary, &w, &mut tally, "at the end");
     w.pause();
     // Both replicas, byte for byte.
-    let d = c.dir.path();
-    let a = std::fs::read(d.join("alpha.img")).expect("alpha");
-    let b = std::fs::read(d.join("beta.img")).expect("beta");
+    let a = std::fs::read(c.disks[0].image()).expect("alpha");
+    let b = std::fs::read(c.disks[1].image()).expect("beta");
     let divergent = a.chunks(4096).zip(b.chunks(4096)).filter(|(x, y)| x != y).count();
     let acked = w.history.lock().expect("history").writes_acked;
     let line = format!(
