@@ -214,6 +214,19 @@ pub struct NetOptions {
     /// `nbd-allow NET…;`: NBD clients over TCP must come from one of these
     /// (empty: anyone who reaches the `device` address).
     pub nbd_allow: Vec<AllowNet>,
+    /// `tls yes` (DRBD 9.2's name): the link runs over TLS with mutual
+    /// certificate authentication.
+    pub tls: bool,
+    pub tls_certificate: Option<PathBuf>,
+    pub tls_privkey: Option<PathBuf>,
+    /// The CA whose signature the peer's certificate must carry.
+    pub tls_ca: Option<PathBuf>,
+    /// `nbd-tls-certificate` and `nbd-tls-privkey`: NBD clients must
+    /// STARTTLS before anything else.
+    pub nbd_tls_certificate: Option<PathBuf>,
+    pub nbd_tls_privkey: Option<PathBuf>,
+    /// With `nbd-tls-ca`, clients must also present a certificate it signed.
+    pub nbd_tls_ca: Option<PathBuf>,
 }
 
 /// An address or a CIDR prefix, as `nbd-allow` takes them.
@@ -288,6 +301,13 @@ impl Default for NetOptions {
             fencing: Fencing::default(),
             allow_insecure: false,
             nbd_allow: Vec::new(),
+            tls: false,
+            tls_certificate: None,
+            tls_privkey: None,
+            tls_ca: None,
+            nbd_tls_certificate: None,
+            nbd_tls_privkey: None,
+            nbd_tls_ca: None,
         }
     }
 }

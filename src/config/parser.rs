@@ -621,6 +621,20 @@ fn net_option(ctx: &mut Ctx<'_>, d: &mut Options, o: &Stmt) -> Result<bool, Conf
         }
         "allow-two-primaries" => n.allow_two_primaries = flag(o)?,
         "allow-insecure" => n.allow_insecure = flag(o)?,
+        "tls" => n.tls = flag(o)?,
+        "tls-certificate" => n.tls_certificate = Some(value(o)?.text.clone().into()),
+        "tls-privkey" => n.tls_privkey = Some(value(o)?.text.clone().into()),
+        "tls-ca" => n.tls_ca = Some(value(o)?.text.clone().into()),
+        "nbd-tls-certificate" => n.nbd_tls_certificate = Some(value(o)?.text.clone().into()),
+        "nbd-tls-privkey" => n.nbd_tls_privkey = Some(value(o)?.text.clone().into()),
+        "nbd-tls-ca" => n.nbd_tls_ca = Some(value(o)?.text.clone().into()),
+        "tls-keyring" => {
+            return Err(err(
+                &o.location,
+                "tls-keyring: Tandem does its own TLS and reads PEM files: give 'tls-certificate', 'tls-privkey' and 'tls-ca' instead"
+                    .to_owned(),
+            ))
+        }
         "nbd-allow" => {
             if o.args.is_empty() || o.block.is_some() {
                 return Err(err(

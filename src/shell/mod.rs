@@ -16,3 +16,4 @@ pub mod resource;
 pub mod sendv;
 pub mod stage;
 pub mod status_file;
+pub mod tls;

@@ -1,6 +1,10 @@
 //! The TCP link to the peer: connect or accept, authenticate, exchange UUIDs,
 //! then carry frames both ways until the link fails, and try again.
 //!
+//! With `tls yes` the link runs inside TLS (rustls, see [`super::tls`]):
+//! both sides present certificates, each signed by the configured CA and
+//! naming its node; the shared-secret exchange then runs inside it too.
+//!
 //! Of the two nodes, the one whose name sorts first dials and the other
 //! listens, so when both come up at once there is still exactly one
 //! connection. A listener that accepts a new authenticated connection while
@@ -8,17 +12,68 @@
 
 use super::buf::{AlignedBuf, SharedBuf, WireBuf};
 use super::resource::Resource;
-use super::stage::Stage;
+use super::sendv::Writev;
+use super::stage::{Recv, Stage};
+use super::tls::TlsStream;
 use crate::core::{Event, UuidReport};
 use crate::wire::handshake::{self, Hello, NONCE_BYTES};
 use crate::wire::{self, Header, Message, WireError, HEADER_LEN};
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tokio_uring::buf::BoundedBuf;
+use tokio_uring::buf::{BoundedBuf, BoundedBufMut, Slice};
 use tokio_uring::net::TcpStream;
+
+/// The link's socket: plain TCP, or TCP under TLS.
+enum PeerStream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl PeerStream {
+    async fn send_bytes(&self, bytes: Vec<u8>) -> io::Result<()> {
+        match self {
+            PeerStream::Plain(s) => s.write_all(bytes).await.0,
+            PeerStream::Tls(s) => s.send_plain(&bytes).await,
+        }
+    }
+
+    fn shutdown(&self) {
+        match self {
+            PeerStream::Plain(s) => {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+            PeerStream::Tls(s) => s.shutdown_now(),
+        }
+    }
+}
+
+impl Recv for PeerStream {
+    async fn recv<T: BoundedBufMut>(&self, buf: T) -> tokio_uring::BufResult<usize, T> {
+        match self {
+            PeerStream::Plain(s) => s.read(buf).await,
+            PeerStream::Tls(s) => s.recv(buf).await,
+        }
+    }
+}
+
+impl Writev for PeerStream {
+    async fn writev(&self, iov: Vec<Slice<WireBuf>>) -> tokio_uring::BufResult<usize, Vec<Slice<WireBuf>>> {
+        match self {
+            PeerStream::Plain(s) => s.writev(iov).await,
+            PeerStream::Tls(s) => s.writev(iov).await,
+        }
+    }
+    async fn write_all(&self, buf: Slice<WireBuf>) -> tokio_uring::BufResult<(), Slice<WireBuf>> {
+        match self {
+            PeerStream::Plain(s) => Writev::write_all(s, buf).await,
+            PeerStream::Tls(s) => s.write_all(buf).await,
+        }
+    }
+}
 
 /// How long authentication and the UUID exchange may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -72,23 +127,50 @@ struct Link {
     ping_int: Duration,
     ping_timeout: Duration,
     secret: Vec<u8>,
+    tls: Option<super::tls::LinkTls>,
 }
 
-fn link_config(res: &Resource) -> Option<Link> {
+/// The link's settings; `Ok(None)` for a resource without a peer, an error
+/// (for the operator) if its TLS files cannot be used.
+fn link_config(res: &Resource) -> Result<Option<Link>, String> {
     let me = res.host.borrow().clone();
     let cfg = res.cfg.borrow();
-    let peer = cfg.peer_of(&me.name)?;
+    let Some(peer) = cfg.peer_of(&me.name) else {
+        return Ok(None);
+    };
     let n = &cfg.net;
-    Some(Link {
+    let tls = if n.tls {
+        let (Some(certificate), Some(private_key)) = (n.tls_certificate.as_deref(), n.tls_privkey.as_deref()) else {
+            return Err(format!(
+                "{}: 'tls yes' needs 'tls-certificate', 'tls-privkey' and 'tls-ca' in the net section",
+                res.name
+            ));
+        };
+        let files = super::tls::TlsFiles {
+            certificate,
+            private_key,
+            ca: n.tls_ca.as_deref(),
+        };
+        let tls = super::tls::link_config(&files).map_err(|e| format!("{}: TLS for the link: {e}", res.name))?;
+        super::tls::peer_name(&peer.name).map_err(|e| format!("{}: {e}", res.name))?;
+        Some(tls)
+    } else {
+        None
+    };
+    let Some(peer_addr) = peer.address else {
+        return Ok(None);
+    };
+    Ok(Some(Link {
         my_addr: me.address,
-        peer_addr: peer.address?,
+        peer_addr,
         peer_name: peer.name.clone(),
         dialer: me.name < peer.name,
         connect_int: Duration::from_secs(u64::from(n.connect_int_s.max(1))),
         ping_int: Duration::from_secs(u64::from(n.ping_int_s.max(1))),
         ping_timeout: Duration::from_millis(100 * u64::from(n.ping_timeout_ds.max(1))),
         secret: n.shared_secret.clone().unwrap_or_default().into_bytes(),
-    })
+        tls,
+    }))
 }
 
 /// The replication listener. Accepting goes through tokio's epoll reactor:
@@ -106,7 +188,8 @@ fn listen(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
 /// read the disk or write into it.
 pub fn require_secret(res: &Resource) -> Result<(), String> {
     let cfg = res.cfg.borrow();
-    if cfg.net.shared_secret.as_deref().is_none_or(str::is_empty) && !cfg.net.allow_insecure {
+    // Mutual TLS authenticates the peer as well as a secret does.
+    if cfg.net.shared_secret.as_deref().is_none_or(str::is_empty) && !cfg.net.allow_insecure && !cfg.net.tls {
         return Err(format!(
             "{}: refusing to connect without a shared-secret: anyone who can reach the replication port could read this disk or write into it. Set 'shared-secret \"...\";' in the net section (the same on both nodes), or 'allow-insecure yes;' to run the link unauthenticated",
             res.name
@@ -120,7 +203,9 @@ pub fn start(res: &Rc<Resource>) -> io::Result<()> {
     if res.peer_running.get() {
         return Ok(());
     }
-    let Some(link) = link_config(res) else { return Ok(()) };
+    let Some(link) = link_config(res).map_err(io::Error::other)? else {
+        return Ok(());
+    };
     let listener = if link.dialer {
         None
     } else {
@@ -129,7 +214,7 @@ pub fn start(res: &Rc<Resource>) -> io::Result<()> {
             .ok_or_else(|| io::Error::other("no address for this node"))?;
         Some(listen(addr)?)
     };
-    if res.cfg.borrow().net.shared_secret.as_deref().is_none_or(str::is_empty) {
+    if res.cfg.borrow().net.shared_secret.as_deref().is_none_or(str::is_empty) && link.tls.is_none() {
         tracing::warn!(resource = %res.name, "allow-insecure: the peer link is not authenticated; anyone who reaches its address can replicate into this disk or read it");
     }
     res.peer_running.set(true);
@@ -186,7 +271,7 @@ async fn establish(
     link: &Link,
     listener: Option<&tokio::net::TcpListener>,
     dry_run: bool,
-) -> io::Result<(TcpStream, (UuidReport, u64))> {
+) -> io::Result<(PeerStream, (UuidReport, u64))> {
     let stream = match listener {
         None => TcpStream::connect(link.peer_addr).await?,
         Some(l) => {
@@ -203,10 +288,52 @@ async fn establish(
         }
     };
     stream.set_nodelay(true)?;
-    let report = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(res, link, &stream, dry_run))
+    let setup = async {
+        let stream = match &link.tls {
+            None => PeerStream::Plain(stream),
+            Some(tls) => PeerStream::Tls(Box::new(secure(link, tls, stream, listener.is_none()).await?)),
+        };
+        let report = handshake(res, link, &stream, dry_run).await?;
+        Ok::<_, io::Error>((stream, report))
+    };
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, setup)
         .await
-        .map_err(|_| io::Error::other("handshake timed out"))??;
-    Ok((stream, report))
+        .map_err(|_| io::Error::other("handshake timed out"))?
+}
+
+/// The TLS handshake: the dialer is the client. Either way the other
+/// side's certificate must be signed by our CA and name the peer.
+async fn secure(
+    link: &Link,
+    tls: &super::tls::LinkTls,
+    stream: TcpStream,
+    dialer: bool,
+) -> io::Result<TlsStream<TcpStream>> {
+    let name = super::tls::peer_name(&link.peer_name).map_err(io::Error::other)?;
+    let refused = |e: io::Error| {
+        let msg = format!(
+            "TLS handshake with {} at {} failed: {e}",
+            link.peer_name, link.peer_addr
+        );
+        tracing::error!("{msg}");
+        io::Error::other(msg)
+    };
+    if dialer {
+        return TlsStream::client(stream, Arc::clone(&tls.client), name)
+            .await
+            .map_err(refused);
+    }
+    let s = TlsStream::server(stream, Arc::clone(&tls.server))
+        .await
+        .map_err(refused)?;
+    let cert = s
+        .peer_certificate()
+        .ok_or_else(|| refused(io::Error::other("no client certificate")))?;
+    if let Err(e) = super::tls::check_names(&cert, &name) {
+        s.shutdown().await;
+        return Err(refused(io::Error::other(e)));
+    }
+    Ok(s)
 }
 
 /// What the peer says about itself, fetched without connecting for real.
@@ -221,7 +348,7 @@ pub struct Peek {
 /// the peer adds its bitmap, and neither acts on anything.
 pub async fn peek(res: &Rc<Resource>) -> Result<Peek, String> {
     require_secret(res)?;
-    let Some(link) = link_config(res) else {
+    let Some(link) = link_config(res)? else {
         return Err(format!(
             "{}: no peer configured; the resource runs standalone",
             res.name
@@ -278,7 +405,7 @@ pub async fn peek(res: &Rc<Resource>) -> Result<Peek, String> {
         }
     };
     let got = tokio::time::timeout(HANDSHAKE_TIMEOUT, collect).await;
-    let _ = stream.shutdown(std::net::Shutdown::Both);
+    stream.shutdown();
     if !matches!(got, Ok(Ok(()))) {
         runs = None;
     }
@@ -330,15 +457,15 @@ fn describe(sync: crate::core::generation::Sync) -> &'static str {
     }
 }
 
-async fn send(stream: &TcpStream, msg: &Message) -> io::Result<()> {
-    stream.write_all(msg.encode(&[])).await.0
+async fn send(stream: &PeerStream, msg: &Message) -> io::Result<()> {
+    stream.send_bytes(msg.encode(&[])).await
 }
 
-async fn read_exact(stream: &TcpStream, n: usize) -> io::Result<Vec<u8>> {
+async fn read_exact(stream: &PeerStream, n: usize) -> io::Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(n);
     while buf.len() < n {
         let have = buf.len();
-        let (res, b) = stream.read(buf.slice(have..n)).await;
+        let (res, b) = stream.recv(buf.slice(have..n)).await;
         buf = b.into_inner();
         if res? == 0 {
             return Err(io::Error::new(
@@ -351,7 +478,7 @@ async fn read_exact(stream: &TcpStream, n: usize) -> io::Result<Vec<u8>> {
 }
 
 /// One whole control frame (handshake only).
-async fn read_message(stream: &TcpStream) -> io::Result<Message> {
+async fn read_message(stream: &PeerStream) -> io::Result<Message> {
     let h = read_exact(stream, HEADER_LEN).await?;
     let mut hb = [0u8; HEADER_LEN];
     hb.copy_from_slice(&h);
@@ -369,7 +496,7 @@ fn invalid(e: WireError) -> io::Error {
 }
 
 /// Refuse: tell the peer why, and return the same reason as our error.
-async fn refuse(stream: &TcpStream, reason: String) -> io::Error {
+async fn refuse(stream: &PeerStream, reason: String) -> io::Error {
     let _ = send(stream, &Message::Refuse { reason: reason.clone() }).await;
     io::Error::other(reason)
 }
@@ -381,7 +508,7 @@ const FEATURE_DRY_RUN: u64 = 1;
 async fn handshake(
     res: &Rc<Resource>,
     link: &Link,
-    stream: &TcpStream,
+    stream: &PeerStream,
     dry_run: bool,
 ) -> io::Result<(UuidReport, u64)> {
     let mine = Hello {
@@ -459,7 +586,7 @@ async fn handshake(
 
 /// Run an established link. Returns true if the operator (or a split brain)
 /// asked for the link to stay down.
-async fn run_link(res: &Rc<Resource>, link: &Link, stream: TcpStream, report: UuidReport, bytes: u64) -> bool {
+async fn run_link(res: &Rc<Resource>, link: &Link, stream: PeerStream, report: UuidReport, bytes: u64) -> bool {
     let stream = Rc::new(stream);
     let (tx, rx) = mpsc::unbounded_channel();
     *res.peer_tx.borrow_mut() = Some(tx.clone());
@@ -510,7 +637,7 @@ async fn run_link(res: &Rc<Resource>, link: &Link, stream: TcpStream, report: Uu
     ticker.abort();
     *res.peer_tx.borrow_mut() = None;
     res.forget_link_timings();
-    let _ = stream.shutdown(std::net::Shutdown::Both);
+    stream.shutdown();
     let _ = writer.await;
     res.event(Event::PeerDisconnected {
         fresh_uuid: super::daemon::random_u64(),
@@ -535,7 +662,7 @@ fn be64(b: &[u8]) -> u64 {
 /// long the block must be; any other length is malformed.
 async fn read_block_frame<const B: usize>(
     stage: &mut Stage,
-    stream: &TcpStream,
+    stream: &PeerStream,
     hb: &[u8; HEADER_LEN],
     header: &Header,
     idle: Duration,
@@ -568,7 +695,7 @@ async fn read_block_frame<const B: usize>(
 }
 
 /// Fill the stage or fail: on the peer link every end of stream is a loss.
-async fn need(stage: &mut Stage, stream: &TcpStream, want: usize, idle: Duration) -> io::Result<()> {
+async fn need(stage: &mut Stage, stream: &PeerStream, want: usize, idle: Duration) -> io::Result<()> {
     if stage.fill(stream, want, Some(idle)).await? {
         Ok(())
     } else {
@@ -579,7 +706,7 @@ async fn need(stage: &mut Stage, stream: &TcpStream, want: usize, idle: Duration
     }
 }
 
-async fn read_loop(res: &Rc<Resource>, stream: &TcpStream, idle: Duration) -> io::Result<()> {
+async fn read_loop(res: &Rc<Resource>, stream: &PeerStream, idle: Duration) -> io::Result<()> {
     let mut stage = Stage::default();
     loop {
         // Backpressure: a peer that sends faster than our disk completes
@@ -661,7 +788,7 @@ async fn read_loop(res: &Rc<Resource>, stream: &TcpStream, idle: Duration) -> io
 
 /// Everything queued leaves in one `writev`: headers packed together, blocks
 /// from the buffers they live in.
-async fn write_loop(stream: Rc<TcpStream>, mut rx: mpsc::UnboundedReceiver<PeerOut>) {
+async fn write_loop(stream: Rc<PeerStream>, mut rx: mpsc::UnboundedReceiver<PeerOut>) {
     while let Some(first) = rx.recv().await {
         let mut iov: Vec<tokio_uring::buf::Slice<WireBuf>> = Vec::with_capacity(8);
         let mut heads = AlignedBuf::with_capacity(16 * 1024);
