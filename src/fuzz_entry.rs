@@ -37,10 +37,16 @@ fn fuzz_export() -> ExportInfo {
 /// A stream of options: every reply is well-framed, and nothing after a
 /// Close or Transmission outcome is consumed.
 pub fn nbd_option(data: &[u8]) {
-    let mut neg = Negotiation::new(ClientFlags {
+    let flags = ClientFlags {
         fixed_newstyle: true,
         no_zeroes: data.first().is_some_and(|b| b & 1 == 1),
-    });
+    };
+    // Half the inputs face a server that requires TLS.
+    let mut neg = if data.first().is_some_and(|b| b & 2 == 2) {
+        Negotiation::requiring_tls(flags)
+    } else {
+        Negotiation::new(flags)
+    };
     let mut rest = data;
     while rest.len() >= 8 {
         let option = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) % 16;
@@ -54,6 +60,8 @@ pub fn nbd_option(data: &[u8]) {
         rest = &rest[8 + len..];
         match step.outcome {
             Outcome::Continue => assert!(!step.reply.is_empty(), "every option gets a reply"),
+            // The shell does the TLS handshake here; the haggling goes on.
+            Outcome::StartTls => neg.secured(),
             Outcome::Close | Outcome::Transmission { .. } => return,
         }
     }

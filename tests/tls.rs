@@ -51,7 +51,7 @@ fn issue(dir: &Path, ca: &(PathBuf, PathBuf), file: &str, dns: &str) -> (PathBuf
     );
     std::fs::write(
         &ext,
-        format!("subjectAltName=DNS:{dns},IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n"),
+        format!("subjectAltName=DNS:{dns},IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth\n"),
     )
     .expect("ext");
     run_ok(
@@ -310,4 +310,111 @@ fn tls_without_its_files_is_refused_at_up_with_the_fix() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("missing") && err.contains("TLS"), "{err}");
+}
+
+/// One node serving NBD with `nbd-tls-*` (and `nbd-tls-ca` when
+/// `client_certs`); the directory libnbd and qemu read certificates from.
+fn tls_export(client_certs: bool) -> (tempfile::TempDir, Daemon, u16, PathBuf) {
+    let dir = scratch();
+    let d = dir.path().to_owned();
+    let ca = make_ca(&d, "nbd");
+    let server = issue(&d, &ca, "server", "localhost");
+    // What libnbd (tls-certificates=DIR) and qemu (tls-creds-x509 dir=DIR)
+    // look for: ca-cert.pem, and client-cert.pem/client-key.pem.
+    let client_dir = d.join("client");
+    std::fs::create_dir_all(&client_dir).expect("client dir");
+    std::fs::copy(&ca.0, client_dir.join("ca-cert.pem")).expect("ca");
+    if client_certs {
+        let client = issue(&d, &ca, "client", "client");
+        std::fs::copy(&client.0, client_dir.join("client-cert.pem")).expect("cert");
+        std::fs::copy(&client.1, client_dir.join("client-key.pem")).expect("key");
+    }
+    let port = free_port();
+    let ca_line = if client_certs {
+        format!("nbd-tls-ca {};", ca.0.display())
+    } else {
+        String::new()
+    };
+    let conf = d.join("r0.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            r#"resource r0 {{
+  net {{ nbd-tls-certificate {}; nbd-tls-privkey {}; {ca_line} }}
+  on alpha {{ device nbd://127.0.0.1:{port}/r0; disk {d}/alpha.img; meta-disk {d}/alpha.md; }}
+}}
+"#,
+            server.0.display(),
+            server.1.display(),
+            d = d.display()
+        ),
+    )
+    .expect("config");
+    std::fs::File::create(d.join("alpha.img"))
+        .and_then(|f| f.set_len(16 << 20))
+        .expect("image");
+    let mut n = Daemon::new("alpha", conf, &d, d.join("alpha.img"));
+    n.adm_ok(&["create-md", "r0"]);
+    n.start();
+    n.adm_ok(&["up", "r0"]);
+    n.adm_ok(&["primary", "--force", "r0"]);
+    (dir, n, port, client_dir)
+}
+
+fn qemu_io_tls(port: u16, certs: &Path, cmds: &[&str]) -> std::process::Output {
+    let mut c = Command::new("qemu-io");
+    c.arg("--object")
+        .arg(format!(
+            "tls-creds-x509,id=tls0,endpoint=client,dir={}",
+            certs.display()
+        ))
+        .arg("--image-opts");
+    for cmd in cmds {
+        c.args(["-c", cmd]);
+    }
+    c.arg(format!(
+        "driver=nbd,host=127.0.0.1,port={port},export=r0,tls-creds=tls0,tls-hostname=localhost"
+    ));
+    run(&mut c)
+}
+
+#[test]
+fn nbd_over_starttls_serves_nbdinfo_and_qemu_and_refuses_clients_in_the_clear() {
+    require_tool("nbdinfo", "libnbd-bin");
+    require_tool("qemu-io", "qemu-utils");
+    let (_dir, n, port, certs) = tls_export(false);
+    // qemu writes and reads back through TLS.
+    let out = qemu_io_tls(port, &certs, &["write -P 0x5c 0 256k", "read -P 0x5c 0 256k"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !text.contains("fail"), "{text}");
+    // nbdinfo over nbds:// sees the export.
+    let info = run_ok(Command::new("nbdinfo").arg(format!(
+        "nbds://localhost:{port}/r0?tls-certificates={}",
+        certs.display()
+    )));
+    assert!(info.contains("export-size: 16777216"), "{info}");
+    assert!(n.log_text().contains("NBD client secured with TLS"));
+    // A client in the clear is told TLS is required, and gets nothing.
+    let out = run(Command::new("nbdinfo").arg(format!("nbd://127.0.0.1:{port}/r0")));
+    assert!(!out.status.success(), "a client without TLS got in");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !n.log_text().contains("this export requires TLS") {
+        assert!(std::time::Instant::now() < deadline, "{}", n.log_text());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn nbd_tls_with_a_ca_demands_a_client_certificate() {
+    require_tool("qemu-io", "qemu-utils");
+    let (dir, _n, port, certs) = tls_export(true);
+    let out = qemu_io_tls(port, &certs, &["write -P 0x6d 0 64k", "read -P 0x6d 0 64k"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !text.contains("fail"), "{text}");
+    // The same CA, but no client certificate: refused.
+    let bare = dir.path().join("bare");
+    std::fs::create_dir_all(&bare).expect("dir");
+    std::fs::copy(certs.join("ca-cert.pem"), bare.join("ca-cert.pem")).expect("ca");
+    let out = qemu_io_tls(port, &bare, &["read 0 4k"]);
+    assert!(!out.status.success(), "a client without a certificate got in");
 }

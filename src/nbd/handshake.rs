@@ -121,6 +121,9 @@ pub enum Outcome {
         export: ExportInfo,
         structured_replies: bool,
     },
+    /// STARTTLS was acknowledged: the TLS handshake comes next, then the
+    /// option haggling goes on inside it.
+    StartTls,
     Close,
 }
 
@@ -142,6 +145,10 @@ impl Step {
 pub struct Negotiation {
     flags: ClientFlags,
     structured_replies: bool,
+    /// This server requires TLS: nothing but STARTTLS and ABORT before it.
+    tls_required: bool,
+    /// The TLS handshake has been done.
+    secured: bool,
 }
 
 impl Negotiation {
@@ -149,7 +156,29 @@ impl Negotiation {
         Negotiation {
             flags,
             structured_replies: false,
+            tls_required: false,
+            secured: false,
         }
+    }
+
+    /// A server that requires TLS (the spec's "forced TLS" mode).
+    pub fn requiring_tls(flags: ClientFlags) -> Negotiation {
+        Negotiation {
+            tls_required: true,
+            ..Negotiation::new(flags)
+        }
+    }
+
+    /// TLS is required and not yet in place.
+    pub fn awaiting_tls(&self) -> bool {
+        self.tls_required && !self.secured
+    }
+
+    /// The shell finished the TLS handshake after [`Outcome::StartTls`].
+    /// What was negotiated in the clear is forgotten, as the spec asks.
+    pub fn secured(&mut self) {
+        self.secured = true;
+        self.structured_replies = false;
     }
 
     /// The payload was too large to read; the shell discarded it.
@@ -174,6 +203,20 @@ impl Negotiation {
             // The shell reads exactly `length` bytes; anything else is a bug
             // in the caller, answered safely.
             return Step::cont(error_reply(opt, NBD_REP_ERR_INVALID, "option length mismatch"));
+        }
+        if self.tls_required && !self.secured && !matches!(opt, NBD_OPT_STARTTLS | NBD_OPT_ABORT) {
+            if opt == NBD_OPT_EXPORT_NAME {
+                // No error reply exists for EXPORT_NAME: close.
+                return Step {
+                    reply: Vec::new(),
+                    outcome: Outcome::Close,
+                };
+            }
+            return Step::cont(error_reply(
+                opt,
+                NBD_REP_ERR_TLS_REQD,
+                "this server requires TLS: send NBD_OPT_STARTTLS first",
+            ));
         }
         match opt {
             NBD_OPT_EXPORT_NAME => self.export_name(payload, catalog),
@@ -209,11 +252,21 @@ impl Negotiation {
                 Step::cont(reply(opt, NBD_REP_ACK, &[]))
             }
             NBD_OPT_LIST_META_CONTEXT | NBD_OPT_SET_META_CONTEXT => self.meta_context(opt, payload),
-            NBD_OPT_STARTTLS => Step::cont(error_reply(
+            NBD_OPT_STARTTLS if !self.tls_required => Step::cont(error_reply(
                 opt,
                 NBD_REP_ERR_POLICY,
                 "TLS is not configured on this server",
             )),
+            NBD_OPT_STARTTLS if self.secured => {
+                Step::cont(error_reply(opt, NBD_REP_ERR_INVALID, "TLS is already in use"))
+            }
+            NBD_OPT_STARTTLS if !payload.is_empty() => {
+                Step::cont(error_reply(opt, NBD_REP_ERR_INVALID, "NBD_OPT_STARTTLS takes no data"))
+            }
+            NBD_OPT_STARTTLS => Step {
+                reply: reply(opt, NBD_REP_ACK, &[]),
+                outcome: Outcome::StartTls,
+            },
             _ => Step::cont(error_reply(opt, NBD_REP_ERR_UNSUP, "option not supported")),
         }
     }
@@ -580,6 +633,40 @@ mod tests {
         let s = neg(true).handle_option(hdr(NBD_OPT_ABORT, b""), b"", &One(None));
         assert_eq!(s.outcome, Outcome::Close);
         assert_eq!(replies(&s.reply)[0].1, NBD_REP_ACK);
+    }
+
+    #[test]
+    fn forced_tls_refuses_everything_but_starttls_then_starts_afresh() {
+        let mut n = Negotiation::requiring_tls(ClientFlags {
+            fixed_newstyle: true,
+            no_zeroes: true,
+        });
+        let cat = One(None);
+        let s = n.handle_option(hdr(NBD_OPT_LIST, b""), b"", &cat);
+        assert_eq!(replies(&s.reply)[0].1, NBD_REP_ERR_TLS_REQD);
+        let s = n.handle_option(hdr(NBD_OPT_GO, &go_payload("", &[])), &go_payload("", &[]), &cat);
+        assert_eq!(replies(&s.reply)[0].1, NBD_REP_ERR_TLS_REQD);
+        assert_eq!(s.outcome, Outcome::Continue);
+        let s = n.handle_option(hdr(NBD_OPT_EXPORT_NAME, b""), b"", &cat);
+        assert_eq!(s.outcome, Outcome::Close);
+        let s = n.handle_option(hdr(NBD_OPT_STARTTLS, b"x"), b"x", &cat);
+        assert_eq!(replies(&s.reply)[0].1, NBD_REP_ERR_INVALID);
+        let s = n.handle_option(hdr(NBD_OPT_STRUCTURED_REPLY, b""), b"", &cat);
+        assert_eq!(replies(&s.reply)[0].1, NBD_REP_ERR_TLS_REQD);
+        let s = n.handle_option(hdr(NBD_OPT_STARTTLS, b""), b"", &cat);
+        assert_eq!(s.outcome, Outcome::StartTls);
+        assert_eq!(replies(&s.reply)[0].1, NBD_REP_ACK);
+        n.secured();
+        let s = n.handle_option(hdr(NBD_OPT_STARTTLS, b""), b"", &cat);
+        assert_eq!(replies(&s.reply)[0].1, NBD_REP_ERR_INVALID);
+        let s = n.handle_option(hdr(NBD_OPT_GO, &go_payload("", &[])), &go_payload("", &[]), &cat);
+        assert!(matches!(
+            s.outcome,
+            Outcome::Transmission {
+                structured_replies: false,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -10,7 +10,8 @@
 
 use super::buf::{AlignedBuf, SharedBuf, WireBuf};
 use super::resource::{Outgoing, Pending, Resource, READ_HEADROOM};
-use super::stage::Stage;
+use super::stage::{Recv, Stage};
+use super::tls::TlsStream;
 use crate::config::NbdEndpoint;
 use crate::core::{limits, IoKind, IoRequest};
 use crate::nbd::consts;
@@ -32,32 +33,45 @@ use tokio_uring::buf::BoundedBuf;
 /// How long a client may take to finish option haggling.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A connected NBD client socket, TCP or unix.
+/// A connected NBD client socket, TCP or unix, in the clear or (after
+/// NBD_OPT_STARTTLS) under TLS.
 enum Stream {
     Tcp(tokio_uring::net::TcpStream),
     Unix(tokio_uring::net::UnixStream),
-}
-
-macro_rules! on_stream {
-    ($s:expr, $v:ident => $e:expr) => {
-        match $s {
-            Stream::Tcp($v) => $e,
-            Stream::Unix($v) => $e,
-        }
-    };
+    TlsTcp(Box<TlsStream<tokio_uring::net::TcpStream>>),
+    TlsUnix(Box<TlsStream<tokio_uring::net::UnixStream>>),
 }
 
 impl Stream {
     async fn read<T: tokio_uring::buf::BoundedBufMut>(&self, buf: T) -> tokio_uring::BufResult<usize, T> {
-        on_stream!(self, s => s.read(buf).await)
-    }
-
-    async fn write_all<T: BoundedBuf>(&self, buf: T) -> tokio_uring::BufResult<(), T> {
-        on_stream!(self, s => s.write_all(buf).await)
+        match self {
+            Stream::Tcp(s) => s.read(buf).await,
+            Stream::Unix(s) => s.read(buf).await,
+            Stream::TlsTcp(s) => s.recv(buf).await,
+            Stream::TlsUnix(s) => s.recv(buf).await,
+        }
     }
 
     fn shutdown(&self) {
-        let _ = on_stream!(self, s => s.shutdown(std::net::Shutdown::Both));
+        match self {
+            Stream::Tcp(s) => {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+            Stream::Unix(s) => {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+            Stream::TlsTcp(s) => s.shutdown_now(),
+            Stream::TlsUnix(s) => s.shutdown_now(),
+        }
+    }
+
+    /// The TLS handshake, as the server, after STARTTLS was acknowledged.
+    async fn into_tls(self, config: Arc<rustls::ServerConfig>) -> io::Result<Stream> {
+        Ok(match self {
+            Stream::Tcp(s) => Stream::TlsTcp(Box::new(TlsStream::server(s, config).await?)),
+            Stream::Unix(s) => Stream::TlsUnix(Box::new(TlsStream::server(s, config).await?)),
+            tls => tls,
+        })
     }
 
     /// Read exactly `n` bytes (handshake only: small, bounded by the caller).
@@ -78,7 +92,12 @@ impl Stream {
         if bytes.is_empty() {
             return Ok(());
         }
-        self.write_all(bytes).await.0
+        match self {
+            Stream::Tcp(s) => s.write_all(bytes).await.0,
+            Stream::Unix(s) => s.write_all(bytes).await.0,
+            Stream::TlsTcp(s) => s.send_plain(&bytes).await,
+            Stream::TlsUnix(s) => s.send_plain(&bytes).await,
+        }
     }
 }
 
@@ -88,6 +107,7 @@ pub fn start_listener(res: &Rc<Resource>) -> io::Result<()> {
         return Ok(());
     }
     let device = res.host.borrow().device.clone();
+    let tls = nbd_tls(res).map_err(io::Error::other)?;
     let listener = match &device {
         NbdEndpoint::Tcp { addr, .. } => {
             let std_listener = std::net::TcpListener::bind(addr)?;
@@ -129,7 +149,8 @@ pub fn start_listener(res: &Rc<Resource>) -> io::Result<()> {
                     let id = next_conn.get();
                     next_conn.set(id + 1);
                     let res = Rc::clone(&res);
-                    tokio_uring::spawn(async move { serve(res, stream, peer, id).await });
+                    let tls = tls.clone();
+                    tokio_uring::spawn(async move { serve(res, stream, peer, id, tls).await });
                 }
                 Err(e) => {
                     tracing::warn!(resource = %res.name, error = %e, "NBD accept failed");
@@ -144,6 +165,31 @@ pub fn start_listener(res: &Rc<Resource>) -> io::Result<()> {
         tracing::info!(resource = %res.name, "NBD export closed");
     });
     Ok(())
+}
+
+/// The export's TLS, if `nbd-tls-certificate` is set: then every client
+/// must STARTTLS before anything else.
+fn nbd_tls(res: &Resource) -> Result<Option<Arc<rustls::ServerConfig>>, String> {
+    let cfg = res.cfg.borrow();
+    let n = &cfg.net;
+    let (certificate, private_key) = match (n.nbd_tls_certificate.as_deref(), n.nbd_tls_privkey.as_deref()) {
+        (None, None) => return Ok(None),
+        (Some(c), Some(k)) => (c, k),
+        _ => {
+            return Err(format!(
+                "{}: NBD TLS needs both 'nbd-tls-certificate' and 'nbd-tls-privkey'",
+                res.name
+            ))
+        }
+    };
+    let files = super::tls::TlsFiles {
+        certificate,
+        private_key,
+        ca: n.nbd_tls_ca.as_deref(),
+    };
+    super::tls::nbd_config(&files)
+        .map(Some)
+        .map_err(|e| format!("{}: TLS for NBD: {e}", res.name))
 }
 
 /// Accepting goes through tokio's epoll reactor, not io_uring: a pending
@@ -232,13 +278,14 @@ impl ExportCatalog for Catalog<'_> {
     }
 }
 
-async fn serve(res: Rc<Resource>, stream: Stream, peer: String, conn_id: u64) {
+async fn serve(res: Rc<Resource>, stream: Stream, peer: String, conn_id: u64, tls: Option<Arc<rustls::ServerConfig>>) {
     if res.clients.borrow().len() >= limits::NBD_CONNECTIONS_MAX {
         tracing::warn!(resource = %res.name, %peer, "too many NBD connections; refusing");
         stream.shutdown();
         return;
     }
-    let negotiated = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&res, &stream)).await {
+    // On a timeout the stream is dropped with the handshake, which closes it.
+    let negotiated = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&res, stream, tls)).await {
         Ok(Ok(Some(n))) => n,
         Ok(Ok(None)) => return,
         Ok(Err(e)) => {
@@ -247,11 +294,13 @@ async fn serve(res: Rc<Resource>, stream: Stream, peer: String, conn_id: u64) {
         }
         Err(_) => {
             tracing::info!(resource = %res.name, %peer, "NBD handshake timed out");
-            stream.shutdown();
             return;
         }
     };
-    let (export, structured) = negotiated;
+    let (stream, export, structured) = negotiated;
+    if matches!(stream, Stream::TlsTcp(_) | Stream::TlsUnix(_)) {
+        tracing::info!(resource = %res.name, %peer, "NBD client secured with TLS");
+    }
     // The export may have been refused between INFO and GO only in the
     // catalog; check once more under the same borrow that counts the client.
     {
@@ -284,21 +333,40 @@ async fn serve(res: Rc<Resource>, stream: Stream, peer: String, conn_id: u64) {
     res.run_actions();
 }
 
-async fn handshake(res: &Resource, stream: &Stream) -> io::Result<Option<(ExportInfo, bool)>> {
+/// Option haggling; the stream comes back (under TLS after STARTTLS)
+/// with the export and whether replies are structured.
+async fn handshake(
+    res: &Resource,
+    mut stream: Stream,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> io::Result<Option<(Stream, ExportInfo, bool)>> {
     stream.send(server_greeting().to_vec()).await?;
     let raw = stream.read_exact(4).await?;
     let flags = u32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]]);
     let flags = parse_client_flags(flags).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-    let mut negotiation = Negotiation::new(flags);
+    let mut negotiation = if tls.is_some() {
+        Negotiation::requiring_tls(flags)
+    } else {
+        Negotiation::new(flags)
+    };
     let catalog = Catalog { res };
     loop {
-        let raw = stream.read_exact(16).await?;
+        let raw = stream.read_exact(16).await.map_err(|e| {
+            if negotiation.awaiting_tls() {
+                io::Error::new(
+                    e.kind(),
+                    format!("{e} (the client never sent STARTTLS; this export requires TLS)"),
+                )
+            } else {
+                e
+            }
+        })?;
         let mut hdr = [0u8; 16];
         hdr.copy_from_slice(&raw);
         let header =
             OptionHeader::decode(&hdr).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
         let step = if header.length > OPTION_PAYLOAD_MAX {
-            discard(stream, u64::from(header.length)).await?;
+            discard(&stream, u64::from(header.length)).await?;
             negotiation.too_big(header)
         } else {
             let payload = stream.read_exact(header.length as usize).await?;
@@ -307,11 +375,26 @@ async fn handshake(res: &Resource, stream: &Stream) -> io::Result<Option<(Export
         stream.send(step.reply).await?;
         match step.outcome {
             Outcome::Continue => {}
+            Outcome::Close if negotiation.awaiting_tls() => {
+                return Err(io::Error::other(
+                    "the client gave up without STARTTLS; this export requires TLS",
+                ))
+            }
             Outcome::Close => return Ok(None),
+            Outcome::StartTls => {
+                let Some(config) = tls.clone() else {
+                    return Ok(None);
+                };
+                stream = stream
+                    .into_tls(config)
+                    .await
+                    .map_err(|e| io::Error::new(e.kind(), format!("TLS handshake failed: {e}")))?;
+                negotiation.secured();
+            }
             Outcome::Transmission {
                 export,
                 structured_replies,
-            } => return Ok(Some((export, structured_replies))),
+            } => return Ok(Some((stream, export, structured_replies))),
         }
     }
 }
@@ -333,7 +416,7 @@ async fn discard(stream: &Stream, mut n: u64) -> io::Result<()> {
     Ok(())
 }
 
-impl super::stage::Recv for Stream {
+impl Recv for Stream {
     async fn recv<T: tokio_uring::buf::BoundedBufMut>(&self, buf: T) -> tokio_uring::BufResult<usize, T> {
         self.read(buf).await
     }
@@ -502,7 +585,12 @@ fn append(buf: &mut AlignedBuf, bytes: &[u8]) {
 
 /// `writev` the slices, finishing any short write, then recycle the buffers.
 async fn send_all(stream: &Stream, iov: Vec<tokio_uring::buf::Slice<WireBuf>>) -> io::Result<()> {
-    on_stream!(stream, s => super::sendv::send_all(s, iov).await)
+    match stream {
+        Stream::Tcp(s) => super::sendv::send_all(s, iov).await,
+        Stream::Unix(s) => super::sendv::send_all(s, iov).await,
+        Stream::TlsTcp(s) => super::sendv::send_all(&**s, iov).await,
+        Stream::TlsUnix(s) => super::sendv::send_all(&**s, iov).await,
+    }
 }
 
 /// The client is gone: keep receiving so that in-flight requests can finish
