@@ -40,6 +40,10 @@ pub type ReqId = u64;
 pub mod errno {
     pub const EPERM: u32 = 1;
     pub const EIO: u32 = 5;
+    /// A resync block the SyncTarget did not write because an application
+    /// write to it was in flight: the source keeps the bit and sends it
+    /// again on a later pass.
+    pub const EAGAIN: u32 = 11;
     pub const EINVAL: u32 = 22;
     pub const ENOSPC: u32 = 28;
     pub const ESHUTDOWN: u32 = 108;

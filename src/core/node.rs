@@ -565,8 +565,27 @@ impl Node {
         } else {
             DiskState::Outdated
         };
+        // A Primary attaching a disk served its clients through the peer
+        // meanwhile: what it marked then still holds.
+        let carried = if self.role == Role::Primary {
+            self.bitmap.take()
+        } else {
+            None
+        };
         if self.peer.is_some() {
-            self.bitmap = Some(Bitmap::new(info.data_bytes.div_ceil(BM_BLOCK_BYTES)));
+            let blocks = info.data_bytes.div_ceil(BM_BLOCK_BYTES);
+            let mut bm = Bitmap::new(blocks);
+            if self.role == Role::Primary && info.uuids.current == GenerationUuids::JUST_CREATED {
+                // A blank replacement: nothing on it is in sync (DRBD's
+                // "assuming that all blocks are out of sync"), so no read is
+                // served from it before the resync has covered the block.
+                bm.set_range(0, blocks);
+            } else if let Some(old) = carried.filter(|o| o.len() == blocks) {
+                for (first, run) in old.iter_set_runs() {
+                    bm.set_range(first, run);
+                }
+            }
+            self.bitmap = Some(bm);
             self.al = Some(ActivityLog::new(self.al_extents, 0));
         }
         // A node that died as Primary left PRIMARY_IND set.
@@ -895,7 +914,11 @@ impl Node {
             self.forward(id, io);
             return;
         }
-        if self.disk <= DiskState::Failed {
+        if self.disk <= DiskState::Failed
+            || (io.kind == IoKind::Read && self.local_copy_stale(&io))
+            || self.no_good_copy()
+        {
+            // Neither the local disk nor a peer has a good copy to give.
             self.act(Action::Reply { id, error: errno::EIO });
             return;
         }
@@ -913,7 +936,9 @@ impl Node {
 
     /// Start a request now, or queue it behind an overlapping write.
     fn admit(&mut self, r: Inflight) {
-        if r.origin == Origin::App && r.is_write() {
+        // The peer's writes too: a SyncTarget that is Primary writes while
+        // this node, its SyncSource, reads blocks to send it.
+        if matches!(r.origin, Origin::App | Origin::Peer { resync: false, .. }) && r.is_write() {
             let overlapping: Vec<ReqId> = self
                 .inflight
                 .iter()
@@ -1310,6 +1335,29 @@ impl Node {
             self.act(Action::SendPeer(Message::DataAck {
                 seq,
                 status: errno::EIO,
+                disk_us: 0,
+            }));
+            self.act(Action::Release { id });
+            return;
+        }
+        let io = IoRequest {
+            kind: IoKind::Write { fua: false },
+            offset,
+            len,
+        };
+        if resync
+            && self
+                .inflight
+                .iter()
+                .any(|r| r.origin == Origin::App && r.is_write() && r.overlaps(&io))
+        {
+            // A SyncTarget that is Primary (its disk was replaced) writes
+            // too. The source read this block before our write reached it,
+            // so it is older than what we are writing: not applied, and the
+            // source keeps the bit for a later pass.
+            self.act(Action::SendPeer(Message::DataAck {
+                seq,
+                status: errno::EAGAIN,
                 disk_us: 0,
             }));
             self.act(Action::Release { id });

@@ -26,7 +26,7 @@
 use crate::core::{Action, AttachInfo, ConnState, DiskOp, DiskState, Event, IoKind, IoRequest, Node, ReqId, Role};
 use crate::meta::{Divergence, GenerationUuids, MdFlags, BM_BLOCK_BYTES};
 use crate::wire::Message;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// splitmix64: small, fast, and the same on every platform.
 #[derive(Debug, Clone)]
@@ -113,26 +113,26 @@ struct SimNode {
     name: &'static str,
     node: Option<Node>,
     /// Block → value of the write that last landed there (0: never written).
-    disk: HashMap<u64, u64>,
+    disk: BTreeMap<u64, u64>,
     /// Blocks written since the disk's volatile cache was last flushed,
     /// with the value each held before: a power cut may undo them.
-    volatile: HashMap<u64, u64>,
+    volatile: BTreeMap<u64, u64>,
     meta: Persisted,
     /// Block values of requests: app writes, peer writes, reads.
-    bufs: HashMap<ReqId, Vec<u64>>,
+    bufs: BTreeMap<ReqId, Vec<u64>>,
     /// Disk operations in flight: id → (op, what to apply).
-    disk_ops: HashMap<ReqId, DiskOp>,
+    disk_ops: BTreeMap<ReqId, DiskOp>,
     next_id: ReqId,
     discard: bool,
     /// The operator wants this node connected (not `disconnect`ed).
     wants_link: bool,
     /// Forwarded reads: seq → request id.
-    peer_reads: HashMap<u64, ReqId>,
+    peer_reads: BTreeMap<u64, ReqId>,
     /// Expected block values of this node's lineage (what its clients were told).
-    expected: HashMap<u64, u64>,
+    expected: BTreeMap<u64, u64>,
     /// Values a block may hold besides the expected one: writes of this
     /// lineage whose outcome the client never learned.
-    maybe: HashMap<u64, Vec<u64>>,
+    maybe: BTreeMap<u64, Vec<u64>>,
 }
 
 #[derive(Debug, Clone)]
@@ -176,7 +176,7 @@ pub struct Sim {
     failing: [Option<i32>; 2],
     /// Per direction: the last delivery time (TCP keeps order).
     last_delivery: [u64; 2],
-    app: HashMap<(usize, ReqId), AppIo>,
+    app: BTreeMap<(usize, ReqId), AppIo>,
     busy: BTreeSet<u64>,
     next_value: u64,
     report: Report,
@@ -191,17 +191,17 @@ impl SimNode {
         SimNode {
             name,
             node: None,
-            disk: HashMap::new(),
-            volatile: HashMap::new(),
+            disk: BTreeMap::new(),
+            volatile: BTreeMap::new(),
             meta: Persisted::default(),
-            bufs: HashMap::new(),
-            disk_ops: HashMap::new(),
+            bufs: BTreeMap::new(),
+            disk_ops: BTreeMap::new(),
             next_id: 1,
             discard: false,
             wants_link: true,
-            peer_reads: HashMap::new(),
-            expected: HashMap::new(),
-            maybe: HashMap::new(),
+            peer_reads: BTreeMap::new(),
+            expected: BTreeMap::new(),
+            maybe: BTreeMap::new(),
         }
     }
 }
@@ -220,7 +220,7 @@ impl Sim {
             partitioned: false,
             failing: [None; 2],
             last_delivery: [0; 2],
-            app: HashMap::new(),
+            app: BTreeMap::new(),
             busy: BTreeSet::new(),
             next_value: 1,
             report: Report {
@@ -320,7 +320,7 @@ impl Sim {
             if power { " (power cut)" } else { "" }
         ));
         if power {
-            let volatile: Vec<(u64, u64)> = self.nodes[i].volatile.drain().collect();
+            let volatile: Vec<(u64, u64)> = std::mem::take(&mut self.nodes[i].volatile).into_iter().collect();
             for (b, old) in volatile {
                 if self.rng.chance(500) {
                     self.nodes[i].disk.insert(b, old);
@@ -328,7 +328,7 @@ impl Sim {
             }
         }
         self.nodes[i].volatile.clear();
-        let ops: Vec<(ReqId, DiskOp)> = self.nodes[i].disk_ops.drain().collect();
+        let ops: Vec<(ReqId, DiskOp)> = std::mem::take(&mut self.nodes[i].disk_ops).into_iter().collect();
         for (id, op) in ops {
             if let DiskOp::Write { offset, len, .. } = op {
                 let vals = self.nodes[i].bufs.get(&id).cloned().unwrap_or_default();
@@ -1180,6 +1180,10 @@ impl Sim {
             }
             self.drain_actions(i);
         }
+        // The application does not wait for the resync, wherever it runs
+        // (a repaired Primary is its own SyncTarget).
+        let pause = 1_000 + self.rng.below(10_000);
+        self.run_for(pause, true);
         self.settle();
     }
 

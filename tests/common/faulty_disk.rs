@@ -74,12 +74,26 @@ impl FaultyDisk {
             .status()
             .expect("nbdfuse");
         assert!(status.success(), "nbdfuse did not start");
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(20);
         while !d.file().exists() {
-            assert!(Instant::now() < deadline, "nbdfuse did not come up");
+            assert!(Instant::now() < deadline, "nbdfuse did not come up:\n{}", d.logs());
             std::thread::sleep(Duration::from_millis(50));
         }
         d
+    }
+
+    fn logs(&self) -> String {
+        ["inner.log", "outer.log", "nbdfuse.log"]
+            .iter()
+            .map(|l| {
+                format!(
+                    "{l}: {}",
+                    std::fs::read_to_string(self.path(l.trim_end_matches(".log")).with_extension("log"))
+                        .unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     fn path(&self, what: &str) -> PathBuf {
@@ -102,9 +116,13 @@ impl FaultyDisk {
             .status()
             .expect("nbdkit");
         assert!(status.success(), "nbdkit ({which}) did not start");
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(20);
         while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-            assert!(Instant::now() < deadline, "nbdkit ({which}) did not start");
+            assert!(
+                Instant::now() < deadline,
+                "nbdkit ({which}) did not start:\n{}",
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }

@@ -38,13 +38,29 @@ impl Node {
         if self.disk <= DiskState::Failed {
             return true;
         }
-        if self.disk > DiskState::Inconsistent {
+        self.local_copy_stale(io)
+    }
+
+    /// An Inconsistent disk's copy of some block of `io` is not known good.
+    pub(super) fn local_copy_stale(&self, io: &IoRequest) -> bool {
+        if self.disk != DiskState::Inconsistent {
             return false;
         }
         let Some(bm) = self.bitmap.as_ref() else { return false };
         let first = io.offset / BM_BLOCK_BYTES;
         let end = (io.offset + u64::from(io.len)).div_ceil(BM_BLOCK_BYTES);
         bm.find_next_set(first).is_some_and(|b| b < end)
+    }
+
+    /// An Inconsistent disk with no UpToDate peer to sync it from: a
+    /// Primary's replaced disk in the moment between `attach` and the
+    /// connect it triggers, a `pass_on` disk after an error, a SyncTarget
+    /// whose source went away. The next connect makes this node SyncTarget
+    /// again, and its resync would overwrite a write landing here now after
+    /// the client was told it succeeded: I/O fails instead, as it does on a
+    /// Diskless Primary without a peer.
+    pub(super) fn no_good_copy(&self) -> bool {
+        self.disk == DiskState::Inconsistent && !self.peer_serves()
     }
 
     /// Send an application request to the peer alone.
