@@ -21,6 +21,11 @@ struct Args {
     /// Members of this group (name or gid) may use tandemadm as root can.
     #[arg(long = "admin-group")]
     admin_group: Option<String>,
+    /// Where a split-brain victim's blocks are saved before they are
+    /// overwritten (default: RUN_DIR/saved). Put it on persistent storage:
+    /// the run directory is usually a tmpfs.
+    #[arg(long = "save-dir")]
+    save_dir: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -44,6 +49,7 @@ fn main() -> ExitCode {
     let opts = Options {
         config_path: args.config,
         node: args.node.unwrap_or_else(daemon::host_name),
+        save_dir: args.save_dir.unwrap_or_else(|| args.run_dir.join("saved")),
         run_dir: args.run_dir,
         admin_gid,
     };

@@ -548,7 +548,70 @@ fn option_key(keyword: &str) -> String {
 }
 
 /// A `net` option; false if `o` is not one.
+/// Options parsed and range-checked (so a typo is still an error) that
+/// Tandem does not act on, with what it does instead: never silently.
+const PARSED_NO_EFFECT: &[(&str, &str)] = &[
+    ("timeout", "a dead peer is detected by ping-int and ping-timeout"),
+    ("ko-count", "a dead peer is detected by ping-int and ping-timeout"),
+    ("max-buffers", "Tandem sizes its buffers itself"),
+    ("max-epoch-size", "Tandem sizes its epochs itself"),
+    ("sndbuf-size", "the kernel auto-tunes the socket buffers"),
+    ("rcvbuf-size", "the kernel auto-tunes the socket buffers"),
+    (
+        "allow-two-primaries",
+        "Tandem is single-Primary: promotion is refused while the peer is Primary",
+    ),
+    (
+        "data-integrity-alg",
+        "every peer frame carries a crc32c whatever this names",
+    ),
+    (
+        "c-fill-target",
+        "the resync controller plans by c-plan-ahead and caps at c-max-rate",
+    ),
+    (
+        "c-min-rate",
+        "the resync controller plans by c-plan-ahead and caps at c-max-rate",
+    ),
+    ("al-updates", "the activity log is always written"),
+    ("disk-flushes", "flushes always reach the disk"),
+    ("no-disk-flushes", "flushes always reach the disk"),
+    ("wfc-timeout", "'tandemadm wait-connect' waits as long as it is told"),
+    (
+        "degr-wfc-timeout",
+        "'tandemadm wait-connect' waits as long as it is told",
+    ),
+    (
+        "outdated-wfc-timeout",
+        "'tandemadm wait-connect' waits as long as it is told",
+    ),
+    (
+        "become-primary-on",
+        "promote with 'tandemadm primary' or a cluster manager",
+    ),
+];
+
+fn warn_if_no_effect(ctx: &mut Ctx<'_>, o: &Stmt) {
+    let arg = o.args.first().map(|a| a.text.to_ascii_lowercase());
+    // What Tandem does anyway is not worth a warning.
+    let as_tandem_does = match o.keyword.as_str() {
+        "data-integrity-alg" => arg.as_deref() == Some("crc32c"),
+        "disk-flushes" | "al-updates" => arg.as_deref().is_none_or(|a| matches!(a, "yes" | "on" | "true")),
+        _ => false,
+    };
+    if as_tandem_does {
+        return;
+    }
+    if let Some((k, instead)) = PARSED_NO_EFFECT.iter().find(|(k, _)| *k == o.keyword) {
+        ctx.warn(
+            &o.location,
+            format!("option '{k}' is accepted but has no effect in Tandem: {instead}"),
+        );
+    }
+}
+
 fn net_option(ctx: &mut Ctx<'_>, d: &mut Options, o: &Stmt) -> Result<bool, ConfigError> {
+    warn_if_no_effect(ctx, o);
     let k = o.keyword.as_str();
     if k == "protocol" {
         d.protocol = protocol(value(o)?)?;
@@ -669,6 +732,7 @@ fn net_option(ctx: &mut Ctx<'_>, d: &mut Options, o: &Stmt) -> Result<bool, Conf
 /// A `disk` option (8.4) or one of the 8.3 `syncer` options that moved
 /// there; false if `o` is not one.
 fn disk_option(ctx: &mut Ctx<'_>, d: &mut Options, o: &Stmt) -> Result<bool, ConfigError> {
+    warn_if_no_effect(ctx, o);
     const RATE: (u64, u64) = (1, 4 << 20);
     let k = o.keyword.as_str();
     let dk = &mut d.disk;
@@ -722,6 +786,7 @@ fn disk_option(ctx: &mut Ctx<'_>, d: &mut Options, o: &Stmt) -> Result<bool, Con
 }
 
 fn startup_option(ctx: &mut Ctx<'_>, d: &mut Options, o: &Stmt) -> Result<bool, ConfigError> {
+    warn_if_no_effect(ctx, o);
     const WFC: (u64, u64) = (0, 300_000);
     let k = o.keyword.as_str();
     let st = &mut d.startup;
@@ -790,6 +855,24 @@ pub(super) fn option_section(
                     &o.keyword
                 };
                 scope.option(ctx, &format!("handler '{name}'"), &o.location);
+                // The config is pure and knows nothing of the core: the
+                // handlers the core runs (core::Handler::name) are listed here.
+                const RUN: &[&str] = &[
+                    "initial-split-brain",
+                    "split-brain",
+                    "pri-lost-after-sb",
+                    "fence-peer",
+                    "local-io-error",
+                ];
+                if !RUN.contains(&name) {
+                    ctx.warn(
+                        &o.location,
+                        format!(
+                            "handler '{name}' is accepted but Tandem never runs it (it runs {})",
+                            RUN.join(", ")
+                        ),
+                    );
+                }
                 d.handlers.insert(name.to_owned(), command.text.clone());
             }
             return Ok(true);

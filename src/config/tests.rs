@@ -90,8 +90,19 @@ fn seed_config_drbd83_parses_with_mapped_devices() {
     assert_eq!(h.address, Some("192.168.1.2:7789".parse().unwrap()));
     assert_eq!(h.meta_disk, MetaDisk::Internal);
     assert_eq!(r.peer_of("server1").unwrap().name, "server2");
-    let w = warnings(&c);
-    assert_eq!(w.len(), 4, "{w:#?}");
+    let mut w = warnings(&c);
+    assert_eq!(w.len(), 6, "{w:#?}");
+    assert!(
+        w.remove(3).starts_with(
+            "/etc/tandem/t.res:26:5: warning: handler 'pri-on-incon-degr' is accepted but Tandem never runs it"
+        ),
+        "{w:#?}"
+    );
+    assert_eq!(
+        w.remove(1),
+        "/etc/tandem/t.res:12:5: warning: option 'degr-wfc-timeout' is accepted but has no effect in Tandem: \
+         'tandemadm wait-connect' waits as long as it is told"
+    );
     assert_eq!(
         w[0],
         "/etc/tandem/t.res:3:3: warning: option 'usage-count' is accepted but has no effect in Tandem"
@@ -182,9 +193,16 @@ resource r0 {
 "#;
 
 #[test]
-fn contract_example_parses_without_warnings() {
+fn contract_example_parses_warning_only_about_what_tandem_does_not_do() {
     let c = parse(CONTRACT_EXAMPLE).unwrap();
-    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    // DRBD options without effect here are named, never silently dropped.
+    let named: Vec<&str> = c.warnings.iter().filter_map(|w| w.message.split('\'').nth(1)).collect();
+    assert_eq!(
+        named,
+        ["timeout", "wfc-timeout", "degr-wfc-timeout"],
+        "{:?}",
+        c.warnings
+    );
     let r = &c.resources[0];
     assert_eq!(r.protocol, Protocol::C);
     assert_eq!(r.net.shared_secret.as_deref(), Some("s3cret"));
@@ -379,7 +397,15 @@ fn every_net_disk_and_startup_option_reaches_the_model() {
 }}"
     ))
     .unwrap();
-    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    // Parsed into the model, and each one Tandem does not act on is named.
+    assert_eq!(c.warnings.len(), 16, "{:?}", c.warnings);
+    assert!(
+        c.warnings
+            .iter()
+            .all(|w| w.message.contains("has no effect in Tandem: ")),
+        "{:?}",
+        c.warnings
+    );
     let r = &c.resources[0];
     let n = &r.net;
     assert_eq!(r.protocol, Protocol::B);

@@ -22,6 +22,8 @@ pub struct Options {
     pub config_path: PathBuf,
     pub node: String,
     pub run_dir: PathBuf,
+    /// Split-brain victims' blocks go here (`--save-dir`).
+    pub save_dir: PathBuf,
     /// Members of this group (gid) may use the control socket as root can.
     pub admin_gid: Option<u32>,
 }
@@ -116,7 +118,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
                     minor as u32,
                     &opts.node,
                     Rc::clone(&changed),
-                    opts.run_dir.join("saved"),
+                    opts.save_dir.clone(),
                 ))),
                 None => {
                     tracing::info!(resource = %r.name, node = %opts.node, "resource has no 'on {}' section; not ours", opts.node)
