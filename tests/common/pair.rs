@@ -18,6 +18,8 @@ pub struct Daemon {
     pub log: PathBuf,
     pub child: Option<Child>,
     pub ns: Option<String>,
+    /// A command tandemd runs under (e.g. `setpriv …`), outside a namespace.
+    pub wrap: Vec<String>,
 }
 
 impl Daemon {
@@ -31,6 +33,7 @@ impl Daemon {
             log: dir.join(format!("{name}.log")),
             child: None,
             ns: None,
+            wrap: Vec::new(),
         }
     }
 
@@ -65,7 +68,14 @@ impl Daemon {
                 c.args(["netns", "exec", ns, TANDEMD]);
                 c
             }
-            None => Command::new(TANDEMD),
+            None => match self.wrap.split_first() {
+                Some((first, rest)) => {
+                    let mut c = Command::new(first);
+                    c.args(rest).arg(TANDEMD);
+                    c
+                }
+                None => Command::new(TANDEMD),
+            },
         };
         self.child = Some(
             cmd.args(["-c", &self.conf.to_string_lossy(), "--node", self.name, "--run-dir"])
