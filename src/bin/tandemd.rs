@@ -26,6 +26,9 @@ struct Args {
     /// the run directory is usually a tmpfs.
     #[arg(long = "save-dir")]
     save_dir: Option<PathBuf>,
+    /// Print the tandemd(8) man page and exit.
+    #[arg(long = "man", hide = true)]
+    man: bool,
 }
 
 fn main() -> ExitCode {
@@ -39,6 +42,17 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    if args.man {
+        use clap::CommandFactory;
+        let rendered = clap_mangen::Man::new(Args::command())
+            .section("8")
+            .render(&mut std::io::stdout());
+        return if rendered.is_ok() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        };
+    }
     let admin_gid = match args.admin_group.as_deref().map(daemon::resolve_group).transpose() {
         Ok(g) => g,
         Err(e) => {

@@ -158,6 +158,10 @@ enum Cmd {
     },
     /// Run the built-in demonstration on loopback with sparse images.
     Demo(demo::DemoArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Write the man pages (tandemadm(8) and one per command) into DIR.
+    Man { dir: PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -199,6 +203,32 @@ fn normalize_args(args: Vec<String>) -> Vec<String> {
     out
 }
 
+/// tandemadm(8) and tandemadm-COMMAND(8), from the same definition that
+/// parses the command line, so they cannot drift apart.
+fn man_pages(dir: &Path) -> i32 {
+    use clap::CommandFactory;
+    let write = |cmd: clap::Command, name: &str| -> std::io::Result<()> {
+        let mut out = Vec::new();
+        clap_mangen::Man::new(cmd).section("8").render(&mut out)?;
+        std::fs::write(dir.join(format!("{name}.8")), out)
+    };
+    let result = std::fs::create_dir_all(dir).and_then(|()| {
+        let top = Cli::command();
+        for sub in top.get_subcommands() {
+            let name = format!("tandemadm-{}", sub.get_name());
+            write(sub.clone().name(name.clone()), &name)?;
+        }
+        write(top, "tandemadm")
+    });
+    match result {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("tandemadm man: cannot write into {}: {e}", dir.display());
+            exit::FAILED
+        }
+    }
+}
+
 fn node_name(cli: &Cli) -> String {
     cli.node.clone().unwrap_or_else(tandem::shell::daemon::host_name)
 }
@@ -210,6 +240,15 @@ fn run(cli: Cli) -> i32 {
         Cmd::CreateMd { resource, force } => return create_md(&cli, resource, *force),
         Cmd::DumpMd { resource } => return dump_md(&cli, resource),
         Cmd::Demo(args) => return demo::run(args),
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "tandemadm", &mut script);
+            // A closed pipe (`| head`) is the reader's choice, not an error.
+            let _ = std::io::stdout().write_all(&script);
+            return exit::OK;
+        }
+        Cmd::Man { dir } => return man_pages(dir),
         Cmd::Up { resource } => request(Command::Up, resource),
         Cmd::Down { resource, force } => Request {
             force: *force,
