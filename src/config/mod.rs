@@ -95,6 +95,7 @@ fn identity(path: &Path) -> PathBuf {
 struct Gathered {
     warnings: Vec<Warning>,
     global: Option<Location>,
+    metrics: Option<std::net::SocketAddr>,
     common: Option<Stmt>,
     resources: Vec<Stmt>,
 }
@@ -122,7 +123,7 @@ impl Gathered {
                             "the global section should come before any resource section",
                         );
                     }
-                    parser::global(&mut ctx, &s)?;
+                    self.metrics = parser::global(&mut ctx, &s)?;
                     self.global = Some(s.location);
                 }
                 "common" => {
@@ -228,6 +229,7 @@ impl Gathered {
             spots.push(at);
         }
         config.warnings = self.warnings;
+        config.metrics = self.metrics;
         Ok(config)
     }
 }

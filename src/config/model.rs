@@ -47,6 +47,9 @@ pub struct Config {
     /// the resource's minor number in the status file.
     pub resources: Vec<Resource>,
     pub warnings: Vec<Warning>,
+    /// `global { metrics ADDR:PORT; }`: where tandemd serves Prometheus
+    /// metrics (off unless set).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl Config {

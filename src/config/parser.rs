@@ -899,16 +899,31 @@ fn options_option(ctx: &mut Ctx<'_>, _: &mut Options, o: &Stmt) -> Result<bool, 
     Ok(known)
 }
 
-/// `global { … }`: every option DRBD has there is about drbdadm itself, so
-/// all are accepted without effect.
-pub fn global(ctx: &mut Ctx<'_>, s: &Stmt) -> Result<(), ConfigError> {
+/// `global { … }`: Tandem's own `metrics ADDR:PORT;`; every option DRBD
+/// has there is about drbdadm itself, so those are accepted without effect.
+/// Returns the metrics address.
+pub fn global(ctx: &mut Ctx<'_>, s: &Stmt) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+    let mut metrics = None;
     for o in body(s, 0, "")? {
+        if o.keyword == "metrics" {
+            let a = value(o)?;
+            metrics = Some(a.text.parse().map_err(|_| {
+                err(
+                    &a.location,
+                    format!(
+                        "metrics: '{}' is not an address and port (e.g. 'metrics 127.0.0.1:9942;')",
+                        shown(&a.text)
+                    ),
+                )
+            })?);
+            continue;
+        }
         if !GLOBAL_NO_EFFECT.contains(&o.keyword.as_str()) {
-            return Err(unknown(o, "global", &[GLOBAL_NO_EFFECT]));
+            return Err(unknown(o, "global", &[GLOBAL_NO_EFFECT, &["metrics"]]));
         }
         ctx.no_effect(o);
     }
-    Ok(())
+    Ok(metrics)
 }
 
 /// `common { … }`: option sections only; their values are every resource's

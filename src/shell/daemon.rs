@@ -151,6 +151,14 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         }
         status_file::write(&daemon)?;
         tokio_uring::spawn(status_file::keep_current(Rc::clone(&daemon)));
+        if let Some(addr) = daemon.config.metrics {
+            let l = std::net::TcpListener::bind(addr)
+                .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))?;
+            l.set_nonblocking(true)?;
+            let l = tokio::net::TcpListener::from_std(l)?;
+            tracing::info!(%addr, "Prometheus metrics at http://{addr}/metrics");
+            tokio_uring::spawn(super::metrics::serve(Rc::clone(&daemon), l));
+        }
         tracing::info!(node = %daemon.opts.node, socket = %sock.display(), "tandemd ready; resources are down until 'tandemadm up'");
         notify_systemd("READY=1");
 

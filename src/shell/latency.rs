@@ -12,6 +12,7 @@ const BUCKETS: usize = 32;
 pub struct Histogram {
     counts: [u64; BUCKETS],
     total: u64,
+    sum_us: u64,
 }
 
 /// p50 and p99 in µs (upper bounds of their buckets), and how many samples.
@@ -27,6 +28,23 @@ impl Histogram {
         let b = (64 - us.max(1).leading_zeros() as usize).min(BUCKETS - 1);
         self.counts[b] += 1;
         self.total += 1;
+        self.sum_us = self.sum_us.saturating_add(us);
+    }
+
+    /// (upper bound in µs, samples at or below it) for every bucket, then
+    /// the sum of all samples: what a Prometheus histogram is made of.
+    pub fn cumulative(&self) -> (Vec<(u64, u64)>, u64) {
+        let mut seen = 0;
+        let buckets = self
+            .counts
+            .iter()
+            .enumerate()
+            .map(|(b, &c)| {
+                seen += c;
+                (1u64 << b, seen)
+            })
+            .collect();
+        (buckets, self.sum_us)
     }
 
     fn quantile(&self, q: f64) -> u64 {

@@ -1,0 +1,132 @@
+//! Tandem's own Prometheus endpoint (`global { metrics ADDR:PORT; }`):
+//! scraped over HTTP while a pair replicates, checked by Prometheus's own
+//! `promtool check metrics`, and asserted on what an operator would graph.
+
+mod common;
+
+use common::pair::*;
+use common::*;
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+
+fn http(port: u16, request: &str) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics port");
+    s.write_all(request.as_bytes()).expect("request");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("response");
+    out
+}
+
+fn body(response: &str) -> &str {
+    response.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+}
+
+/// The value of the one sample whose line starts with `prefix`.
+fn value(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {prefix}:\n{text}"))
+}
+
+#[test]
+fn a_replicating_pair_is_scraped_and_promtool_accepts_the_text() {
+    require_tool("promtool", "prometheus");
+    let mut p = Pair::up("s3cret");
+    let port = free_port();
+    // alpha restarts with the endpoint configured.
+    p.alpha.kill9();
+    let conf = std::fs::read_to_string(&p.alpha.conf).expect("conf");
+    std::fs::write(&p.alpha.conf, format!("global {{ metrics 127.0.0.1:{port}; }}\n{conf}")).expect("conf");
+    p.alpha.start();
+    p.alpha.adm_ok(&["up", "r0"]);
+    p.alpha.wait_for("cs:Connected", 20);
+    p.alpha.adm_ok(&["primary", "--force", "r0"]);
+    p.alpha.wait_for("ds:UpToDate/UpToDate", 60);
+    qemu_io(&format!("nbd://127.0.0.1:{}/r0", p.nbd_alpha), &["write -P 0x42 0 4M"]);
+
+    let response = http(port, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    let text = body(&response);
+    let r = "resource=\"r0\",minor=\"0\"";
+    assert_eq!(value(text, &format!("tandem_role{{{r},state=\"Primary\"}}")), 1.0);
+    assert_eq!(
+        value(text, &format!("tandem_connection_state{{{r},state=\"Connected\"}}")),
+        1.0
+    );
+    assert_eq!(
+        value(text, &format!("tandem_peer_disk_state{{{r},state=\"UpToDate\"}}")),
+        1.0
+    );
+    assert_eq!(value(text, &format!("tandem_connected{{{r}}}")), 1.0);
+    assert_eq!(value(text, &format!("tandem_out_of_sync_bytes{{{r}}}")), 0.0);
+    assert!(value(text, &format!("tandem_disk_written_bytes_total{{{r}}}")) >= 4.0 * 1024.0 * 1024.0);
+    assert!(value(text, &format!("tandem_network_sent_bytes_total{{{r}}}")) >= 4.0 * 1024.0 * 1024.0);
+    // Every replicated write is in the histograms, split three ways.
+    for part in ["local_disk", "network", "peer_disk"] {
+        let count = value(
+            text,
+            &format!("tandem_write_latency_seconds_count{{{r},part=\"{part}\"}}"),
+        );
+        assert!(count >= 1.0, "{part}: {count}");
+        let inf = value(
+            text,
+            &format!("tandem_write_latency_seconds_bucket{{{r},part=\"{part}\",le=\"+Inf\"}}"),
+        );
+        assert_eq!(inf, count);
+    }
+
+    // Prometheus's own linter reads the exposition format.
+    let mut lint = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    lint.stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write");
+    let out = lint.wait_with_output().expect("promtool");
+    let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && said.trim().is_empty(), "promtool: {said}");
+
+    // Degraded: the peer goes away, the scrape says so.
+    p.beta.kill9();
+    p.alpha.wait_for("cs:WFConnection", 30);
+    qemu_io(&format!("nbd://127.0.0.1:{}/r0", p.nbd_alpha), &["write -P 0x43 0 64k"]);
+    let text = http(port, "GET /metrics HTTP/1.0\r\n\r\n");
+    let text = body(&text);
+    assert_eq!(value(text, &format!("tandem_connected{{{r}}}")), 0.0);
+    assert_eq!(value(text, &format!("tandem_out_of_sync_bytes{{{r}}}")), 65536.0);
+
+    // Anything else is refused, and a huge request is not read to the end.
+    assert!(http(port, "GET / HTTP/1.0\r\n\r\n").starts_with("HTTP/1.1 404"));
+    assert!(http(port, "POST /metrics HTTP/1.0\r\n\r\n").starts_with("HTTP/1.1 405"));
+    let huge = format!("GET /metrics HTTP/1.0\r\nX: {}\r\n\r\n", "a".repeat(64 * 1024));
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("port");
+    let _ = s.write_all(huge.as_bytes());
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    assert!(reply.starts_with("HTTP/1.1 431"), "{reply}");
+}
+
+#[test]
+fn a_bad_metrics_address_is_a_configuration_error_with_its_location() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let conf = dir.path().join("t.res");
+    std::fs::write(&conf, "global { metrics localhost; }\nresource r0 { on a { device nbd://127.0.0.1:1/r0; disk /x; meta-disk internal; } }\n").expect("conf");
+    let out = run(Command::new(env!("CARGO_BIN_EXE_tandemadm"))
+        .arg("-c")
+        .arg(&conf)
+        .args(["--node", "a", "dump-md", "r0"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("t.res:1:") && err.contains("'localhost' is not an address and port"),
+        "{err}"
+    );
+}
