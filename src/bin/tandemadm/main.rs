@@ -396,9 +396,30 @@ fn events(run_dir: &Path, resource: &str) -> i32 {
 
 /// `wait-connect` / `wait-sync`: poll the daemon's view until the state is
 /// reached, showing the resync progress on a terminal.
+/// The resync's progress bar: bytes moved, speed and ETA, on a terminal
+/// only (a script reading stderr gets nothing but the outcome).
+fn resync_bar(resource: &str) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    let style = indicatif::ProgressStyle::with_template(
+        "{prefix}: {msg} [{wide_bar}] {percent:>3}% {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_prefix(resource.to_owned());
+    bar
+}
+
 fn wait(run_dir: &Path, resource: &str, timeout: u64, sync: bool) -> i32 {
     let started = std::time::Instant::now();
-    let tty = std::io::stderr().is_terminal();
+    let bar = if sync {
+        resync_bar(resource)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     loop {
         let req = Request {
             json: true,
@@ -425,24 +446,17 @@ fn wait(run_dir: &Path, resource: &str, timeout: u64, sync: bool) -> i32 {
             connected
         };
         if done {
-            if tty && sync {
-                eprintln!();
-            }
+            bar.finish_and_clear();
             return exit::OK;
         }
-        if tty && sync {
-            if let Some(r) = s["resync_kib"].as_array() {
-                let (left, total) = (r[0].as_u64().unwrap_or(0), r[1].as_u64().unwrap_or(0));
-                let pm = tandem::status::permille_done(left, total);
-                eprint!(
-                    "\r{resource}: {cstate} {} {}.{}% ({left} KiB left)   ",
-                    tandem::status::progress_bar(pm),
-                    pm / 10,
-                    pm % 10
-                );
-            }
+        if let Some(r) = s["resync_kib"].as_array() {
+            let (left, total) = (r[0].as_u64().unwrap_or(0), r[1].as_u64().unwrap_or(0));
+            bar.set_length(total * 1024);
+            bar.set_position(total.saturating_sub(left) * 1024);
+            bar.set_message(cstate.to_owned());
         }
         if timeout > 0 && started.elapsed() >= std::time::Duration::from_secs(timeout) {
+            bar.abandon();
             eprintln!("{resource}: still {cstate} after {timeout}s");
             return exit::FAILED;
         }
