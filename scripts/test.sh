@@ -20,4 +20,5 @@ fi
 cargo fmt --all -- --check
 cargo clippy --all-targets --release -- -D warnings
 cargo test --release --all-targets -- --test-threads="${TEST_THREADS:-4}"
+scripts/check-deb.sh
 scripts/fuzz.sh "${FUZZ_SECONDS:-15}"
