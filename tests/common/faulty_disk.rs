@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 pub struct FaultyDisk {
     dir: PathBuf,
     name: String,
+    /// The two nbdkits, owned: killed on drop, and an early exit is seen.
+    servers: Vec<std::process::Child>,
 }
 
 impl FaultyDisk {
@@ -32,9 +34,10 @@ impl FaultyDisk {
     pub fn start(dir: &Path, name: &str, size: u64) -> FaultyDisk {
         require_tool("nbdkit", "nbdkit");
         require_tool("nbdfuse", "libnbd-bin");
-        let d = FaultyDisk {
+        let mut d = FaultyDisk {
             dir: dir.to_owned(),
             name: name.to_owned(),
+            servers: Vec::new(),
         };
         std::fs::File::create(d.image())
             .and_then(|f| f.set_len(size))
@@ -76,7 +79,14 @@ impl FaultyDisk {
         assert!(status.success(), "nbdfuse did not start");
         let deadline = Instant::now() + Duration::from_secs(20);
         while !d.file().exists() {
-            assert!(Instant::now() < deadline, "nbdfuse did not come up:\n{}", d.logs());
+            let pid = std::fs::read_to_string(d.path("nbdfuse.pid")).unwrap_or_default();
+            assert!(
+                Instant::now() < deadline,
+                "nbdfuse did not come up (pid file: {:?}, alive: {}):\n{}",
+                pid.trim(),
+                Path::new(&format!("/proc/{}", pid.trim())).exists(),
+                d.logs()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         d
@@ -85,13 +95,7 @@ impl FaultyDisk {
     fn logs(&self) -> String {
         ["inner.log", "outer.log", "nbdfuse.log"]
             .iter()
-            .map(|l| {
-                format!(
-                    "{l}: {}",
-                    std::fs::read_to_string(self.path(l.trim_end_matches(".log")).with_extension("log"))
-                        .unwrap_or_default()
-                )
-            })
+            .map(|l| format!("{l}: {}", std::fs::read_to_string(self.path(l)).unwrap_or_default()))
             .collect::<Vec<_>>()
             .join("\n")
     }
@@ -100,24 +104,25 @@ impl FaultyDisk {
         self.dir.join(format!("{}.{what}", self.name))
     }
 
-    fn nbdkit(&self, which: &str, plugin_args: &[String]) {
+    fn nbdkit(&mut self, which: &str, plugin_args: &[String]) {
         let sock = self.path(&format!("{which}.sock"));
         let log = std::fs::File::create(self.path(&format!("{which}.log"))).expect("log");
-        let status = Command::new("setsid")
-            .args(["-f", "nbdkit", "-f", "-U"])
+        let child = Command::new("nbdkit")
+            .args(["-f", "-U"])
             .arg(&sock)
-            .arg("-P")
-            .arg(self.path(&format!("{which}.pid")))
             .arg("--filter=error")
             .args(plugin_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
-            .status()
+            .spawn()
             .expect("nbdkit");
-        assert!(status.success(), "nbdkit ({which}) did not start");
+        self.servers.push(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+            if let Some(Ok(Some(status))) = self.servers.last_mut().map(|c| c.try_wait()) {
+                panic!("nbdkit ({which}) exited with {status}:\n{}", self.logs());
+            }
             assert!(
                 Instant::now() < deadline,
                 "nbdkit ({which}) did not start:\n{}",
@@ -159,10 +164,9 @@ impl FaultyDisk {
 impl Drop for FaultyDisk {
     fn drop(&mut self) {
         let _ = Command::new("fusermount3").arg("-u").arg(self.path("fuse")).status();
-        for which in ["outer", "inner"] {
-            if let Ok(pid) = std::fs::read_to_string(self.path(&format!("{which}.pid"))) {
-                let _ = Command::new("kill").arg(pid.trim()).status();
-            }
+        for mut c in self.servers.drain(..).rev() {
+            let _ = c.kill();
+            let _ = c.wait();
         }
     }
 }
