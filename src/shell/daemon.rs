@@ -430,8 +430,26 @@ impl Daemon {
                 Ok(String::new())
             }
             Command::Primary => {
-                let fresh = random_u64();
-                res.node.borrow_mut().promote(req.force, fresh).map_err(refused)?;
+                // The peer's demotion may still be on its way: its
+                // `secondary` returns once it is Secondary, not once this
+                // node has heard. A cluster manager (or an operator's
+                // script) promotes right after; give the news a moment, as
+                // DRBD's cluster-wide state change would, before refusing.
+                let patience = std::time::Instant::now() + std::time::Duration::from_millis(2000);
+                loop {
+                    let fresh = random_u64();
+                    let tried = res.node.borrow_mut().promote(req.force, fresh);
+                    match tried {
+                        Ok(()) => break,
+                        Err(e)
+                            if e.rv == crate::core::refusal::StateRv::MultiplePrimaries
+                                && std::time::Instant::now() < patience =>
+                        {
+                            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                        }
+                        Err(e) => return Err(refused(e)),
+                    }
+                }
                 res.run_actions();
                 tracing::info!(resource = %res.name, force = req.force, "promoted to Primary");
                 Ok(String::new())
