@@ -11,7 +11,8 @@ trap 'rm -rf "$tmp"' EXIT
 dpkg-deb -x "$deb" "$tmp"
 fail() { echo "check-deb: $*" >&2; exit 1; }
 dpkg-deb -f "$deb" Package Version Depends | grep -q '^Depends: .*libc6' || fail "no dependencies declared"
-for f in usr/sbin/tandemd usr/sbin/tandemadm usr/lib/ocf/resource.d/tandem/tandem etc/ha.d/resource.d/tandemdisk; do
+for f in usr/sbin/tandemd usr/sbin/tandemadm usr/lib/ocf/resource.d/tandem/tandem usr/lib/ocf/resource.d/tandem/tandem-nbd \
+         etc/ha.d/resource.d/tandemdisk etc/ha.d/resource.d/tandem-nbd; do
   [ -x "$tmp/$f" ] || fail "$f missing or not executable"
 done
 for f in lib/systemd/system/tandemd.service lib/systemd/system/tandem@.service \

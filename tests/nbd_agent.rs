@@ -1,0 +1,90 @@
+//! `dist/ocf/tandem-nbd`, the NBD client step of a cluster (the piece
+//! between `tandemdisk`/the promotable clone and `Filesystem`): as a
+//! Heartbeat resource script it turns the Primary's export into a block
+//! device at /dev/tandem/RESOURCE and back, and what is written through that
+//! device is replicated; as an OCF agent it passes ocf-tester.
+
+mod common;
+
+use common::pair::*;
+use common::*;
+use std::process::Command;
+
+const AGENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/dist/ocf/tandem-nbd");
+
+/// The agent works on fixed paths (/dev/tandem/r0, /run/tandem-nbd/r0), as
+/// it does on a real host: one test at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Unmounts and detaches whatever the agent left, even if the test failed.
+struct Stopped(String);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = Command::new(AGENT).args(["r0", &self.0, "stop"]).status();
+    }
+}
+
+#[test]
+fn as_a_heartbeat_script_it_makes_a_block_device_whose_writes_replicate() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    require_tool("nbdfuse", "libnbd-bin");
+    require_tool("losetup", "util-linux");
+    let p = Pair::synced();
+    let uri = format!("nbd://127.0.0.1:{}/r0", p.nbd_alpha);
+    let _cleanup = Stopped(uri.clone());
+    let hb = |action: &str| run(Command::new(AGENT).args(["r0", &uri, action]));
+
+    // Heartbeat v1 reads the words, as with drbddisk: "running"/"stopped".
+    let said = |out: std::process::Output| String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_eq!(said(hb("status")), "stopped");
+    let out = hb("start");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status = String::from_utf8_lossy(&hb("status").stdout).into_owned();
+    assert!(status.contains("running"), "{status}");
+    let size = run_ok(Command::new("blockdev").args(["--getsize64", "/dev/tandem/r0"]));
+    assert_eq!(size.trim().parse::<u64>().ok(), Some(SIZE));
+
+    // Through the block device, as Filesystem and MySQL would write.
+    let data = pattern(5, 1 << 20);
+    let src = p.dir.path().join("pattern");
+    std::fs::write(&src, &data).expect("pattern");
+    run_ok(Command::new("dd").arg(format!("if={}", src.display())).args([
+        "of=/dev/tandem/r0",
+        "bs=64k",
+        "seek=16",
+        "oflag=direct",
+        "conv=fsync",
+    ]));
+
+    let out = hb("stop");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !std::path::Path::new("/dev/tandem/r0").exists(),
+        "the link outlived stop"
+    );
+    assert_eq!(said(hb("status")), "stopped");
+    // The client is gone, so the Primary can be demoted (the next step of a
+    // switchover), and both replicas hold the bytes.
+    p.alpha.adm_ok(&["secondary", "r0"]);
+    p.assert_identical();
+    let beta = std::fs::read(&p.beta.image).expect("beta image");
+    assert_eq!(&beta[1 << 20..2 << 20], &data[..]);
+}
+
+#[test]
+fn as_an_ocf_agent_it_passes_ocf_tester() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    require_tool("ocf-tester", "resource-agents");
+    require_tool("xmllint", "libxml2-utils");
+    let p = Pair::synced();
+    let uri = format!("nbd://127.0.0.1:{}/r0", p.nbd_alpha);
+    let _cleanup = Stopped(uri.clone());
+    let out = run(Command::new("ocf-tester")
+        .args(["-n", "tandem-nbd-r0", "-o", "resource=r0"])
+        .arg("-o")
+        .arg(format!("uri={uri}"))
+        .arg(AGENT));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && text.contains("passed all tests"), "{text}");
+}
