@@ -58,6 +58,8 @@ fn roles_states_and_the_status_file_follow_the_drbd_conventions() {
     // drbdadm's 8.3 spelling works too.
     node.adm_ok(&["--", "--overwrite-data-of-peer", "primary", "r0"]);
     assert_eq!(node.adm_ok(&["role", "r0"]), "Primary/Unknown\n");
+    // And 8.3's `state`, which drbddisk-era scripts still call.
+    assert_eq!(node.adm_ok(&["state", "r0"]), "Primary/Unknown\n");
     assert_eq!(node.adm_ok(&["dstate", "r0"]), "UpToDate/DUnknown\n");
 
     // Demotion is refused while a client holds the export.

@@ -89,7 +89,8 @@ enum Cmd {
         #[arg(long)]
         force: bool,
     },
-    /// Print the roles, local/peer.
+    /// Print the roles, local/peer (`state`, drbdadm 8.3's name, works too).
+    #[command(visible_alias = "state")]
     Role { resource: String },
     /// Print the connection state.
     Cstate { resource: String },
