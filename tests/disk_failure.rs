@@ -35,27 +35,38 @@ fn fio(uri: &str, verify_only: bool) -> String {
     run_ok(Command::new("fio").args(&args))
 }
 
+/// alpha's disk is a [`FaultyDisk`] in `scratch`; the pair is connected,
+/// `primary` ("alpha" or "beta") is Primary and both are UpToDate. Returns
+/// the disk, the pair and the Primary's NBD URI.
+fn faulty_pair(scratch: &std::path::Path, disk_opts: &str, extra: &str, primary: &str) -> (FaultyDisk, Pair, String) {
+    let disk = FaultyDisk::start(scratch, "alpha", SMALL);
+    let p = Pair::up_on(Some(&disk.file()), "s3cret", SMALL, disk_opts, "", extra);
+    let (d, port) = if primary == "alpha" {
+        (&p.alpha, p.nbd_alpha)
+    } else {
+        (&p.beta, p.nbd_beta)
+    };
+    d.wait_for("cs:Connected", 20);
+    d.adm_ok(&["primary", "--force", "r0"]);
+    d.wait_for("ds:UpToDate/UpToDate", 60);
+    let uri = format!("nbd://127.0.0.1:{port}/r0");
+    (disk, p, uri)
+}
+
 #[test]
 fn a_failing_disk_is_detached_the_primary_serves_through_the_peer_and_a_new_disk_resyncs() {
     require_tool("fio", "fio");
     let scratch = tempfile::Builder::new().prefix("tandem-eio-").tempdir().expect("tmp");
-    let disk = FaultyDisk::start(scratch.path(), "alpha", SMALL);
     let handler_log = scratch.path().join("local-io-error.log");
-    let p = Pair::up_on(
-        Some(&disk.file()),
-        "s3cret",
-        SMALL,
+    let (disk, p, uri) = faulty_pair(
+        scratch.path(),
         "c-max-rate 4G; on-io-error call-local-io-error;",
-        "",
         &format!(
             r#"handlers {{ local-io-error "echo $DRBD_RESOURCE >> {}"; }}"#,
             handler_log.display()
         ),
+        "alpha",
     );
-    p.alpha.wait_for("cs:Connected", 20);
-    p.alpha.adm_ok(&["primary", "--force", "r0"]);
-    p.alpha.wait_for("ds:UpToDate/UpToDate", 60);
-    let uri = format!("nbd://127.0.0.1:{}/r0", p.nbd_alpha);
 
     // The disk fails; the client's writes and verify reads all succeed.
     disk.fail(true);
@@ -82,19 +93,7 @@ fn a_failing_disk_is_detached_the_primary_serves_through_the_peer_and_a_new_disk
 #[test]
 fn on_io_error_pass_on_keeps_the_disk_and_marks_what_it_missed() {
     let scratch = tempfile::Builder::new().prefix("tandem-eio-").tempdir().expect("tmp");
-    let disk = FaultyDisk::start(scratch.path(), "alpha", SMALL);
-    let p = Pair::up_on(
-        Some(&disk.file()),
-        "s3cret",
-        SMALL,
-        "c-max-rate 4G; on-io-error pass_on;",
-        "",
-        "",
-    );
-    p.alpha.wait_for("cs:Connected", 20);
-    p.alpha.adm_ok(&["primary", "--force", "r0"]);
-    p.alpha.wait_for("ds:UpToDate/UpToDate", 60);
-    let uri = format!("nbd://127.0.0.1:{}/r0", p.nbd_alpha);
+    let (disk, p, uri) = faulty_pair(scratch.path(), "c-max-rate 4G; on-io-error pass_on;", "", "alpha");
 
     // Every local I/O fails; the client's write lands on the peer and its
     // read is served from there.
@@ -121,13 +120,8 @@ fn on_io_error_pass_on_keeps_the_disk_and_marks_what_it_missed() {
 fn a_secondary_whose_disk_fails_detaches_and_a_replacement_is_resynced_in_full() {
     require_tool("fio", "fio");
     let scratch = tempfile::Builder::new().prefix("tandem-eio-").tempdir().expect("tmp");
-    let disk = FaultyDisk::start(scratch.path(), "alpha", SMALL);
     // alpha's disk is the failing one; beta is the Primary here.
-    let p = Pair::up_on(Some(&disk.file()), "s3cret", SMALL, "c-max-rate 4G;", "", "");
-    p.beta.wait_for("cs:Connected", 20);
-    p.beta.adm_ok(&["primary", "--force", "r0"]);
-    p.beta.wait_for("ds:UpToDate/UpToDate", 60);
-    let uri = format!("nbd://127.0.0.1:{}/r0", p.nbd_beta);
+    let (disk, p, uri) = faulty_pair(scratch.path(), "c-max-rate 4G;", "", "beta");
 
     // The Secondary's disk fails under the Primary's writes: it detaches,
     // stays connected, and the Primary's client never notices.
@@ -151,12 +145,7 @@ fn a_secondary_whose_disk_fails_detaches_and_a_replacement_is_resynced_in_full()
 #[test]
 fn a_full_disk_refuses_writes_with_enospc_stays_attached_and_resync_oos_repairs_it() {
     let scratch = tempfile::Builder::new().prefix("tandem-full-").tempdir().expect("tmp");
-    let disk = FaultyDisk::start(scratch.path(), "alpha", SMALL);
-    let p = Pair::up_on(Some(&disk.file()), "s3cret", SMALL, "c-max-rate 4G;", "", "");
-    p.alpha.wait_for("cs:Connected", 20);
-    p.alpha.adm_ok(&["primary", "--force", "r0"]);
-    p.alpha.wait_for("ds:UpToDate/UpToDate", 60);
-    let uri = format!("nbd://127.0.0.1:{}/r0", p.nbd_alpha);
+    let (disk, p, uri) = faulty_pair(scratch.path(), "c-max-rate 4G;", "", "alpha");
     qemu_io(&uri, &["write -P 0x11 0 64k"]);
 
     // The thin pool under the image runs full: the client is told ENOSPC
@@ -187,12 +176,7 @@ fn a_full_disk_refuses_writes_with_enospc_stays_attached_and_resync_oos_repairs_
 #[test]
 fn a_secondary_whose_disk_runs_full_detaches_and_catches_up_by_bitmap_once_reattached() {
     let scratch = tempfile::Builder::new().prefix("tandem-full-").tempdir().expect("tmp");
-    let disk = FaultyDisk::start(scratch.path(), "alpha", SMALL);
-    let p = Pair::up_on(Some(&disk.file()), "s3cret", SMALL, "c-max-rate 4G;", "", "");
-    p.beta.wait_for("cs:Connected", 20);
-    p.beta.adm_ok(&["primary", "--force", "r0"]);
-    p.beta.wait_for("ds:UpToDate/UpToDate", 60);
-    let uri = format!("nbd://127.0.0.1:{}/r0", p.nbd_beta);
+    let (disk, p, uri) = faulty_pair(scratch.path(), "c-max-rate 4G;", "", "beta");
     let ns_after_initial_sync = p.beta.counter("ns");
 
     disk.fill(true);

@@ -548,6 +548,16 @@ fn option_key(keyword: &str) -> String {
 }
 
 /// A `net` option; false if `o` is not one.
+/// The handlers the core runs (`core::Handler::name`; a core test keeps the
+/// two in step): the config is pure and knows nothing of the core.
+pub const HANDLERS_RUN: &[&str] = &[
+    "initial-split-brain",
+    "split-brain",
+    "pri-lost-after-sb",
+    "fence-peer",
+    "local-io-error",
+];
+
 /// Options parsed and range-checked (so a typo is still an error) that
 /// Tandem does not act on, with what it does instead: never silently.
 const PARSED_NO_EFFECT: &[(&str, &str)] = &[
@@ -855,21 +865,12 @@ pub(super) fn option_section(
                     &o.keyword
                 };
                 scope.option(ctx, &format!("handler '{name}'"), &o.location);
-                // The config is pure and knows nothing of the core: the
-                // handlers the core runs (core::Handler::name) are listed here.
-                const RUN: &[&str] = &[
-                    "initial-split-brain",
-                    "split-brain",
-                    "pri-lost-after-sb",
-                    "fence-peer",
-                    "local-io-error",
-                ];
-                if !RUN.contains(&name) {
+                if !HANDLERS_RUN.contains(&name) {
                     ctx.warn(
                         &o.location,
                         format!(
                             "handler '{name}' is accepted but Tandem never runs it (it runs {})",
-                            RUN.join(", ")
+                            HANDLERS_RUN.join(", ")
                         ),
                     );
                 }

@@ -434,3 +434,16 @@ pub struct Snapshot {
     /// Why application writes are held (fencing), if they are.
     pub suspended: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Handler;
+
+    #[test]
+    fn every_handler_the_core_runs_is_one_the_config_accepts_without_a_warning() {
+        use Handler::*;
+        let all = [InitialSplitBrain, SplitBrain, PriLostAfterSb, FencePeer, LocalIoError];
+        let names: Vec<&str> = all.iter().map(|h| h.name()).collect();
+        assert_eq!(names, crate::config::parser::HANDLERS_RUN);
+    }
+}

@@ -121,7 +121,6 @@ pub fn render(daemon: &Daemon) -> String {
         }
     }
     type Value = fn(&crate::core::Snapshot) -> u64;
-    let kib = 1024;
     let values: [(&str, &str, &str, Value); 16] = [
         (
             "connected",
@@ -217,7 +216,7 @@ pub fn render(daemon: &Daemon) -> String {
         f.sample(
             "resync_remaining_bytes",
             &res(s),
-            s.resync_kib.map_or(0, |(left, _)| left * kib),
+            s.resync_kib.map_or(0, |(left, _)| left * 1024),
         );
     }
     f.head(

@@ -1083,13 +1083,7 @@ impl Sim {
         if let Some(n) = self.node(victim) {
             n.set_discard_my_data(true);
         }
-        for i in 0..2 {
-            self.nodes[i].wants_link = true;
-            if let Some(n) = self.node(i) {
-                n.connecting();
-            }
-            self.drain_actions(i);
-        }
+        self.connect_both();
         self.settle();
         self.inherit(victim, survivor);
         self.check_quiet();
@@ -1106,13 +1100,7 @@ impl Sim {
         let pause = 1_000 + self.rng.below(10_000);
         self.run_for(pause, true);
         self.settle();
-        for i in 0..2 {
-            self.nodes[i].wants_link = true;
-            if let Some(n) = self.node(i) {
-                n.connecting();
-            }
-            self.drain_actions(i);
-        }
+        self.connect_both();
         self.settle();
         if self.nodes[s].node.is_none() {
             return;
@@ -1173,13 +1161,7 @@ impl Sim {
         if self.link_up {
             self.drop_link();
         }
-        for i in 0..2 {
-            self.nodes[i].wants_link = true;
-            if let Some(n) = self.node(i) {
-                n.connecting();
-            }
-            self.drain_actions(i);
-        }
+        self.connect_both();
         // The application does not wait for the resync, wherever it runs
         // (a repaired Primary is its own SyncTarget).
         let pause = 1_000 + self.rng.below(10_000);
@@ -1214,6 +1196,17 @@ impl Sim {
         let _ = n.take_bitmap_pages();
         n.apply_activity_log(&[], None, false);
         self.drain_actions(i);
+    }
+
+    /// `tandemadm connect` on both nodes.
+    fn connect_both(&mut self) {
+        for i in 0..2 {
+            self.nodes[i].wants_link = true;
+            if let Some(n) = self.node(i) {
+                n.connecting();
+            }
+            self.drain_actions(i);
+        }
     }
 
     fn fail_later(&mut self, why: String) {
