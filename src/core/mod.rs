@@ -426,8 +426,13 @@ pub struct Snapshot {
     pub nbd_clients: u32,
     pub counters: Counters,
     pub uuids: Option<GenerationUuids>,
-    /// While resyncing: (KiB left, KiB total).
+    /// While resyncing, or verifying on the node that runs the verify
+    /// (VerifyS): (KiB left, KiB total).
     pub resync_kib: Option<(u64, u64)>,
+    /// KiB the last online verify found out of sync, once it ran to its
+    /// end; `None` while one runs, after one was interrupted, and before
+    /// the first. Kept on the node that ran it.
+    pub verify_found_kib: Option<u64>,
     /// The last connect found a split brain no policy resolved; cleared
     /// by the next successful connect.
     pub split_brain: bool,

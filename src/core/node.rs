@@ -155,8 +155,9 @@ pub struct Node {
     verify: Option<Verify>,
     /// Where an interrupted verify stopped (block).
     verify_resume: Option<u64>,
-    /// What the last verify found (KiB).
-    verify_found_kib: u64,
+    /// What the last verify that ran to its end found (KiB); `None` while
+    /// one runs and after one was interrupted.
+    verify_found_kib: Option<u64>,
     /// Digests being computed, by request id.
     digests: HashMap<ReqId, DigestFor>,
     /// `fencing` from the configuration.
@@ -272,7 +273,7 @@ impl Node {
             csums_alg: None,
             verify: None,
             verify_resume: None,
-            verify_found_kib: 0,
+            verify_found_kib: None,
             digests: HashMap::new(),
             fencing: crate::config::Fencing::DontCare,
             suspended: None,
@@ -482,6 +483,7 @@ impl Node {
             counters,
             uuids: self.uuids,
             resync_kib: self.resync_progress().map(|(l, t)| (l * 4, t * 4)),
+            verify_found_kib: self.verify_found_kib,
             split_brain: self.split_brain_unresolved,
             suspended: self.suspended.clone(),
         }
@@ -2525,6 +2527,73 @@ mod tests {
                 error: errno::EIO
             }]
         );
+    }
+
+    #[test]
+    fn a_verify_result_shows_once_the_verify_ends_and_not_for_an_interrupted_one() {
+        let uuids = GenerationUuids {
+            current: 0x5eed_0000_0000_0004,
+            ..GenerationUuids::default()
+        };
+        let mut n = Node::new("r0", 0, "alpha", Some("beta"), 'C');
+        n.set_digest_algs(Some(crate::digest::DigestAlg::Crc32c), None);
+        n.attach(AttachInfo {
+            data_bytes: 1 << 20,
+            uuids,
+            flags: MdFlags(MdFlags::CONSISTENT.0 | MdFlags::WAS_UP_TO_DATE.0),
+            divergence: Divergence::default(),
+        })
+        .unwrap();
+        n.connecting();
+        n.handle(Event::PeerConnected {
+            peer: UuidReport {
+                uuids,
+                bitmap_bits: 0,
+                flags: 0,
+                primary: false,
+                divergence: Divergence::default(),
+            },
+            peer_data_bytes: 1 << 20,
+        });
+        drain(&mut n);
+        n.start_verify().unwrap();
+        assert_eq!(n.snapshot().verify_found_kib, None, "running");
+        // Both sides' digests, played here: the peer's copy of the block
+        // at 600 KiB differs, everything else matches.
+        let bad = 600 << 10;
+        loop {
+            let actions = drain(&mut n);
+            if actions.is_empty() {
+                break;
+            }
+            for a in actions {
+                match a {
+                    Action::Disk {
+                        id,
+                        op: DiskOp::Digest { .. },
+                    } => n.handle(Event::DigestDone {
+                        id,
+                        result: Ok(vec![0]),
+                    }),
+                    Action::SendPeer(Message::DigestCheck { seq, offset, len, .. }) => {
+                        n.handle(Event::PeerDigestReply {
+                            seq,
+                            equal: !(offset..offset + u64::from(len)).contains(&bad),
+                        })
+                    }
+                    _ => {}
+                }
+            }
+        }
+        assert_eq!(n.cstate(), ConnState::Connected);
+        assert_eq!(n.snapshot().verify_found_kib, Some(4), "one 4 KiB block");
+        // The next verify hides that result until it ends; this one never does.
+        n.start_verify().unwrap();
+        assert_eq!(n.snapshot().verify_found_kib, None);
+        n.handle(Event::PeerDisconnected {
+            fresh_uuid: 0x5eed_0000_0002_0000,
+        });
+        assert_eq!(n.snapshot().verify_found_kib, None, "interrupted");
     }
 
     #[test]

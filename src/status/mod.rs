@@ -274,6 +274,7 @@ mod tests {
             },
             uuids: None,
             resync_kib: None,
+            verify_found_kib: None,
             split_brain: false,
             suspended: None,
         }

@@ -121,6 +121,9 @@ impl Node {
                 ),
             );
         }
+        // Cleared until this verify ends, so that whoever follows it (`verify
+        // --wait`) can tell its result from an earlier one's.
+        self.verify_found_kib = None;
         self.verify = Some(Verify {
             alg: Some(alg),
             cursor,
@@ -258,7 +261,7 @@ impl Node {
             .take(32)
             .map(|(f, n)| format!("{}+{}", f * BM_BLOCK_BYTES, n * BM_BLOCK_BYTES))
             .collect();
-        self.verify_found_kib = blocks * 4;
+        self.verify_found_kib = Some(blocks * 4);
         self.cstate = ConnState::Connected;
         let res = self.resource.clone();
         if blocks == 0 {
