@@ -1,11 +1,14 @@
 //! `wait-sync` shows the resync as a progress bar with speed and ETA on a
 //! terminal (run under `script`, which gives it one), and prints nothing
-//! but the outcome when its output goes to a pipe.
+//! but the outcome when its output goes to a pipe. `verify --wait` follows
+//! an online verify the same way on a terminal, with plain progress lines
+//! in a pipe, and ends with the number of blocks found out of sync.
 
 mod common;
 
 use common::pair::*;
 use common::*;
+use std::os::unix::fs::FileExt;
 use std::process::Command;
 
 #[test]
@@ -35,4 +38,54 @@ fn wait_sync_draws_a_bar_on_a_terminal_and_nothing_into_a_pipe() {
         "{tty}"
     );
     p.alpha.wait_for("ds:UpToDate/UpToDate", 30);
+}
+
+#[test]
+fn verify_wait_draws_a_bar_on_a_terminal_and_lines_into_a_pipe_then_counts_the_differences() {
+    require_tool("script", "util-linux");
+    // 16 MiB verified at 4 MiB/s: a verify that lasts a few seconds.
+    let p = Pair::up_on(
+        None,
+        "s3cret",
+        16 << 20,
+        "resync-rate 4M; c-plan-ahead 0;",
+        "verify-alg crc32c;",
+        "",
+    );
+    p.alpha.wait_for("cs:Connected", 20);
+    // Both disks are blank and so identical: no initial sync to wait for.
+    p.alpha.adm_ok(&["new-current-uuid", "--clear-bitmap", "r0"]);
+    p.alpha.adm_ok(&["primary", "r0"]);
+    p.alpha.wait_for("ds:UpToDate/UpToDate", 10);
+    let adm = format!(
+        "{} -c {} --node alpha --run-dir {} verify --wait r0",
+        env!("CARGO_BIN_EXE_tandemadm"),
+        p.alpha.conf.display(),
+        p.alpha.run_dir.display()
+    );
+    let piped = run(Command::new("sh").arg("-c").arg(format!("{adm} 2>&1 | cat")));
+    let piped = String::from_utf8_lossy(&piped.stdout).into_owned();
+    assert!(
+        piped.contains("r0: verified ") && piped.contains(" blocks (") && piped.contains("ETA"),
+        "{piped}"
+    );
+    assert!(!piped.contains('[') && !piped.contains('\x1b'), "{piped}");
+    assert!(
+        piped.trim_end().ends_with("r0: verify done: 0 blocks out of sync"),
+        "{piped}"
+    );
+    // 4 KiB of the Secondary's disk changed behind Tandem's back.
+    let beta = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&p.beta.image)
+        .expect("image");
+    beta.write_all_at(&[0x5a; 4096], 5 << 20).expect("corrupt");
+    beta.sync_all().expect("sync");
+    let tty = run_ok(Command::new("script").args(["-qec", &adm, "/dev/null"]));
+    assert!(
+        tty.contains("r0: VerifyS") && tty.contains(" blocks ") && tty.contains("ETA") && tty.contains('%'),
+        "{tty}"
+    );
+    assert!(tty.contains("r0: verify done: 1 block (4 KiB) out of sync"), "{tty}");
+    p.alpha.wait_for("oos:4", 10);
 }

@@ -4,6 +4,7 @@
 //! `create-md` and `dump-md` work on the disk directly, as drbdmeta does.
 
 mod demo;
+mod verify;
 
 use clap::{Parser, Subcommand};
 use std::io::{BufRead, BufReader, IsTerminal, Write};
@@ -132,7 +133,14 @@ enum Cmd {
         json: bool,
     },
     /// Online verify: compare every block's digest with the peer's.
-    Verify { resource: String },
+    Verify {
+        resource: String,
+        /// Follow the verify to its end (a bar with blocks, speed and ETA
+        /// on a terminal, a line per tenth otherwise), then print how many
+        /// blocks differ. Interrupting the wait leaves the verify running.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Resync the blocks verify found out of sync, without reconnecting.
     ResyncOos { resource: String },
     /// Release writes held because fencing failed (you vouch that the peer
@@ -303,7 +311,8 @@ fn run(cli: Cli) -> i32 {
             json: *json,
             ..request(Command::SplitBrainReport, resource)
         },
-        Cmd::Verify { resource } => request(Command::Verify, resource),
+        Cmd::Verify { resource, wait: false } => request(Command::Verify, resource),
+        Cmd::Verify { resource, wait: true } => return verify::start_and_follow(&cli.run_dir, resource),
         Cmd::ResyncOos { resource } => request(Command::ResyncOos, resource),
         Cmd::ResumeIo { resource } => request(Command::ResumeIo, resource),
         Cmd::WaitConnect { resource, timeout } => return wait(&cli.run_dir, resource, *timeout, false),
@@ -395,8 +404,27 @@ fn events(run_dir: &Path, resource: &str) -> i32 {
     exit::OK
 }
 
-/// `wait-connect` / `wait-sync`: poll the daemon's view until the state is
-/// reached, showing the resync progress on a terminal.
+/// The daemon's view of `resource` (every resource, for `all`; never
+/// none), as `status --json` gives it; a refusal is printed and becomes the
+/// exit status.
+fn statuses(run_dir: &Path, resource: &str) -> Result<Vec<serde_json::Value>, i32> {
+    let req = Request {
+        json: true,
+        ..Request::new(Command::Status, resource)
+    };
+    let resp = match call(run_dir, &req) {
+        Ok(r) if r.ok => r,
+        Ok(r) => return Err(print_response(&r)),
+        Err(code) => return Err(code),
+    };
+    let snaps: Vec<serde_json::Value> = serde_json::from_str(&resp.output).unwrap_or_default();
+    if snaps.is_empty() {
+        eprintln!("{resource}: no status");
+        return Err(exit::FAILED);
+    }
+    Ok(snaps)
+}
+
 /// The resync's progress bar: bytes moved, speed and ETA, on a terminal
 /// only (a script reading stderr gets nothing but the outcome).
 fn resync_bar(resource: &str) -> indicatif::ProgressBar {
@@ -414,6 +442,8 @@ fn resync_bar(resource: &str) -> indicatif::ProgressBar {
     bar
 }
 
+/// `wait-connect` / `wait-sync`: poll the daemon's view until the state is
+/// reached, showing the resync progress on a terminal.
 fn wait(run_dir: &Path, resource: &str, timeout: u64, sync: bool) -> i32 {
     let started = std::time::Instant::now();
     let bar = if sync {
@@ -422,20 +452,11 @@ fn wait(run_dir: &Path, resource: &str, timeout: u64, sync: bool) -> i32 {
         indicatif::ProgressBar::hidden()
     };
     loop {
-        let req = Request {
-            json: true,
-            ..Request::new(Command::Status, resource)
-        };
-        let resp = match call(run_dir, &req) {
-            Ok(r) if r.ok => r,
-            Ok(r) => return print_response(&r),
+        let snaps = match statuses(run_dir, resource) {
+            Ok(snaps) => snaps,
             Err(code) => return code,
         };
-        let snaps: Vec<serde_json::Value> = serde_json::from_str(&resp.output).unwrap_or_default();
-        let Some(s) = snaps.first() else {
-            eprintln!("{resource}: no status");
-            return exit::FAILED;
-        };
+        let s = &snaps[0];
         let cstate = s["cstate"].as_str().unwrap_or("");
         let connected = matches!(
             cstate,
