@@ -851,3 +851,118 @@ fn pacemaker_fails_over_the_filesystem_on_tandem_when_the_primary_node_dies() {
     drop(daemons);
     drop(nodes);
 }
+
+/// README's and the guide's crm configurations, loaded by crmsh into an
+/// empty CIB file (with the agents where crmsh looks for their meta-data,
+/// in a private mount namespace), pass crm_verify and have the structure
+/// the cluster test above runs, which is checked against the same rules.
+#[test]
+fn readme_and_guide_crm_configurations_load_and_match_the_tested_one() {
+    require_tool("crm", "crmsh");
+    require_tool("crm_verify", "pacemaker-cli-utils");
+    require_tool("xmllint", "libxml2-utils");
+    require_tool("unshare", "util-linux");
+    let dir = tempfile::Builder::new()
+        .prefix("tandem-crm-")
+        .tempdir()
+        .expect("tempdir");
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("ocf/tandem")).expect("ocf dir");
+    std::fs::create_dir_all(d.join("ocf/heartbeat")).expect("ocf dir");
+    std::os::unix::fs::symlink(AGENT, d.join("ocf/tandem/tandem")).expect("agent link");
+    std::os::unix::fs::symlink(NBD_AGENT, d.join("ocf/tandem/tandem-nbd")).expect("agent link");
+
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
+    let guide =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/guide-mysql-failover.md")).expect("guide");
+    // README: the fenced block of its Pacemaker item (indented in the list).
+    let readme_crm: String = readme
+        .split("- **Pacemaker**")
+        .nth(1)
+        .and_then(|rest| rest.split("```").nth(1))
+        .expect("README's Pacemaker block")
+        .lines()
+        .map(|l| format!("{}\n", l.trim_start()))
+        .collect();
+    // The guide: the here-document it loads with crm configure load update.
+    let guide_crm = guide
+        .split("cat > /root/tandem-mysql.crm <<'EOF'\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\nEOF\n").next())
+        .expect("the guide's crm file");
+
+    let group_and_constraints = [
+        "//group[@id='g_mysql']/primitive[1][@id='p_nbd_r0' and @class='ocf' and @provider='tandem' and @type='tandem-nbd']",
+        "//group[@id='g_mysql']/primitive[1]//nvpair[@name='resource' and @value='r0']",
+        "//group[@id='g_mysql']/primitive[2][@id='p_fs_mysql' and @provider='heartbeat' and @type='Filesystem']",
+        "//group[@id='g_mysql']/primitive[2]//nvpair[@name='device' and @value='/dev/tandem/r0']",
+        "//group[@id='g_mysql']/primitive[2]//nvpair[@name='fstype' and @value='ext4']",
+        "(//master|//clone)[@id='ms_tandem_r0']/primitive[@id='p_tandem_r0' and @provider='tandem' and @type='tandem']",
+        "(//master|//clone)[@id='ms_tandem_r0']/meta_attributes/nvpair[@name='notify' and @value='true']",
+        "(//master|//clone)[@id='ms_tandem_r0']/meta_attributes/nvpair[@name='clone-max' and @value='2']",
+        "//rsc_colocation[@id='c_mysql_on_tandem' and @score='INFINITY' and @rsc='g_mysql' and @with-rsc='ms_tandem_r0' \
+         and (@with-rsc-role='Master' or @with-rsc-role='Promoted')]",
+        "//rsc_order[@id='o_tandem_before_mysql' and @kind='Mandatory' and @first='ms_tandem_r0' \
+         and @first-action='promote' and @then='g_mysql' and @then-action='start']",
+    ];
+    let check = |cib: &Path, rules: &[&str]| {
+        for rule in rules {
+            let out = run_ok(
+                Command::new("xmllint")
+                    .args(["--xpath", &format!("boolean({rule})")])
+                    .arg(cib),
+            );
+            assert_eq!(
+                out.trim(),
+                "true",
+                "{} lacks {rule}:\n{}",
+                cib.display(),
+                std::fs::read_to_string(cib).unwrap_or_default()
+            );
+        }
+    };
+
+    for (name, text) in [("readme", readme_crm.as_str()), ("guide", guide_crm)] {
+        let crm = d.join(format!("{name}.crm"));
+        // README leaves fencing to the guide, whose first test has
+        // stonith-enabled=false; crm_verify refuses a configuration with
+        // neither fencing nor that.
+        let fencing = if text.contains("stonith-enabled") {
+            ""
+        } else {
+            "property stonith-enabled=false\n"
+        };
+        std::fs::write(&crm, format!("{fencing}{text}\n")).expect("crm file");
+        let cib = d.join(format!("{name}.xml"));
+        std::fs::write(&cib, run_ok(Command::new("cibadmin").arg("--empty"))).expect("empty CIB");
+        let script = format!(
+            "set -e
+mount --bind /usr/lib/ocf/resource.d/heartbeat {d}/ocf/heartbeat
+mount --rbind {d}/ocf /usr/lib/ocf/resource.d
+CIB_file={cib} crm configure load update {crm}
+crm_verify -x {cib}
+",
+            d = d.display(),
+            cib = cib.display(),
+            crm = crm.display()
+        );
+        let out = run(Command::new("unshare").args(["-m", "--propagation", "private", "sh", "-c", &script]));
+        assert!(
+            out.status.success(),
+            "{name}'s configuration does not load or verify:\n{}{}\n{text}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        check(&cib, &group_and_constraints);
+        check(
+            &cib,
+            &["//group[@id='g_mysql']/primitive[3][@id='p_mysql' and @provider='heartbeat' and @type='mysql']"],
+        );
+    }
+
+    // The configuration the cluster test loads follows the same rules.
+    let tested = d.join("tested.xml");
+    let conf = configuration_xml(Path::new("/etc/tandem/tandem.conf"), [d, d], Path::new("/data/mysql"));
+    std::fs::write(&tested, format!("<cib>{conf}</cib>")).expect("tested configuration");
+    check(&tested, &group_and_constraints);
+}
