@@ -294,7 +294,8 @@ exec sleep 100000
     }
 
     /// The node dies: SIGKILL to every process in its mount namespace
-    /// (corosync, pacemakerd and its subdaemons, tandemd, the holder).
+    /// (corosync, pacemakerd and its subdaemons, tandemd, nbdfuse, the
+    /// writer, the holder); then its loop devices are detached.
     fn kill_all(&mut self) {
         for dev in self.fuse_mount_devs() {
             if !self.fuse_devs.contains(&dev) {
