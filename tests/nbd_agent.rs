@@ -2,7 +2,10 @@
 //! between `tandemdisk`/the promotable clone and `Filesystem`): as a
 //! Heartbeat resource script it turns the Primary's export into a block
 //! device at /dev/tandem/RESOURCE and back, and what is written through that
-//! device is replicated; as an OCF agent it passes ocf-tester.
+//! device is replicated; as an OCF agent it passes ocf-tester; and neither
+//! a stale /dev/tandem/r0 (left by a client that was killed) nor a loop
+//! device that another mount namespace set up on a file with the agent's
+//! own path is taken for ours or torn down.
 
 mod common;
 
@@ -87,4 +90,95 @@ fn as_an_ocf_agent_it_passes_ocf_tester() {
         .arg(AGENT));
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && text.contains("passed all tests"), "{text}");
+}
+
+/// A loop device on a file with the agent's own backing path,
+/// /run/tandem-nbd/r0/disk, set up from another mount namespace that stays
+/// alive: another cluster node's client on a host the two nodes share (as
+/// in tests/pacemaker.rs). Seen from here, its backing file has our path;
+/// only its device number differs. The namespace's holder is killed and
+/// the loop device detached on drop.
+struct ForeignLoop {
+    dev: String,
+    holder: std::process::Child,
+}
+
+impl ForeignLoop {
+    fn new() -> ForeignLoop {
+        use std::io::BufRead;
+        let mut holder = Command::new("unshare")
+            .args([
+                "-m",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                "mkdir -p /run/tandem-nbd/r0 && mount -t tmpfs -o size=2M tmpfs /run/tandem-nbd/r0 \
+                 && truncate -s 1M /run/tandem-nbd/r0/disk && losetup --find --show /run/tandem-nbd/r0/disk \
+                 && exec sleep 600",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("unshare");
+        let mut line = String::new();
+        let stdout = holder.stdout.take().expect("stdout");
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("loop device");
+        let foreign = ForeignLoop {
+            dev: line.trim().to_owned(),
+            holder,
+        };
+        assert!(foreign.dev.starts_with("/dev/loop"), "no foreign loop device: {line:?}");
+        assert!(foreign.attached(), "the foreign loop device does not show our path");
+        foreign
+    }
+
+    /// Still attached, to a file that shows the agent's path.
+    fn attached(&self) -> bool {
+        let out = run(Command::new("losetup").args(["-l", "-n", "-O", "BACK-FILE", &self.dev]));
+        String::from_utf8_lossy(&out.stdout).trim() == "/run/tandem-nbd/r0/disk"
+    }
+}
+
+impl Drop for ForeignLoop {
+    fn drop(&mut self) {
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+        let _ = Command::new("losetup").args(["-d", &self.dev]).status();
+    }
+}
+
+#[test]
+fn a_stale_link_and_another_namespaces_loop_device_on_our_path_are_not_taken_for_ours() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    require_tool("nbdfuse", "libnbd-bin");
+    require_tool("unshare", "util-linux");
+    let p = Pair::synced();
+    let uri = format!("nbd://127.0.0.1:{}/r0", p.nbd_alpha);
+    let _cleanup = Stopped(uri.clone());
+    let hb = |action: &str| run(Command::new(AGENT).args(["r0", &uri, action]));
+    let said = |out: std::process::Output| String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let link = std::path::Path::new("/dev/tandem/r0");
+
+    let foreign = ForeignLoop::new();
+    std::fs::create_dir_all("/dev/tandem").expect("/dev/tandem");
+    let _ = std::fs::remove_file(link);
+    std::os::unix::fs::symlink(&foreign.dev, link).expect("stale link");
+    assert_eq!(said(hb("status")), "stopped", "a link to another client's device");
+
+    let out = hb("start");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ours = std::fs::canonicalize(link).expect("link");
+    assert_ne!(ours.to_string_lossy(), foreign.dev, "start kept the stale link");
+    assert!(said(hb("status")).contains("running"));
+    let size = run_ok(Command::new("blockdev").args(["--getsize64", "/dev/tandem/r0"]));
+    assert_eq!(size.trim().parse::<u64>().ok(), Some(SIZE), "the link names our export");
+
+    let out = hb("stop");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!link.exists(), "the link outlived stop");
+    assert!(foreign.attached(), "stop detached a loop device that is not ours");
+    // Ours is gone: the Primary can be demoted.
+    p.alpha.adm_ok(&["secondary", "r0"]);
 }

@@ -1,24 +1,79 @@
 //! The OCF resource agent `dist/ocf/tandem` against a live pair: it passes
-//! `ocf-tester` (Debian resource-agents) and reports roles with the OCF codes
-//! for promoted and unpromoted instances.
+//! `ocf-tester` (Debian resource-agents), reports roles with the OCF codes
+//! for promoted and unpromoted instances, answers promote and demote on a
+//! stopped resource as Pacemaker needs, and keeps the promotion score
+//! current through notify without touching it during promote.
 
 mod common;
 
 use common::pair::*;
 use common::*;
-use std::process::Command;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Output};
 
 const AGENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/dist/ocf/tandem");
 
-fn agent(d: &Daemon, action: &str) -> std::process::Output {
-    run(Command::new(AGENT)
-        .arg(action)
+fn agent_cmd(d: &Daemon, action: &str) -> Command {
+    let mut cmd = Command::new(AGENT);
+    cmd.arg(action)
         .env("OCF_ROOT", "/usr/lib/ocf")
         .env("OCF_RESKEY_resource", "r0")
         .env("OCF_RESKEY_config", &d.conf)
         .env("OCF_RESKEY_node", d.name)
         .env("OCF_RESKEY_run_dir", &d.run_dir)
-        .env("TANDEMADM", TANDEMADM))
+        .env("TANDEMADM", TANDEMADM);
+    cmd
+}
+
+fn agent(d: &Daemon, action: &str) -> Output {
+    run(&mut agent_cmd(d, action))
+}
+
+/// Pacemaker's view of the promotion score: a `crm_master` first in PATH
+/// that records each call instead of talking to a cluster.
+struct ScoreCalls {
+    dir: tempfile::TempDir,
+}
+
+impl ScoreCalls {
+    fn new() -> ScoreCalls {
+        let dir = tempfile::Builder::new()
+            .prefix("tandem-crm-master-")
+            .tempdir()
+            .expect("tempdir");
+        let fake = dir.path().join("crm_master");
+        std::fs::write(
+            &fake,
+            format!("#!/bin/sh\necho \"$*\" >> {}/calls\n", dir.path().display()),
+        )
+        .expect("fake crm_master");
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        ScoreCalls { dir }
+    }
+
+    /// The agent run as a clone instance (Pacemaker passes clone_max), with
+    /// these notify variables or others.
+    fn agent(&self, d: &Daemon, action: &str, env: &[(&str, &str)]) -> Output {
+        let path = format!(
+            "{}:{}",
+            self.dir.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut cmd = agent_cmd(d, action);
+        cmd.env("PATH", path).env("OCF_RESKEY_CRM_meta_clone_max", "2");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        run(&mut cmd)
+    }
+
+    /// The calls made since the last look, each as its arguments.
+    fn take(&self) -> Vec<String> {
+        let file = self.dir.path().join("calls");
+        let calls = std::fs::read_to_string(&file).unwrap_or_default();
+        let _ = std::fs::remove_file(&file);
+        calls.lines().map(str::to_owned).collect()
+    }
 }
 
 #[test]
@@ -73,4 +128,75 @@ fn the_agent_passes_ocf_tester_and_reports_roles_with_ocf_codes() {
         xml.contains(r#"role="Promoted""#) && xml.contains(r#"name="resource""#),
         "{xml}"
     );
+}
+
+#[test]
+fn promote_and_demote_of_a_stopped_resource_and_notify_refreshing_the_score() {
+    let p = Pair::up_full("s3cret", 16 << 20, "c-max-rate 4G;", "", "");
+    p.alpha.wait_for("cs:Connected", 20);
+    p.alpha.adm_ok(&["primary", "--force", "r0"]);
+    p.alpha.wait_for("ds:UpToDate/UpToDate", 30);
+    p.alpha.adm_ok(&["secondary", "r0"]);
+    p.alpha.adm_ok(&["down", "r0"]);
+    let scores = ScoreCalls::new();
+    let code = |out: &Output| out.status.code();
+
+    // Stopped. promote cannot put it in the promoted role: a generic error
+    // with the reason (7 is monitor's answer, and Pacemaker reads it from
+    // promote as a failure anyway). demote finds it not promoted, which is
+    // what demote is for: success.
+    let promote = scores.agent(&p.alpha, "promote", &[]);
+    assert_eq!(code(&promote), Some(1), "promote of a stopped resource");
+    let reason = String::from_utf8_lossy(&promote.stderr);
+    assert!(reason.contains("not started"), "{reason}");
+    assert_eq!(
+        code(&scores.agent(&p.alpha, "demote", &[])),
+        Some(0),
+        "demote of a stopped resource"
+    );
+    // A stopped instance sets no score, not even when notified.
+    let post = [
+        ("OCF_RESKEY_CRM_meta_notify_type", "post"),
+        ("OCF_RESKEY_CRM_meta_notify_operation", "start"),
+    ];
+    assert_eq!(code(&scores.agent(&p.alpha, "notify", &post)), Some(0));
+    assert_eq!(code(&scores.agent(&p.alpha, "monitor", &[])), Some(7));
+    assert_eq!(scores.take(), Vec::<String>::new(), "score calls while stopped");
+
+    assert_eq!(code(&scores.agent(&p.alpha, "start", &[])), Some(0));
+    p.alpha
+        .wait_for("cs:Connected ro:Secondary/Secondary ds:UpToDate/UpToDate", 20);
+    assert_eq!(code(&scores.agent(&p.alpha, "monitor", &[])), Some(0));
+    assert_eq!(scores.take().last().map(String::as_str), Some("-Q -l reboot -v 10000"));
+
+    // promote leaves the score alone: a change there would abort the
+    // transition that is promoting, delaying what is ordered after it.
+    assert_eq!(code(&scores.agent(&p.alpha, "promote", &[])), Some(0));
+    assert_eq!(scores.take(), Vec::<String>::new(), "score calls during promote");
+    // The post-promote notification refreshes it; the pre one does nothing.
+    let pre_promote = [
+        ("OCF_RESKEY_CRM_meta_notify_type", "pre"),
+        ("OCF_RESKEY_CRM_meta_notify_operation", "promote"),
+    ];
+    let post_promote = [
+        ("OCF_RESKEY_CRM_meta_notify_type", "post"),
+        ("OCF_RESKEY_CRM_meta_notify_operation", "promote"),
+    ];
+    assert_eq!(code(&scores.agent(&p.alpha, "notify", &pre_promote)), Some(0));
+    assert_eq!(scores.take(), Vec::<String>::new(), "score calls on pre-promote");
+    assert_eq!(code(&scores.agent(&p.alpha, "notify", &post_promote)), Some(0));
+    assert_eq!(scores.take(), ["-Q -l reboot -v 10000"]);
+
+    // The peer stops: after its post-stop notification the Primary's score
+    // says UpToDate with the peer unknown.
+    p.beta.adm_ok(&["down", "r0"]);
+    p.alpha.wait_for("ro:Primary/Unknown", 20);
+    let post_stop = [
+        ("OCF_RESKEY_CRM_meta_notify_type", "post"),
+        ("OCF_RESKEY_CRM_meta_notify_operation", "stop"),
+    ];
+    assert_eq!(code(&scores.agent(&p.alpha, "notify", &post_stop)), Some(0));
+    assert_eq!(scores.take(), ["-Q -l reboot -v 1000"]);
+    assert_eq!(code(&scores.agent(&p.alpha, "demote", &[])), Some(0));
+    assert_eq!(code(&scores.agent(&p.alpha, "monitor", &[])), Some(0));
 }
