@@ -1,0 +1,781 @@
+#!/usr/bin/env python3
+"""Every benchmark row of Tandem, in one run, against its peers.
+
+    benches/run.py [--runtime 8] [--sweep-runtime 3] [--size 1G] [--workdir DIR] [--out DIR]
+
+Targets, one after another on the same machine and the same kind of file:
+  file        the preallocated file itself through fio's io_uring, O_DIRECT: the physical limit
+  qemu-nbd    qemu-nbd --cache=none --aio=io_uring on the same file, unreplicated: the bar
+  standalone  one tandemd, no peer (external metadata, so the file holds only data)
+  replicated  two tandemd on loopback, protocol C, each on its own preallocated file
+  mirror      qemu-storage-daemon with a write-blocking blockdev-mirror to a second
+              qemu-nbd: the replicated peer that exists today
+
+Rows: 4k random write QD1 (mean and p99 latency), 4k random write QD32 (IOPS),
+1M sequential write QD8 (MB/s), 4k random read QD32 (IOPS), 4k write + flush
+QD1, and a queue-depth sweep of 4k random writes. For the replicated pair
+also: the initial full sync, a full resync with and without an fio QD1 load on
+the Primary, a 1%-dirty resync (bytes moved), CPU-seconds per GiB written,
+and the daemon's memory on a 1 TiB device.
+
+Writes OUT/summary.md (the tables, with the performance issue's targets),
+OUT/results.json, OUT/iops-by-queue-depth.png and OUT/latency-cdf.png
+(gnuplot). Needs root, fio, qemu-utils, qemu-system-common
+(qemu-storage-daemon), libnbd-bin, iperf3, gnuplot-nox.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = ROOT / "target" / "release"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PERCENTILES = [1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 99, 99.5, 99.9, 99.99]
+SWEEP_DEPTHS = [1, 2, 4, 8, 16, 32, 64]
+TARGETS = ["file", "qemu-nbd", "standalone", "replicated", "mirror"]
+
+# (key, label, fio arguments)
+WORKLOADS = [
+    ("w1", "4k randwrite QD1", ["--rw=randwrite", "--bs=4k", "--iodepth=1"]),
+    ("w2", "4k randwrite QD32", ["--rw=randwrite", "--bs=4k", "--iodepth=32"]),
+    ("w3", "1M seq write QD8", ["--rw=write", "--bs=1M", "--iodepth=8"]),
+    ("w4", "4k randread QD32", ["--rw=randread", "--bs=4k", "--iodepth=32"]),
+    ("w5", "4k write + flush QD1", ["--rw=randwrite", "--bs=4k", "--iodepth=1", "--fsync=1"]),
+]
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run(*args, check=True, **kw):
+    return subprocess.run([str(a) for a in args], check=check, text=True, capture_output=True, **kw)
+
+
+class Procs:
+    """Every daemon this run starts, stopped by pid however the run ends."""
+
+    def __init__(self):
+        self.live = []
+
+    def spawn(self, args, logfile, env=None):
+        out = open(logfile, "w")
+        p = subprocess.Popen([str(a) for a in args], stdin=subprocess.DEVNULL, stdout=out,
+                             stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        self.live.append(p)
+        return p
+
+    def stop(self, procs):
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+            if p in self.live:
+                self.live.remove(p)
+
+    def stop_all(self):
+        self.stop(list(self.live))
+
+
+PROCS = Procs()
+
+
+def cpu_ticks(pids):
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (all threads)
+    return total
+
+
+def rss_kib(pid, key="VmRSS"):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def wait_for(what, cond, timeout=120.0, step=0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(step)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+def wait_nbd(uri):
+    wait_for(f"{uri} to answer", lambda: run("nbdinfo", "--size", uri, check=False).returncode == 0, 20, 0.1)
+
+
+def fio(where, args, size, runtime, extra=()):
+    """One fio job; returns its parsed JSON job record."""
+    if where.startswith("file:"):
+        io = ["--ioengine=io_uring", "--direct=1", f"--filename={where[5:]}"]
+    else:
+        io = ["--ioengine=nbd", f"--uri={where}"]
+    pl = ":".join(str(p) for p in PERCENTILES)
+    cmd = ["fio", "--name=bench", *io, f"--size={size}", "--time_based", f"--runtime={runtime}",
+           "--ramp_time=1", "--lat_percentiles=1", f"--percentile_list={pl}", "--output-format=json",
+           *args, *extra]
+    out = run(*cmd).stdout
+    # fio's nbd engine prints "fio: connected to NBD server" before the JSON.
+    return json.loads(out[out.index("{"):])["jobs"][0]
+
+
+def summarise(job, key):
+    side = job["read"] if job["read"]["io_bytes"] > 0 else job["write"]
+    pct = side["lat_ns"].get("percentile", {})
+    r = {
+        "iops": side["iops"],
+        "mbs": side["bw_bytes"] / 1e6,
+        "mean_us": side["lat_ns"]["mean"] / 1000,
+        "p99_us": pct.get("99.000000", 0) / 1000,
+        "cdf": [[float(p), v / 1000] for p, v in sorted(pct.items(), key=lambda kv: float(kv[0]))],
+        "bytes": side["io_bytes"],
+    }
+    if key == "w5":
+        # The nbd engine turns --fsync=1 into a FLUSH after each write; its
+        # latency is fio's "sync" section. A cycle is write + flush.
+        r["cycle_us"] = (side["lat_ns"]["mean"] + job["sync"]["lat_ns"]["mean"]) / 1000
+    return r
+
+
+class Target:
+    name = ""
+    desc = ""
+
+    def __init__(self, work, img, size, port):
+        self.work, self.img, self.size, self.port = work, img, size, port
+        self.procs = []
+        self.extras = {}
+
+    def uri(self):
+        raise NotImplementedError
+
+    def pids(self):
+        return [p.pid for p in self.procs]
+
+    def start(self):
+        pass
+
+    def stop(self):
+        PROCS.stop(self.procs)
+        self.procs = []
+
+
+class FileTarget(Target):
+    name = "file"
+    desc = "the file itself (fio io_uring, O_DIRECT): the limit"
+
+    def uri(self):
+        return f"file:{self.img}"
+
+    def pids(self):
+        return []
+
+
+class QemuNbd(Target):
+    name = "qemu-nbd"
+    desc = "qemu-nbd --cache=none --aio=io_uring, unreplicated"
+
+    def start(self):
+        self.procs.append(PROCS.spawn(
+            ["qemu-nbd", "-t", "-p", self.port, "-b", "127.0.0.1", "-f", "raw", "-x", "r0", "--cache=none",
+             "--aio=io_uring", "--discard=unmap", "--shared=8", self.img], self.work / "qemu-nbd.log"))
+        wait_nbd(self.uri())
+
+    def uri(self):
+        return f"nbd://127.0.0.1:{self.port}/r0"
+
+
+def adm(conf, node, run_dir, *args, check=True):
+    return run(BIN / "tandemadm", "-c", conf, "--node", node, "--run-dir", run_dir, *args, check=check)
+
+
+def proc_drbd(run_dir):
+    try:
+        return (run_dir / "drbd").read_text()
+    except FileNotFoundError:
+        return ""
+
+
+def drbd_field(run_dir, key):
+    for tok in proc_drbd(run_dir).split():
+        if tok.startswith(key + ":"):
+            return int(tok.split(":")[1])
+    return 0
+
+
+class Tandem(Target):
+    """One or two tandemd on loopback, external metadata (each file holds
+    only data, so the replicas compare byte for byte)."""
+
+    def __init__(self, work, img, size, port, peer_img=None, name="standalone", desc="one tandemd, no peer"):
+        super().__init__(work, img, size, port)
+        self.name, self.desc = name, desc
+        self.peer_img = peer_img
+        self.dir = work / name
+        self.nodes = ["alpha", "beta"] if peer_img else ["bench"]
+        self.daemons = {}
+        # The Primary's metrics endpoint gives the write latency by part.
+        self.metrics_port = port + 5 if peer_img else None
+
+    def conf_text(self, node):
+        p = self.port
+        if not self.peer_img:
+            return (f"resource r0 {{\n  on bench {{ device nbd://127.0.0.1:{p}/r0; disk {self.img}; "
+                    f"meta-disk {self.dir}/r0.md; }}\n}}\n")
+        # Both nodes run on this host: only alpha's copy of the
+        # configuration opens the metrics port.
+        mp = f"global {{ metrics 127.0.0.1:{self.metrics_port}; }}\n" if node == "alpha" else ""
+        return (mp + f"resource r0 {{\n  protocol C;\n  net {{ shared-secret \"bench\"; connect-int 1; }}\n"
+                f"  disk {{ c-max-rate 4G; }}\n"
+                f"  on alpha {{ device nbd://127.0.0.1:{p}/r0; disk {self.img}; address 127.0.0.1:{p + 1}; "
+                f"meta-disk {self.dir}/alpha.md; }}\n"
+                f"  on beta {{ device nbd://127.0.0.1:{p + 2}/r0; disk {self.peer_img}; address 127.0.0.1:{p + 3}; "
+                f"meta-disk {self.dir}/beta.md; }}\n}}\n")
+
+    def conf(self, node):
+        return self.dir / f"{node}.conf"
+
+    def adm(self, node, *args, check=True):
+        return adm(self.conf(node), node, self.dir / node, *args, check=check)
+
+    def launch(self, n):
+        env = dict(os.environ, TANDEM_LOG="warn")
+        p = PROCS.spawn([BIN / "tandemd", "-c", self.conf(n), "--node", n, "--run-dir", self.dir / n],
+                        self.dir / f"{n}.log", env)
+        self.procs.append(p)
+        self.daemons[n] = p
+        wait_for(f"{n}'s control socket", lambda: (self.dir / n / "tandemd.sock").exists(), 10)
+        self.adm(n, "up", "r0")
+
+    def prepare_dir(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir.mkdir(parents=True)
+        for n in self.nodes:
+            self.conf(n).write_text(self.conf_text(n))
+            self.adm(n, "create-md", "--force", "r0")
+
+    def start(self):
+        self.prepare_dir()
+        for n in self.nodes:
+            self.launch(n)
+        first = self.nodes[0]
+        if self.peer_img:
+            wait_for("the link", lambda: "cs:Connected" in proc_drbd(self.dir / first), 20)
+        t0 = time.monotonic()
+        self.adm(first, "primary", "--force", "r0")
+        if self.peer_img:
+            wait_for("the initial full sync", lambda: "ds:UpToDate/UpToDate" in proc_drbd(self.dir / first), 600)
+            self.extras["fullsync_s"] = time.monotonic() - t0
+        wait_nbd(self.uri())
+
+    def uri(self):
+        return f"nbd://127.0.0.1:{self.port}/r0"
+
+
+class Mirror(Target):
+    name = "mirror"
+    desc = "qemu-storage-daemon write-blocking mirror to a second qemu-nbd"
+
+    def __init__(self, work, img, size, port, mirror_img):
+        super().__init__(work, img, size, port)
+        self.mirror_img = mirror_img
+
+    def start(self):
+        d = self.work / "qsd"
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir()
+        tp = self.port + 1
+        self.procs.append(PROCS.spawn(
+            ["qemu-nbd", "-t", "-p", tp, "-b", "127.0.0.1", "-f", "raw", "-x", "r0b", "--cache=none",
+             "--aio=io_uring", "--shared=8", self.mirror_img], d / "target.log"))
+        wait_nbd(f"nbd://127.0.0.1:{tp}/r0b")
+        qmp = d / "qmp.sock"
+        # The export exists from the start, on src: the mirror moves src's
+        # parents onto its filter, so the export's writes are mirrored. An
+        # export added later, on src, would bypass the mirror silently.
+        self.procs.append(PROCS.spawn(
+            ["qemu-storage-daemon",
+             "--blockdev", f"driver=file,filename={self.img},node-name=file0,cache.direct=on,aio=io_uring",
+             "--blockdev", "driver=raw,file=file0,node-name=src",
+             "--blockdev", f"driver=nbd,server.type=inet,server.host=127.0.0.1,server.port={tp},export=r0b,"
+                           "node-name=tgt",
+             "--chardev", f"socket,path={qmp},server=on,wait=off,id=qmp0", "--monitor", "chardev=qmp0",
+             "--nbd-server", f"addr.type=inet,addr.host=127.0.0.1,addr.port={self.port}",
+             "--export", "type=nbd,id=exp0,node-name=src,name=r0,writable=on"], d / "qsd.log"))
+        wait_for("the QMP socket", qmp.exists, 10)
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(str(qmp))
+        f = s.makefile("rw")
+
+        def cmd(c, a=None):
+            f.write(json.dumps({"execute": c, **({"arguments": a} if a else {})}) + "\n")
+            f.flush()
+            while True:
+                m = json.loads(f.readline())
+                if "return" in m or "error" in m:
+                    return m
+
+        f.readline()
+        cmd("qmp_capabilities")
+        t0 = time.monotonic()
+        r = cmd("blockdev-mirror", {"job-id": "m0", "device": "src", "target": "tgt", "sync": "full",
+                                    "copy-mode": "write-blocking"})
+        if "error" in r:
+            raise RuntimeError(f"blockdev-mirror: {r['error']}")
+        wait_for("the mirror to be ready", lambda: any(j.get("ready") for j in cmd("query-block-jobs")["return"]),
+                 600, 0.1)
+        self.extras["fullsync_s"] = time.monotonic() - t0
+        self.qmp = (s, f)
+        wait_nbd(self.uri())
+
+    def uri(self):
+        return f"nbd://127.0.0.1:{self.port}/r0"
+
+
+def metrics_sums(port):
+    """The replicated write-latency parts' (sum µs, count) from the metrics endpoint."""
+    import urllib.request
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out = {}
+    for line in text.splitlines():
+        for kind in ("sum", "count"):
+            head = f"tandem_write_latency_seconds_{kind}{{"
+            if line.startswith(head):
+                part = line.split('part="')[1].split('"')[0]
+                value = float(line.rsplit(" ", 1)[1])
+                out.setdefault(part, [0.0, 0.0])[0 if kind == "sum" else 1] = value * 1e6 if kind == "sum" else value
+    return out
+
+
+def median(values):
+    v = sorted(x for x in values if x is not None)
+    if not v:
+        return None
+    mid = len(v) // 2
+    return v[mid] if len(v) % 2 else (v[mid - 1] + v[mid]) / 2
+
+
+def run_rows(targets, args, results):
+    """Every row against every target, interleaved: each round runs a row on
+    each target in turn (the order rotating between rounds), so a slow
+    minute of this VM hits every target alike. Medians over the rounds."""
+    raw = {t.name: {} for t in targets}
+    for rnd in range(args.repeat):
+        order = targets[rnd % len(targets):] + targets[:rnd % len(targets)]
+        for key, label, wargs in WORKLOADS:
+            for t in order:
+                c0 = cpu_ticks(t.pids())
+                primary = [t.daemons["alpha"].pid] if getattr(t, "peer_img", None) else []
+                cp0 = cpu_ticks(primary)
+                split0 = metrics_sums(t.metrics_port) if getattr(t, "metrics_port", None) else None
+                job = fio(t.uri(), wargs, args.size, args.runtime)
+                cpu_s = (cpu_ticks(t.pids()) - c0) / CLK_TCK
+                r = summarise(job, key)
+                # CPU-seconds of the server processes (not fio) per GiB
+                # moved; the 1 s ramp is in the CPU but not in the bytes,
+                # so the bytes are scaled to the whole run.
+                moved = r["bytes"] * (args.runtime + 1) / args.runtime
+                r["cpu_s_per_gib"] = cpu_s / (moved / 2**30) if moved and t.pids() else None
+                if primary:
+                    r["cpu_primary_s_per_gib"] = (cpu_ticks(primary) - cp0) / CLK_TCK / (moved / 2**30)
+                if split0 is not None:
+                    split1 = metrics_sums(t.metrics_port)
+                    for part, (s1, n1) in split1.items():
+                        s0, n0 = split0.get(part, (0.0, 0.0))
+                        r[f"{part}_us"] = (s1 - s0) / (n1 - n0) if n1 > n0 else None
+                raw[t.name].setdefault(key, []).append(r)
+                log(f"  round {rnd + 1} {label} {t.name}: {r['iops']:,.0f} IOPS, {r['mbs']:,.0f} MB/s, "
+                    f"mean {r['mean_us']:.0f} µs, p99 {r['p99_us']:.0f} µs")
+    for name, rows in raw.items():
+        res = results.setdefault(name, {})
+        for key, runs in rows.items():
+            merged = {k: median([r.get(k) for r in runs]) for k in runs[0] if k != "cdf"}
+            # The CDF of the round whose mean latency is the median one.
+            mid = sorted(runs, key=lambda r: r["mean_us"])[len(runs) // 2]
+            merged["cdf"] = mid["cdf"]
+            merged["rounds"] = len(runs)
+            res[key] = merged
+    for qd in SWEEP_DEPTHS:
+        for t in targets:
+            job = fio(t.uri(), ["--rw=randwrite", "--bs=4k", f"--iodepth={qd}"], args.size, args.sweep_runtime)
+            results[t.name].setdefault("sweep", {})[str(qd)] = summarise(job, "sweep")["iops"]
+        log(f"  sweep QD{qd}: " + ", ".join(f"{t.name} {results[t.name]['sweep'][str(qd)]:,.0f}" for t in targets))
+
+
+def identical(a, b):
+    return run("cmp", "-s", a, b, check=False).returncode == 0
+
+
+def pair_extras(t, args, res):
+    alpha, beta = t.dir / "alpha", t.dir / "beta"
+    log(f"  replicas identical after the workloads: {res['identical_after_workloads']}")
+
+    # A full resync, idle: beta invalidated, every block moves again.
+    def full_resync():
+        t0 = time.monotonic()
+        t.adm("alpha", "invalidate-remote", "r0")
+        wait_for("the resync to start", lambda: "SyncSource" in proc_drbd(alpha), 10, 0.005)
+        wait_for("the resync", lambda: "ds:UpToDate/UpToDate" in proc_drbd(alpha), 600, 0.01)
+        return time.monotonic() - t0
+
+    secs = full_resync()
+    res["resync_idle_s"] = secs
+    res["resync_idle_mbs"] = args.bytes / secs / 1e6
+    log(f"  full resync, idle: {secs:.2f} s = {res['resync_idle_mbs']:,.0f} MB/s")
+
+    # The same under an fio QD1 load on the Primary: fio logs every I/O's
+    # latency; the I/Os before the resync are the idle baseline, those
+    # during it the loaded figure.
+    logdir = Path(tempfile.mkdtemp(dir=t.dir))
+    pl = ":".join(str(p) for p in PERCENTILES)
+    fio_p = subprocess.Popen(
+        ["fio", "--name=load", "--ioengine=nbd", f"--uri={t.uri()}", f"--size={args.size}", "--rw=randwrite",
+         "--bs=4k", "--iodepth=1", "--time_based", "--runtime=300", f"--write_lat_log={logdir}/load",
+         "--log_avg_msec=0", f"--percentile_list={pl}", "--output-format=json"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    t_fio = time.monotonic()
+    time.sleep(3)
+    t_sync0 = time.monotonic()
+    secs = full_resync()
+    t_sync1 = time.monotonic()
+    time.sleep(0.5)
+    fio_p.send_signal(signal.SIGINT)
+    fio_p.communicate(timeout=60)
+    lats_idle, lats_sync = [], []
+    for line in open(f"{logdir}/load_lat.1.log"):
+        ms, ns = line.split(",")[:2]
+        at = t_fio + int(ms) / 1000
+        if t_fio + 1 <= at < t_sync0:
+            lats_idle.append(int(ns) / 1000)
+        elif t_sync0 <= at < t_sync1:
+            lats_sync.append(int(ns) / 1000)
+
+    def p99(v):
+        v = sorted(v)
+        return v[min(len(v) - 1, int(len(v) * 0.99))] if v else float("nan")
+
+    res["resync_load_s"] = secs
+    res["resync_load_mbs"] = args.bytes / secs / 1e6
+    res["load_p99_idle_us"] = p99(lats_idle)
+    res["load_p99_resync_us"] = p99(lats_sync)
+    res["load_ios"] = [len(lats_idle), len(lats_sync)]
+    log(f"  full resync under QD1 load: {secs:.2f} s = {res['resync_load_mbs']:,.0f} MB/s; "
+        f"load p99 {res['load_p99_idle_us']:.0f} µs idle, {res['load_p99_resync_us']:.0f} µs during the resync")
+    res["identical_after_resync"] = identical(t.img, t.peer_img)
+
+    # 1%-dirty resync: beta away, 1% of the blocks written, beta back.
+    t.adm("beta", "disconnect", "r0")
+    wait_for("WFConnection", lambda: "cs:WFConnection" in proc_drbd(alpha), 10)
+    run("fio", "--name=dirty", "--ioengine=nbd", f"--uri={t.uri()}", f"--size={args.size}", "--rw=randwrite",
+        "--bs=4k", f"--number_ios={args.bytes // 4096 // 100}", "--randrepeat=0", "--output-format=terse")
+    ns0, oos = drbd_field(alpha, "ns"), drbd_field(alpha, "oos")
+    t0 = time.monotonic()
+    t.adm("beta", "connect", "r0")
+    wait_for("the 1%-dirty resync",
+             lambda: "ds:UpToDate/UpToDate" in proc_drbd(alpha) and drbd_field(alpha, "oos") == 0, 120, 0.01)
+    res["dirty_resync_s"] = time.monotonic() - t0
+    res["dirty_oos_kib"] = oos
+    res["dirty_moved_pct"] = 100 * (drbd_field(alpha, "ns") - ns0) * 1024 / args.bytes
+    res["identical_after_dirty_resync"] = identical(t.img, t.peer_img)
+    log(f"  1%-dirty resync: {oos} KiB out of sync, {res['dirty_moved_pct']:.2f}% of the device moved in "
+        f"{res['dirty_resync_s']:.2f} s; identical: {res['identical_after_dirty_resync']}")
+
+
+def limits(args, img, other, results):
+    """What this machine can do at most: copying one file to another on its
+    disk (a resync between two nodes that share it) and TCP over loopback."""
+    lim = results.setdefault("limits", {})
+    # The best copy this disk makes: qemu-img convert, O_DIRECT on both
+    # sides, 16 requests in flight, out of order.
+    t0 = time.monotonic()
+    run("qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", "-t", "none", "-T", "none", "-W", "-m", "16",
+        img, other)
+    lim["copy_mbs"] = args.bytes / (time.monotonic() - t0) / 1e6
+    port = args.port + 90
+    srv = PROCS.spawn(["iperf3", "-s", "-B", "127.0.0.1", "-p", port, "-1"], args.workdir / "iperf3.log")
+    wait_for("iperf3 to listen", lambda: f"127.0.0.1:{port} " in run("ss", "-Hltn").stdout, 10, 0.05)
+    j = json.loads(run("iperf3", "-c", "127.0.0.1", "-p", port, "-t", "5", "-J").stdout)
+    PROCS.stop([srv])
+    lim["loopback_mbs"] = j["end"]["sum_received"]["bits_per_second"] / 8e6
+    log(f"limits: disk copy {lim['copy_mbs']:,.0f} MB/s, "
+        f"loopback TCP {lim['loopback_mbs']:,.0f} MB/s")
+
+
+def memory(args, results):
+    """tandemd's memory on a 1 TiB sparse device, replicated: after start,
+    then after writes scattered over the whole device with the peer away
+    (every bitmap page dirty), then after as many writes again."""
+    d = args.workdir / "memory"
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir()
+    a, b = d / "a.img", d / "b.img"
+    for f in (a, b):
+        run("truncate", "-s", "1T", f)
+    t = Tandem(d, a, "1T", args.port + 40, peer_img=b, name="pair")
+    t.metrics_port = None
+    mem = results.setdefault("memory", {})
+    try:
+        t.prepare_dir()
+        for n in t.nodes:
+            t.launch(n)
+        wait_for("the link", lambda: "cs:Connected" in proc_drbd(t.dir / "alpha"), 20)
+        # A fresh pair of empty images needs no initial sync.
+        t.adm("alpha", "new-current-uuid", "--clear-bitmap", "r0")
+        wait_for("UpToDate", lambda: "ds:UpToDate/UpToDate" in proc_drbd(t.dir / "alpha"), 20)
+        t.adm("alpha", "primary", "r0")
+        wait_nbd(t.uri())
+        pid = t.daemons["alpha"].pid
+        mem["after_start_kib"] = rss_kib(pid)
+        t.adm("beta", "disconnect", "r0")
+        wait_for("WFConnection", lambda: "cs:WFConnection" in proc_drbd(t.dir / "alpha"), 10)
+        # 30,000 random 4 KiB writes dirty 97% of the 8,192 bitmap pages.
+        n = 30_000
+        for step in ("after_writes_kib", "after_twice_the_writes_kib"):
+            run("fio", "--name=spread", "--ioengine=nbd", f"--uri={t.uri()}", "--size=1T", "--rw=randwrite",
+                "--bs=4k", "--iodepth=32", f"--number_ios={n}", "--randrepeat=0", "--output-format=terse")
+            mem[step] = rss_kib(pid)
+        mem["peak_kib"] = rss_kib(pid, "VmHWM")
+        mem["oos_kib"] = drbd_field(t.dir / "alpha", "oos")
+        log(f"memory (1 TiB, {mem['oos_kib'] // 4:,} blocks out of sync): RSS {mem['after_start_kib'] // 1024} MiB "
+            f"after start, {mem['after_writes_kib'] // 1024} MiB after {n:,} writes, "
+            f"{mem['after_twice_the_writes_kib'] // 1024} MiB after {2 * n:,}; peak {mem['peak_kib'] // 1024} MiB")
+        mem["writes"] = n
+    finally:
+        t.stop()
+
+
+def fmt(v, digits=0):
+    return "—" if v is None else f"{v:,.{digits}f}"
+
+
+def report(args, results):
+    r = results
+    q, s, p, m, f = (r[k] for k in ("qemu-nbd", "standalone", "replicated", "mirror", "file"))
+    cpu = run("sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").stdout.strip()
+    lines = [f"Machine: {platform.node()}, {os.cpu_count()} vCPU ({cpu}), kernel {platform.release()}; "
+             f"{args.size} preallocated random-filled files; fio {args.runtime} s per row after a 1 s ramp, "
+             f"{args.sweep_runtime} s per queue depth; each row run {args.repeat} times on every target, interleaved, "
+             f"medians shown.", ""]
+    rows = [
+        ("4k randwrite QD1, mean latency (µs)", "w1", "mean_us", False),
+        ("4k randwrite QD1, p99 latency (µs)", "w1", "p99_us", False),
+        ("4k randwrite QD32, IOPS", "w2", "iops", True),
+        ("1M seq write QD8, MB/s", "w3", "mbs", True),
+        ("4k randread QD32, IOPS", "w4", "iops", True),
+        ("4k write + flush QD1, cycle latency (µs)", "w5", "cycle_us", False),
+    ]
+    # The performance issue's bar for replicated / qemu-nbd on each row.
+    bars = {"w1": 1.25, "w2": 0.80, "w3": 0.80, "w4": 1.00, "w5": 1.25}
+    lines += ["| workload | file (limit) | qemu-nbd | Tandem standalone | Tandem replicated (C) | qemu mirror | "
+              "replicated / qemu-nbd | target | mirror / qemu-nbd |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, w, key, higher in rows:
+        qv, rv, mv = q[w][key], p[w][key], m[w][key]
+        ratio = rv / qv if qv else float("nan")
+        bar = bars[w]
+        ok = (ratio >= bar if higher else ratio <= bar) and (rv > mv if higher else rv < mv)
+        lines.append(f"| {name} | {fmt(f[w][key])} | {fmt(qv)} | {fmt(s[w][key])} | {fmt(rv)} | {fmt(mv)} | "
+                     f"**{ratio:.2f}** {'✓' if ok else '✗'} | {'≥' if higher else '≤'} {bar:.2f}, ahead of the mirror | "
+                     f"{mv / qv:.2f} |")
+    lines += ["", "4k random write IOPS by queue depth (the plot `iops-by-queue-depth.png`):", "",
+              "| QD | " + " | ".join(TARGETS) + " | replicated / qemu-nbd |", "|---" * (len(TARGETS) + 2) + "|"]
+    for qd in SWEEP_DEPTHS:
+        vals = [r[t]["sweep"][str(qd)] for t in TARGETS]
+        lines.append(f"| {qd} | " + " | ".join(fmt(v) for v in vals) + f" | {vals[3] / vals[1]:.2f} |")
+
+    lines += ["", "Where a replicated write's time goes (means from the Primary's metrics over each row; the "
+              "network part is the round trip less the peer's disk time):", "",
+              "| row | fio mean (µs) | local disk | network | peer disk |", "|---|---|---|---|---|"]
+    for name, w, key, higher in rows:
+        if key == "p99_us":
+            continue
+        row = p[w]
+        lines.append(f"| {name.split(',')[0]} | {fmt(row['mean_us'])} | {fmt(row.get('local_disk_us'))} | "
+                     f"{fmt(row.get('network_us'))} | {fmt(row.get('peer_disk_us'))} |")
+
+    lim = r["limits"]
+    # On this machine both nodes share one disk: a resync reads and writes
+    # it at once, which is what the copy limit measures. The performance
+    # issue's letter is min(disk write, loopback).
+    phys = min(lim["copy_mbs"], lim["loopback_mbs"])
+    letter = min(f["w3"]["mbs"], lim["loopback_mbs"])
+    lines += ["", "Replication beyond the write path:", "", "| row | result | target |", "|---|---|---|"]
+    lines.append(f"| initial full sync of {args.size} | {p['fullsync_s']:.2f} s (the qemu mirror: "
+                 f"{m['fullsync_s']:.2f} s) | — |")
+    for what, mbs in (("idle", p["resync_idle_mbs"]), ("under an fio QD1 load", p["resync_load_mbs"])):
+        ok = mbs >= 0.8 * phys
+        lines.append(f"| full resync, {what} | {mbs:,.0f} MB/s = **{mbs / phys:.2f}** of the copy limit "
+                     f"{phys:,.0f} MB/s {'✓' if ok else '✗'} ({mbs / letter:.2f} of min(disk write, loopback) = "
+                     f"{letter:,.0f} MB/s) | ≥ 0.80 |")
+    ratio = p["load_p99_resync_us"] / p["load_p99_idle_us"]
+    lines.append(f"| that load's p99 during the resync | {p['load_p99_resync_us']:.0f} µs against "
+                 f"{p['load_p99_idle_us']:.0f} µs before it = **{ratio:.2f}×** {'✓' if ratio <= 2 else '✗'} | ≤ 2× |")
+    ok = p["dirty_moved_pct"] <= 1.5
+    lines.append(f"| 1%-dirty resync | {p['dirty_oos_kib']:,} KiB out of sync; **{p['dirty_moved_pct']:.2f}%** "
+                 f"of the device moved, in {p['dirty_resync_s']:.2f} s {'✓' if ok else '✗'} | ≤ 1.5% |")
+    mem = r.get("memory")
+    if mem:
+        worst = max(mem["after_writes_kib"], mem["after_twice_the_writes_kib"], mem["peak_kib"]) / 1024
+        ok = worst <= 64 and mem["after_twice_the_writes_kib"] <= mem["after_writes_kib"] * 1.05
+        lines.append(f"| tandemd RSS, 1 TiB device (32 MiB bitmap) | {mem['after_start_kib'] / 1024:.1f} MiB after start, "
+                     f"{mem['after_writes_kib'] / 1024:.1f} MiB with every bitmap page dirty, "
+                     f"{mem['after_twice_the_writes_kib'] / 1024:.1f} MiB after twice the writes; peak "
+                     f"{mem['peak_kib'] / 1024:.1f} MiB {'✓' if ok else '✗'} | ≤ 64 MiB, constant |")
+    for w, label in (("w2", "4k random writes"), ("w3", "1M sequential writes")):
+        sa, rep, qn = s[w]["cpu_s_per_gib"], p[w]["cpu_s_per_gib"], q[w]["cpu_s_per_gib"]
+        ok = rep <= 1.5 * sa
+        prim = p[w].get("cpu_primary_s_per_gib")
+        lines.append(f"| CPU-seconds per GiB, {label} | replicated (both nodes) {rep:.2f}, standalone {sa:.2f} = "
+                     f"**{rep / sa:.2f}×** {'✓' if ok else '✗'}; the Primary alone {fmt(prim, 2)} "
+                     f"({prim / sa:.2f}×); qemu-nbd {qn:.2f}, mirror "
+                     f"{fmt(m[w]['cpu_s_per_gib'], 2)} | ≤ 1.5× standalone |")
+    lines += ["", f"Limits: copying one file to another on this disk (qemu-img convert, O_DIRECT both sides, "
+              f"16 requests in flight) runs at {lim['copy_mbs']:,.0f} MB/s; writing one (the file's 1M row) at "
+              f"{f['w3']['mbs']:,.0f} MB/s; TCP over loopback "
+              f"(iperf3, one stream) carries {lim['loopback_mbs']:,.0f} MB/s.", ""]
+    checks = [("after the workloads", p["identical_after_workloads"]),
+              ("after the full resyncs", p["identical_after_resync"]),
+              ("after the 1%-dirty resync", p["identical_after_dirty_resync"])]
+    lines.append("Replicas compared with cmp: " + "; ".join(f"{w}: {'identical' if ok else 'DIFFERENT'}"
+                                                            for w, ok in checks) + ".")
+    text = "\n".join(lines) + "\n"
+    (args.out / "summary.md").write_text(text)
+    print(text)
+
+
+def plots(args, results):
+    if not shutil.which("gnuplot"):
+        log("gnuplot is not installed (apt-get install gnuplot-nox): the plots are not drawn")
+        return
+    out = args.out
+    with open(out / "sweep.dat", "w") as f:
+        f.write("# QD " + " ".join(TARGETS) + "\n")
+        for qd in SWEEP_DEPTHS:
+            f.write(f"{qd} " + " ".join(f"{results[t]['sweep'][str(qd)]:.0f}" for t in TARGETS) + "\n")
+    for t in TARGETS:
+        with open(out / f"cdf-{t}.dat", "w") as f:
+            for pct, us in results[t]["w1"]["cdf"]:
+                f.write(f"{us:.1f} {pct}\n")
+    sweep_cols = ", ".join(f"'{out}/sweep.dat' using 1:{i + 2} with linespoints lw 2 title '{t}'"
+                           for i, t in enumerate(TARGETS))
+    cdf_lines = ", ".join(f"'{out}/cdf-{t}.dat' using 1:2 with linespoints lw 2 title '{t}'" for t in TARGETS)
+    script = f"""
+set terminal pngcairo size 900,560 font ',11'
+set output '{out}/iops-by-queue-depth.png'
+set title '4k random write IOPS by queue depth (fio, nbd engine; file: io\\_uring O\\_DIRECT)'
+set xlabel 'queue depth'; set ylabel 'IOPS'; set logscale x 2; set grid; set key top left
+plot {sweep_cols}
+set output '{out}/latency-cdf.png'
+set title '4k random write QD1: latency distribution'
+unset logscale x; set logscale x 10
+set xlabel 'latency (µs)'; set ylabel 'percentile'; set key bottom right; set yrange [0:100]
+plot {cdf_lines}
+"""
+    (out / "plots.gp").write_text(script)
+    r = run("gnuplot", out / "plots.gp", check=False)
+    if r.returncode != 0:
+        log(f"gnuplot failed: {r.stderr.strip()}")
+    else:
+        log(f"plots: {out}/iops-by-queue-depth.png, {out}/latency-cdf.png")
+
+
+def prepare(path, nbytes, src=None):
+    if path.exists() and path.stat().st_size == nbytes:
+        return
+    if src:
+        log(f"copying {src} to {path}")
+        run("cp", "--sparse=never", src, path)
+    else:
+        log(f"preparing {nbytes >> 20} MiB of random data in {path} (once)")
+        # Filled, not fallocated: unwritten extents read as zeroes without I/O.
+        with open(path, "wb") as f, open("/dev/urandom", "rb") as r:
+            left = nbytes
+            while left:
+                chunk = r.read(min(left, 1 << 24))
+                f.write(chunk)
+                left -= len(chunk)
+    run("sync")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runtime", type=int, default=5, help="seconds per row (after a 1 s ramp)")
+    ap.add_argument("--repeat", type=int, default=3, help="rounds of every row on every target (medians)")
+    ap.add_argument("--sweep-runtime", type=int, default=3, help="seconds per queue depth of the sweep")
+    ap.add_argument("--size", default="1G", help="device size (fio syntax)")
+    ap.add_argument("--workdir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "tandem-bench")
+    ap.add_argument("--out", type=Path, default=ROOT / "target" / "bench")
+    ap.add_argument("--port", type=int, default=22000)
+    ap.add_argument("--no-build", action="store_true", help="use target/release as it is")
+    ap.add_argument("--no-memory", action="store_true", help="skip the 1 TiB memory row")
+    args = ap.parse_args()
+    missing = [p for p in ("fio", "qemu-nbd", "qemu-storage-daemon", "nbdinfo", "iperf3") if not shutil.which(p)]
+    if missing:
+        sys.exit(f"missing programs: {', '.join(missing)}")
+    args.bytes = int(run("numfmt", "--from=iec", args.size).stdout)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.no_build:
+        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    w = args.workdir
+    # Each target has its own files, all filled with the same random data,
+    # so that every target stays up and the rows can be interleaved.
+    files = {n: w / f"{n}.img" for n in ("file", "qemu-nbd", "standalone", "alpha", "beta", "mirror",
+                                           "mirror-target")}
+    prepare(files["file"], args.bytes)
+    for n, f in files.items():
+        if n != "file":
+            prepare(f, args.bytes, src=files["file"])
+    results = {"machine": platform.node(), "size": args.size, "runtime": args.runtime, "repeat": args.repeat}
+    try:
+        limits(args, files["file"], files["mirror-target"], results)
+        port = args.port
+        targets = [FileTarget(w, files["file"], args.size, port),
+                   QemuNbd(w, files["qemu-nbd"], args.size, port + 1),
+                   Tandem(w, files["standalone"], args.size, port + 2),
+                   Tandem(w, files["alpha"], args.size, port + 10, peer_img=files["beta"], name="replicated",
+                          desc="two tandemd on loopback, protocol C"),
+                   Mirror(w, files["mirror"], args.size, port + 20, files["mirror-target"])]
+        for t in targets:
+            log(f"starting {t.name}: {t.desc}")
+            t.start()
+            results[t.name] = {"desc": t.desc, **t.extras}
+        run_rows(targets, args, results)
+        pair = targets[3]
+        results["replicated"]["identical_after_workloads"] = identical(files["alpha"], files["beta"])
+        for t in targets:
+            if t is not pair:
+                t.stop()
+        pair_extras(pair, args, results["replicated"])
+        pair.stop()
+        if not args.no_memory:
+            memory(args, results)
+    finally:
+        PROCS.stop_all()
+    (args.out / "results.json").write_text(json.dumps(results, indent=1))
+    report(args, results)
+    plots(args, results)
+
+
+if __name__ == "__main__":
+    main()
