@@ -78,6 +78,7 @@ pub struct Daemon {
     last: RefCell<Vec<Option<Snapshot>>>,
     /// Resync progress samples per resource, for the speed and ETA.
     speeds: RefCell<std::collections::HashMap<String, SpeedSamples>>,
+    pub status_file: status_file::Writer,
 }
 
 /// (time, KiB left) samples of one resync.
@@ -129,7 +130,19 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
             tracing::warn!(node = %opts.node, config = %opts.config_path.display(), "no resource in the configuration has an 'on {}' section; is --node right?", opts.node);
         }
         let (events, _) = broadcast::channel(1024);
+        // The first status is rendered before the daemon exists: every
+        // resource down, as it is now.
+        let first = crate::status::render_proc_drbd(
+            &resources
+                .iter()
+                .map(|r| crate::status::Minor::Unconfigured {
+                    minor: r.node.borrow().snapshot().minor,
+                })
+                .collect::<Vec<_>>(),
+        );
+        let status_file = status_file::Writer::start(&opts.run_dir, &first)?;
         let daemon = Rc::new(Daemon {
+            status_file,
             speeds: RefCell::new(std::collections::HashMap::new()),
             last: RefCell::new(vec![None; resources.len()]),
             opts,
@@ -149,7 +162,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
                 std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o660))?;
             }
         }
-        status_file::write(&daemon)?;
+        status_file::write(&daemon).await?;
         tokio_uring::spawn(status_file::keep_current(Rc::clone(&daemon)));
         if let Some(addr) = daemon.config.metrics {
             let l = std::net::TcpListener::bind(addr)
@@ -253,7 +266,7 @@ async fn serve_control(daemon: Rc<Daemon>, stream: UnixStream) {
                 // The operator reads the status file right after a command
                 // returns: it must already say what the command did.
                 daemon.publish_changes();
-                if let Err(e) = status_file::write(&daemon) {
+                if let Err(e) = status_file::write(&daemon).await {
                     tracing::warn!(error = %e, "cannot write status file");
                 }
                 response
@@ -851,7 +864,7 @@ impl Daemon {
                 let _ = self.detach(res).await;
             }
         }
-        let _ = status_file::write(self);
+        let _ = status_file::write(self).await;
     }
 
     /// The measured speed of a running resync (None when not syncing).
