@@ -245,7 +245,7 @@ class Tandem(Target):
                     f"meta-disk {self.dir}/r0.md; }}\n}}\n")
         # Both nodes run on this host: only alpha's copy of the
         # configuration opens the metrics port.
-        mp = f"global {{ metrics 127.0.0.1:{self.metrics_port}; }}\n" if node == "alpha" else ""
+        mp = f"global {{ metrics 127.0.0.1:{self.metrics_port}; }}\n" if node == "alpha" and self.metrics_port else ""
         return (mp + f"resource r0 {{\n  protocol C;\n  net {{ shared-secret \"bench\"; connect-int 1; }}\n"
                 f"  disk {{ c-max-rate 4G; }}\n"
                 f"  on alpha {{ device nbd://127.0.0.1:{p}/r0; disk {self.img}; address 127.0.0.1:{p + 1}; "
@@ -717,6 +717,11 @@ def prepare(path, nbytes, src=None):
     run("sync")
 
 
+def save(args, results):
+    """Keep what was measured so far: a later step's failure loses nothing."""
+    (args.out / "results.json").write_text(json.dumps(results, indent=1))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runtime", type=int, default=5, help="seconds per row (after a 1 s ramp)")
@@ -761,6 +766,7 @@ def main():
             t.start()
             results[t.name] = {"desc": t.desc, **t.extras}
         run_rows(targets, args, results)
+        save(args, results)
         pair = targets[3]
         results["replicated"]["identical_after_workloads"] = identical(files["alpha"], files["beta"])
         for t in targets:
@@ -768,11 +774,12 @@ def main():
                 t.stop()
         pair_extras(pair, args, results["replicated"])
         pair.stop()
+        save(args, results)
         if not args.no_memory:
             memory(args, results)
     finally:
         PROCS.stop_all()
-    (args.out / "results.json").write_text(json.dumps(results, indent=1))
+    save(args, results)
     report(args, results)
     plots(args, results)
 
