@@ -200,3 +200,36 @@ fn promote_and_demote_of_a_stopped_resource_and_notify_refreshing_the_score() {
     assert_eq!(code(&scores.agent(&p.alpha, "demote", &[])), Some(0));
     assert_eq!(code(&scores.agent(&p.alpha, "monitor", &[])), Some(0));
 }
+
+/// monitor reads tandemadm's exit status: 3 (tandemd not running) and 21
+/// (resource down) are "stopped", anything else is a failure, never
+/// "stopped": Pacemaker skips the stop of a resource it believes stopped,
+/// and a Primary whose daemon only stopped answering would stay Primary.
+/// In doubt the score is left alone.
+#[test]
+fn monitor_tells_a_stopped_resource_from_a_daemon_it_cannot_ask() {
+    let p = Pair::up_full("s3cret", 16 << 20, "", "", "");
+    let scores = ScoreCalls::new();
+    for (status, ocf) in [(3, 7), (21, 7), (10, 1), (1, 1)] {
+        let fake = scores.dir.path().join(format!("tandemadm-exits-{status}"));
+        std::fs::write(&fake, format!("#!/bin/sh\nexit {status}\n")).expect("fake tandemadm");
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let tandemadm = fake.display().to_string();
+        let out = scores.agent(&p.alpha, "monitor", &[("TANDEMADM", tandemadm.as_str())]);
+        assert_eq!(
+            out.status.code(),
+            Some(ocf),
+            "tandemadm exiting {status}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            scores.take(),
+            Vec::<String>::new(),
+            "score calls when tandemadm exits {status}"
+        );
+    }
+    // And the real answer for a resource that is down is 21.
+    p.alpha.adm_ok(&["down", "r0"]);
+    let out = p.alpha.adm(&["role", "r0"]);
+    assert_eq!(out.status.code(), Some(21), "{}", String::from_utf8_lossy(&out.stderr));
+}

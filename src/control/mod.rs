@@ -149,6 +149,9 @@ pub mod exit {
     pub const STATE_CHANGE_REFUSED: i32 = 11;
     pub const CONFIG: i32 = 12;
     pub const UNKNOWN_RESOURCE: i32 = 20;
+    /// `role`, `cstate`, `dstate` of a resource that is not up: a stopped
+    /// resource, which cluster agents must tell from a failure.
+    pub const RESOURCE_DOWN: i32 = 21;
 }
 
 #[cfg(test)]

@@ -475,7 +475,7 @@ impl Daemon {
                 let node = res.node.borrow();
                 if !node.is_up() {
                     return Err(Response::err(
-                        exit::FAILED,
+                        exit::RESOURCE_DOWN,
                         format!(
                             "{}: resource is down; bring it up with 'tandemadm up {}'",
                             res.name, res.name

@@ -358,22 +358,31 @@ fn exchange(stream: &UnixStream, req: &Request) -> Result<Response, String> {
         .map_err(|e| format!("tandemd sent a malformed answer ({e}); are tandemd and tandemadm the same version?"))
 }
 
+/// Exit status 3 means tandemd is not running, nothing else: cluster agents
+/// read it as "stopped". A socket we may not use, or any other failure to
+/// reach a daemon that is there, is a failure (10), not a stop.
 fn connect(run_dir: &Path) -> Result<UnixStream, i32> {
     let sock = socket_path(run_dir);
-    UnixStream::connect(&sock).map_err(|e| {
-        match e.kind() {
-            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => eprintln!(
+    UnixStream::connect(&sock).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+            eprintln!(
                 "tandemd is not running (no answer on {}); start it with 'tandemd -c CONFIG --run-dir {}' or 'systemctl start tandemd'",
                 sock.display(),
                 run_dir.display()
-            ),
-            std::io::ErrorKind::PermissionDenied => eprintln!(
+            );
+            exit::NOT_RUNNING
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            eprintln!(
                 "permission denied on {}: only root or the user running tandemd may control it",
                 sock.display()
-            ),
-            _ => eprintln!("cannot connect to tandemd at {}: {e}", sock.display()),
+            );
+            exit::FAILED
         }
-        exit::NOT_RUNNING
+        _ => {
+            eprintln!("cannot connect to tandemd at {}: {e}", sock.display());
+            exit::FAILED
+        }
     })
 }
 
