@@ -62,14 +62,18 @@ fn cold_extent_with_eviction(bencher: Bencher, al_extents: u32) {
 
 /// A full transaction block (1015 extents) as the 4 KiB written to the
 /// ring, crc32c included.
-#[divan::bench]
-fn transaction_encode(bencher: Bencher) {
-    let t = AlTransaction {
+fn full_block() -> AlTransaction {
+    AlTransaction {
         tr_number: 1 << 20,
         total: EXTENTS_PER_BLOCK as u32,
         context_start: 0,
         extents: (0..EXTENTS_PER_BLOCK as u32).map(|e| e * 7).collect(),
-    };
+    }
+}
+
+#[divan::bench]
+fn transaction_encode(bencher: Bencher) {
+    let t = full_block();
     bencher.bench(|| black_box(&t).encode());
 }
 
@@ -77,12 +81,6 @@ fn transaction_encode(bencher: Bencher) {
 /// whole ring).
 #[divan::bench]
 fn transaction_decode(bencher: Bencher) {
-    let block = AlTransaction {
-        tr_number: 1 << 20,
-        total: EXTENTS_PER_BLOCK as u32,
-        context_start: 0,
-        extents: (0..EXTENTS_PER_BLOCK as u32).map(|e| e * 7).collect(),
-    }
-    .encode();
+    let block = full_block().encode();
     bencher.bench(|| AlTransaction::decode(black_box(&block[..])).expect("valid"));
 }

@@ -125,7 +125,7 @@ def wait_nbd(uri):
     wait_for(f"{uri} to answer", lambda: run("nbdinfo", "--size", uri, check=False).returncode == 0, 20, 0.1)
 
 
-def fio(where, args, size, runtime, extra=()):
+def fio(where, args, size, runtime):
     """One fio job; returns its parsed JSON job record."""
     if where.startswith("file:"):
         io = ["--ioengine=io_uring", "--direct=1", f"--filename={where[5:]}"]
@@ -134,7 +134,7 @@ def fio(where, args, size, runtime, extra=()):
     pl = ":".join(str(p) for p in PERCENTILES)
     cmd = ["fio", "--name=bench", *io, f"--size={size}", "--time_based", f"--runtime={runtime}",
            "--ramp_time=1", "--lat_percentiles=1", f"--percentile_list={pl}", "--output-format=json",
-           *args, *extra]
+           *args]
     out = run(*cmd).stdout
     # fio's nbd engine prints "fio: connected to NBD server" before the JSON.
     return json.loads(out[out.index("{"):])["jobs"][0]
@@ -428,7 +428,7 @@ def identical(a, b):
 
 
 def pair_extras(t, args, res):
-    alpha, beta = t.dir / "alpha", t.dir / "beta"
+    alpha = t.dir / "alpha"
     log(f"  replicas identical after the workloads: {res['identical_after_workloads']}")
 
     # A full resync, idle: beta invalidated, every block moves again.
@@ -455,13 +455,16 @@ def pair_extras(t, args, res):
          "--log_avg_msec=0", f"--percentile_list={pl}", "--output-format=json"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     t_fio = time.monotonic()
-    time.sleep(3)
-    t_sync0 = time.monotonic()
-    secs = full_resync()
-    t_sync1 = time.monotonic()
-    time.sleep(0.5)
-    fio_p.send_signal(signal.SIGINT)
-    fio_p.communicate(timeout=60)
+    try:
+        time.sleep(3)
+        t_sync0 = time.monotonic()
+        secs = full_resync()
+        t_sync1 = time.monotonic()
+        time.sleep(0.5)
+    finally:
+        # SIGINT: fio ends its job and still writes the latency log.
+        fio_p.send_signal(signal.SIGINT)
+        fio_p.communicate(timeout=60)
     lats_idle, lats_sync = [], []
     for line in open(f"{logdir}/load_lat.1.log"):
         ms, ns = line.split(",")[:2]

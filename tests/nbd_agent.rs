@@ -19,31 +19,55 @@ const AGENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/dist/ocf/tandem-nbd");
 /// it does on a real host: one test at a time.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Unmounts and detaches whatever the agent left, even if the test failed.
-struct Stopped(String);
+/// A synced pair and the agent pointed at the Primary's export, one test at
+/// a time; on drop the agent is stopped (unmounts and detaches whatever it
+/// left, even if the test failed), then the pair goes.
+struct Client {
+    uri: String,
+    p: Pair,
+    _one: std::sync::MutexGuard<'static, ()>,
+}
 
-impl Drop for Stopped {
+impl Client {
+    fn new() -> Client {
+        let one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let p = Pair::synced();
+        Client {
+            uri: format!("nbd://127.0.0.1:{}/r0", p.nbd_alpha),
+            p,
+            _one: one,
+        }
+    }
+
+    /// The agent as Heartbeat v1 runs it: `tandem-nbd r0 URI ACTION`.
+    fn hb(&self, action: &str) -> std::process::Output {
+        run(Command::new(AGENT).args(["r0", &self.uri, action]))
+    }
+
+    /// What it printed: Heartbeat reads the words, as with drbddisk
+    /// ("running"/"stopped").
+    fn said(&self, action: &str) -> String {
+        String::from_utf8_lossy(&self.hb(action).stdout).trim().to_owned()
+    }
+}
+
+impl Drop for Client {
     fn drop(&mut self) {
-        let _ = Command::new(AGENT).args(["r0", &self.0, "stop"]).status();
+        let _ = Command::new(AGENT).args(["r0", &self.uri, "stop"]).status();
     }
 }
 
 #[test]
 fn as_a_heartbeat_script_it_makes_a_block_device_whose_writes_replicate() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     require_tool("nbdfuse", "libnbd-bin");
     require_tool("losetup", "util-linux");
-    let p = Pair::synced();
-    let uri = format!("nbd://127.0.0.1:{}/r0", p.nbd_alpha);
-    let _cleanup = Stopped(uri.clone());
-    let hb = |action: &str| run(Command::new(AGENT).args(["r0", &uri, action]));
+    let c = Client::new();
+    let p = &c.p;
 
-    // Heartbeat v1 reads the words, as with drbddisk: "running"/"stopped".
-    let said = |out: std::process::Output| String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    assert_eq!(said(hb("status")), "stopped");
-    let out = hb("start");
+    assert_eq!(c.said("status"), "stopped");
+    let out = c.hb("start");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let status = String::from_utf8_lossy(&hb("status").stdout).into_owned();
+    let status = c.said("status");
     assert!(status.contains("running"), "{status}");
     let size = run_ok(Command::new("blockdev").args(["--getsize64", "/dev/tandem/r0"]));
     assert_eq!(size.trim().parse::<u64>().ok(), Some(SIZE));
@@ -60,13 +84,13 @@ fn as_a_heartbeat_script_it_makes_a_block_device_whose_writes_replicate() {
         "conv=fsync",
     ]));
 
-    let out = hb("stop");
+    let out = c.hb("stop");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(
         !std::path::Path::new("/dev/tandem/r0").exists(),
         "the link outlived stop"
     );
-    assert_eq!(said(hb("status")), "stopped");
+    assert_eq!(c.said("status"), "stopped");
     // The client is gone, so the Primary can be demoted (the next step of a
     // switchover), and both replicas hold the bytes.
     p.alpha.adm_ok(&["secondary", "r0"]);
@@ -77,16 +101,13 @@ fn as_a_heartbeat_script_it_makes_a_block_device_whose_writes_replicate() {
 
 #[test]
 fn as_an_ocf_agent_it_passes_ocf_tester() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     require_tool("ocf-tester", "resource-agents");
     require_tool("xmllint", "libxml2-utils");
-    let p = Pair::synced();
-    let uri = format!("nbd://127.0.0.1:{}/r0", p.nbd_alpha);
-    let _cleanup = Stopped(uri.clone());
+    let c = Client::new();
     let out = run(Command::new("ocf-tester")
         .args(["-n", "tandem-nbd-r0", "-o", "resource=r0"])
         .arg("-o")
-        .arg(format!("uri={uri}"))
+        .arg(format!("uri={}", c.uri))
         .arg(AGENT));
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && text.contains("passed all tests"), "{text}");
@@ -151,34 +172,29 @@ impl Drop for ForeignLoop {
 
 #[test]
 fn a_stale_link_and_another_namespaces_loop_device_on_our_path_are_not_taken_for_ours() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     require_tool("nbdfuse", "libnbd-bin");
     require_tool("unshare", "util-linux");
-    let p = Pair::synced();
-    let uri = format!("nbd://127.0.0.1:{}/r0", p.nbd_alpha);
-    let _cleanup = Stopped(uri.clone());
-    let hb = |action: &str| run(Command::new(AGENT).args(["r0", &uri, action]));
-    let said = |out: std::process::Output| String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let c = Client::new();
     let link = std::path::Path::new("/dev/tandem/r0");
 
     let foreign = ForeignLoop::new();
     std::fs::create_dir_all("/dev/tandem").expect("/dev/tandem");
     let _ = std::fs::remove_file(link);
     std::os::unix::fs::symlink(&foreign.dev, link).expect("stale link");
-    assert_eq!(said(hb("status")), "stopped", "a link to another client's device");
+    assert_eq!(c.said("status"), "stopped", "a link to another client's device");
 
-    let out = hb("start");
+    let out = c.hb("start");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let ours = std::fs::canonicalize(link).expect("link");
     assert_ne!(ours.to_string_lossy(), foreign.dev, "start kept the stale link");
-    assert!(said(hb("status")).contains("running"));
+    assert!(c.said("status").contains("running"));
     let size = run_ok(Command::new("blockdev").args(["--getsize64", "/dev/tandem/r0"]));
     assert_eq!(size.trim().parse::<u64>().ok(), Some(SIZE), "the link names our export");
 
-    let out = hb("stop");
+    let out = c.hb("stop");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!link.exists(), "the link outlived stop");
     assert!(foreign.attached(), "stop detached a loop device that is not ours");
     // Ours is gone: the Primary can be demoted.
-    p.alpha.adm_ok(&["secondary", "r0"]);
+    c.p.alpha.adm_ok(&["secondary", "r0"]);
 }

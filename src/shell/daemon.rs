@@ -130,17 +130,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
             tracing::warn!(node = %opts.node, config = %opts.config_path.display(), "no resource in the configuration has an 'on {}' section; is --node right?", opts.node);
         }
         let (events, _) = broadcast::channel(1024);
-        // The first status is rendered before the daemon exists: every
-        // resource down, as it is now.
-        let first = crate::status::render_proc_drbd(
-            &resources
-                .iter()
-                .map(|r| crate::status::Minor::Unconfigured {
-                    minor: r.node.borrow().snapshot().minor,
-                })
-                .collect::<Vec<_>>(),
-        );
-        let status_file = status_file::Writer::start(&opts.run_dir, &first)?;
+        let status_file = status_file::Writer::start(&opts.run_dir)?;
         let daemon = Rc::new(Daemon {
             status_file,
             speeds: RefCell::new(std::collections::HashMap::new()),

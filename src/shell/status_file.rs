@@ -55,12 +55,11 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Write the first status synchronously (a start-up failure is reported
-    /// to the caller), then start the thread for the later ones.
-    pub fn start(run_dir: &Path, first: &str) -> io::Result<Writer> {
+    /// Start the thread. The daemon's first write waits for its result, so
+    /// a run directory it cannot write to still fails the start-up.
+    pub fn start(run_dir: &Path) -> io::Result<Writer> {
         let path = run_dir.join("drbd");
         let tmp = run_dir.join(".drbd.tmp");
-        write_text(&path, &tmp, first)?;
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("status-file".into())
