@@ -2,6 +2,11 @@
 """Every benchmark row of Tandem, in one run, against its peers.
 
     benches/run.py [--runtime 8] [--sweep-runtime 3] [--size 1G] [--workdir DIR] [--out DIR]
+    benches/run.py --rows-only [--rows w1,w5] [--targets qemu-nbd,replicated] [--baseline DIR]
+
+The second form runs only the workload rows, for trying a change: with
+--baseline DIR (another build's target/release) that build's pair runs
+interleaved with this one's, an A/B comparison in one run.
 
 Targets, one after another on the same machine and the same kind of file:
   file        the preallocated file itself through fio's io_uring, O_DIRECT: the physical limit
@@ -206,10 +211,6 @@ class QemuNbd(Target):
         return f"nbd://127.0.0.1:{self.port}/r0"
 
 
-def adm(conf, node, run_dir, *args, check=True):
-    return run(BIN / "tandemadm", "-c", conf, "--node", node, "--run-dir", run_dir, *args, check=check)
-
-
 def proc_drbd(run_dir):
     try:
         return (run_dir / "drbd").read_text()
@@ -228,8 +229,10 @@ class Tandem(Target):
     """One or two tandemd on loopback, external metadata (each file holds
     only data, so the replicas compare byte for byte)."""
 
-    def __init__(self, work, img, size, port, peer_img=None, name="standalone", desc="one tandemd, no peer"):
+    def __init__(self, work, img, size, port, peer_img=None, name="standalone", desc="one tandemd, no peer",
+                 bin_dir=BIN):
         super().__init__(work, img, size, port)
+        self.bin = bin_dir
         self.name, self.desc = name, desc
         self.peer_img = peer_img
         self.dir = work / name
@@ -257,11 +260,12 @@ class Tandem(Target):
         return self.dir / f"{node}.conf"
 
     def adm(self, node, *args, check=True):
-        return adm(self.conf(node), node, self.dir / node, *args, check=check)
+        return run(self.bin / "tandemadm", "-c", self.conf(node), "--node", node, "--run-dir", self.dir / node, *args,
+                   check=check)
 
     def launch(self, n):
         env = dict(os.environ, TANDEM_LOG="warn")
-        p = PROCS.spawn([BIN / "tandemd", "-c", self.conf(n), "--node", n, "--run-dir", self.dir / n],
+        p = PROCS.spawn([self.bin / "tandemd", "-c", self.conf(n), "--node", n, "--run-dir", self.dir / n],
                         self.dir / f"{n}.log", env)
         self.procs.append(p)
         self.daemons[n] = p
@@ -291,6 +295,17 @@ class Tandem(Target):
 
     def uri(self):
         return f"nbd://127.0.0.1:{self.port}/r0"
+
+
+class QemuNbdWriteback(QemuNbd):
+    name = "qemu-nbd-wb"
+    desc = "qemu-nbd defaults (cache=writeback, aio=threads), unreplicated"
+
+    def start(self):
+        self.procs.append(PROCS.spawn(
+            ["qemu-nbd", "-t", "-p", self.port, "-b", "127.0.0.1", "-f", "raw", "-x", "r0", "--discard=unmap",
+             "--shared=8", self.img], self.work / "qemu-nbd-wb.log"))
+        wait_nbd(self.uri())
 
 
 class Mirror(Target):
@@ -384,6 +399,8 @@ def run_rows(targets, args, results):
     for rnd in range(args.repeat):
         order = targets[rnd % len(targets):] + targets[:rnd % len(targets)]
         for key, label, wargs in WORKLOADS:
+            if key not in args.rows:
+                continue
             for t in order:
                 c0 = cpu_ticks(t.pids())
                 primary = [t.daemons["alpha"].pid] if getattr(t, "peer_img", None) else []
@@ -416,6 +433,8 @@ def run_rows(targets, args, results):
             merged["cdf"] = mid["cdf"]
             merged["rounds"] = len(runs)
             res[key] = merged
+    if args.rows_only:
+        return
     for qd in SWEEP_DEPTHS:
         for t in targets:
             job = fio(t.uri(), ["--rw=randwrite", "--bs=4k", f"--iodepth={qd}"], args.size, args.sweep_runtime)
@@ -666,6 +685,34 @@ def report(args, results):
     print(text)
 
 
+def short_report(args, results, targets):
+    """--rows-only: each row's main figure per target, and each target's
+    ratio to qemu-nbd where it ran."""
+    main_key = {"w1": "mean_us", "w2": "iops", "w3": "mbs", "w4": "iops", "w5": "cycle_us"}
+    names = [t.name for t in targets]
+    lines = ["| row | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for key, label, _ in WORKLOADS:
+        if key not in args.rows:
+            continue
+        for k in (main_key[key], "p99_us") if key == "w1" else (main_key[key],):
+            ref = results.get("qemu-nbd", {}).get(key, {}).get(k)
+            cells = []
+            for n in names:
+                v = results[n][key][k]
+                cells.append(fmt(v) + (f" ({v / ref:.2f})" if ref and n != "qemu-nbd" else ""))
+            lines.append(f"| {label} {k} | " + " | ".join(cells) + " |")
+    for pair in ("replicated", "baseline"):
+        if pair not in names:
+            continue
+        lines += ["", f"{pair}, by part (µs): " + "; ".join(
+            f"{key} local {fmt(results[pair][key].get('local_disk_us'))} network "
+            f"{fmt(results[pair][key].get('network_us'))} peer {fmt(results[pair][key].get('peer_disk_us'))}"
+            for key, _, _ in WORKLOADS if key in args.rows)]
+    text = "\n".join(lines) + "\n"
+    (args.out / "short.md").write_text(text)
+    print(text)
+
+
 def plots(args, results):
     if not shutil.which("gnuplot"):
         log("gnuplot is not installed (apt-get install gnuplot-nox): the plots are not drawn")
@@ -736,7 +783,27 @@ def main():
     ap.add_argument("--port", type=int, default=22000)
     ap.add_argument("--no-build", action="store_true", help="use target/release as it is")
     ap.add_argument("--no-memory", action="store_true", help="skip the 1 TiB memory row")
+    ap.add_argument("--rows-only", action="store_true",
+                    help="only the workload rows: no limits, sweep, resyncs, CPU or memory rows; prints a short "
+                         "table (for trying a change)")
+    ap.add_argument("--rows", default=",".join(k for k, _, _ in WORKLOADS),
+                    help="with --rows-only: the rows to run (w1..w5)")
+    ap.add_argument("--targets", default=",".join(TARGETS),
+                    help="with --rows-only: the targets to run, of " + ", ".join(TARGETS + ["qemu-nbd-wb"]))
+    ap.add_argument("--baseline", type=Path,
+                    help="with --rows-only: a directory with another build's tandemd and tandemadm, run as one more "
+                         "replicated pair ('baseline') interleaved with this build's, for an A/B comparison")
     args = ap.parse_args()
+    args.rows = args.rows.split(",")
+    args.targets = args.targets.split(",")
+    unknown = [r for r in args.rows if r not in [k for k, _, _ in WORKLOADS]] + \
+        [t for t in args.targets if t not in TARGETS + ["qemu-nbd-wb"]]
+    if unknown:
+        sys.exit(f"unknown rows or targets: {', '.join(unknown)}")
+    if not args.rows_only and (args.rows != [k for k, _, _ in WORKLOADS] or args.targets != TARGETS
+                               or args.baseline):
+        sys.exit("--rows, --targets and --baseline need --rows-only: the full report needs every row on every "
+                 "target")
     missing = [p for p in ("fio", "qemu-nbd", "qemu-storage-daemon", "nbdinfo", "iperf3") if not shutil.which(p)]
     if missing:
         sys.exit(f"missing programs: {', '.join(missing)}")
@@ -748,29 +815,42 @@ def main():
     w = args.workdir
     # Each target has its own files, all filled with the same random data,
     # so that every target stays up and the rows can be interleaved.
-    files = {n: w / f"{n}.img" for n in ("file", "qemu-nbd", "standalone", "alpha", "beta", "mirror",
-                                           "mirror-target")}
+    files = {n: w / f"{n}.img" for n in ("file", "qemu-nbd", "qemu-nbd-wb", "standalone", "alpha", "beta", "mirror",
+                                           "mirror-target", "base-alpha", "base-beta")}
     prepare(files["file"], args.bytes)
     for n, f in files.items():
         if n != "file":
             prepare(f, args.bytes, src=files["file"])
     results = {"machine": platform.node(), "size": args.size, "runtime": args.runtime, "repeat": args.repeat}
     try:
-        limits(args, files["file"], files["mirror-target"], results)
+        if not args.rows_only:
+            limits(args, files["file"], files["mirror-target"], results)
         port = args.port
         targets = [FileTarget(w, files["file"], args.size, port),
                    QemuNbd(w, files["qemu-nbd"], args.size, port + 1),
+                   QemuNbdWriteback(w, files["qemu-nbd-wb"], args.size, port + 30),
                    Tandem(w, files["standalone"], args.size, port + 2),
                    Tandem(w, files["alpha"], args.size, port + 10, peer_img=files["beta"], name="replicated",
                           desc="two tandemd on loopback, protocol C"),
                    Mirror(w, files["mirror"], args.size, port + 20, files["mirror-target"])]
+        # qemu-nbd-wb (qemu-nbd's defaults: the page cache) runs only when
+        # asked for by name: the report's bar is qemu-nbd with O_DIRECT, as
+        # Tandem's data path.
+        wanted = args.targets if args.rows_only else TARGETS
+        targets = [t for t in targets if t.name in wanted]
+        if args.rows_only and args.baseline:
+            targets.append(Tandem(w, files["base-alpha"], args.size, port + 50, peer_img=files["base-beta"],
+                                  name="baseline", desc=f"two tandemd from {args.baseline}", bin_dir=args.baseline))
         for t in targets:
             log(f"starting {t.name}: {t.desc}")
             t.start()
             results[t.name] = {"desc": t.desc, **t.extras}
         run_rows(targets, args, results)
         save(args, results)
-        pair = targets[3]
+        if args.rows_only:
+            short_report(args, results, targets)
+            return
+        pair = next(t for t in targets if t.name == "replicated")
         results["replicated"]["identical_after_workloads"] = identical(files["alpha"], files["beta"])
         for t in targets:
             if t is not pair:
