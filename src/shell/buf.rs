@@ -9,6 +9,7 @@
 use std::alloc::{self, Layout};
 use std::cell::RefCell;
 use std::ptr::NonNull;
+use std::rc::Rc;
 
 /// Alignment of every buffer: one page, which satisfies any logical block size.
 pub const ALIGN: usize = 4096;
@@ -45,6 +46,15 @@ impl AlignedBuf {
             alloc::handle_alloc_error(layout)
         };
         AlignedBuf { ptr, cap, len: 0 }
+    }
+
+    /// A buffer without memory: what a pooled [`SharedBuf`] holds between uses.
+    const fn empty() -> AlignedBuf {
+        AlignedBuf {
+            ptr: NonNull::dangling(),
+            cap: 0,
+            len: 0,
+        }
     }
 
     /// A zero-filled buffer of exactly `bytes` initialised bytes.
@@ -91,7 +101,7 @@ impl AlignedBuf {
     /// Give the buffer back to this thread's pool instead of freeing it.
     pub fn recycle(self) {
         let class = class_of(self.cap);
-        if class_bytes(class) != self.cap {
+        if self.cap == 0 || class_bytes(class) != self.cap {
             return; // an odd size from `with_capacity` beyond the last class
         }
         POOL.with(|p| {
@@ -108,6 +118,9 @@ impl AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
+        if self.cap == 0 {
+            return; // `empty`: nothing was allocated
+        }
         let layout = Layout::from_size_align(self.cap, ALIGN).expect("buffer layout is valid");
         // SAFETY: allocated in `with_capacity` with this exact layout.
         unsafe { alloc::dealloc(self.ptr.as_ptr(), layout) }
@@ -187,6 +200,23 @@ mod tests {
     }
 
     #[test]
+    fn shared_buffers_come_back_whole_and_reuse_their_rc() {
+        let mut a = AlignedBuf::with_capacity(4096);
+        a.as_full_mut()[..3].copy_from_slice(b"abc");
+        a.set_len(3);
+        let shared = SharedBuf::new(a);
+        let other = shared.clone();
+        // Not the last reference: nothing goes back yet.
+        shared.recycle();
+        assert_eq!(other.as_slice(), b"abc");
+        let rc_addr = Rc::as_ptr(&other.0) as usize;
+        other.recycle();
+        let again = SharedBuf::new(AlignedBuf::zeroed(8));
+        assert_eq!(Rc::as_ptr(&again.0) as usize, rc_addr);
+        assert_eq!(again.as_slice(), &[0; 8]);
+    }
+
+    #[test]
     fn huge_requests_get_their_own_size() {
         let a = AlignedBuf::with_capacity(100 << 20);
         assert!(a.capacity() >= 100 << 20);
@@ -198,7 +228,7 @@ mod tests {
 /// Nobody mutates it while shared, which is what makes handing its pointer
 /// to two io_uring operations sound.
 #[derive(Clone)]
-pub struct SharedBuf(pub std::rc::Rc<AlignedBuf>);
+pub struct SharedBuf(pub Rc<AlignedBuf>);
 
 // SAFETY: the `Rc`'s allocation is stable and never mutated while shared;
 // `bytes_init <= bytes_total` as for `AlignedBuf`.
@@ -214,19 +244,41 @@ unsafe impl tokio_uring::buf::IoBuf for SharedBuf {
     }
 }
 
+/// Spare `Rc`s (each holding an empty buffer) kept per thread, so that
+/// sharing a buffer costs no allocation once warm.
+const SHARED_POOL_KEEP: usize = 256;
+
+thread_local! {
+    static SHARED_POOL: RefCell<Vec<Rc<AlignedBuf>>> = const { RefCell::new(Vec::new()) };
+}
+
 impl SharedBuf {
     pub fn new(buf: AlignedBuf) -> SharedBuf {
-        SharedBuf(std::rc::Rc::new(buf))
+        if let Some(mut rc) = SHARED_POOL.with(|p| p.borrow_mut().pop()) {
+            if let Some(slot) = Rc::get_mut(&mut rc) {
+                *slot = buf;
+                return SharedBuf(rc);
+            }
+        }
+        SharedBuf(Rc::new(buf))
     }
 
     pub fn as_slice(&self) -> &[u8] {
         self.0.as_slice()
     }
 
-    /// Back to the pool when this was the last reference.
+    /// Back to the pool when this was the last reference: the buffer to the
+    /// buffers' pool, the `Rc` to its own.
     pub fn recycle(self) {
-        if let Ok(buf) = std::rc::Rc::try_unwrap(self.0) {
-            buf.recycle();
+        let mut rc = self.0;
+        if let Some(slot) = Rc::get_mut(&mut rc) {
+            std::mem::replace(slot, AlignedBuf::empty()).recycle();
+            SHARED_POOL.with(|p| {
+                let mut pool = p.borrow_mut();
+                if pool.len() < SHARED_POOL_KEEP {
+                    pool.push(rc);
+                }
+            });
         }
     }
 }

@@ -522,8 +522,9 @@ const REPLY_BATCH_MAX: usize = 64;
 /// buffer, read data is sent from the buffer the disk filled (its header sits
 /// in the headroom just before the data), so nothing is copied.
 async fn write_replies(stream: Rc<Stream>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
+    // Lives as long as the connection: a batch allocates nothing once warm.
+    let mut iov: Vec<tokio_uring::buf::Slice<WireBuf>> = Vec::with_capacity(REPLY_BATCH_MAX + 1);
     while let Some(first) = rx.recv().await {
-        let mut iov: Vec<tokio_uring::buf::Slice<WireBuf>> = Vec::with_capacity(8);
         let mut small = AlignedBuf::with_capacity(4096);
         let mut next = Some(first);
         let mut gathered = 0;
@@ -571,7 +572,9 @@ async fn write_replies(stream: Rc<Stream>, mut rx: mpsc::UnboundedReceiver<Outgo
         } else {
             small.recycle();
         }
-        if send_all(&stream, iov).await.is_err() {
+        let (sent, spare) = send_all(&stream, std::mem::take(&mut iov)).await;
+        iov = spare;
+        if sent.is_err() {
             return drain(rx);
         }
     }
@@ -583,8 +586,12 @@ fn append(buf: &mut AlignedBuf, bytes: &[u8]) {
     buf.set_len(at + bytes.len());
 }
 
-/// `writev` the slices, finishing any short write, then recycle the buffers.
-async fn send_all(stream: &Stream, iov: Vec<tokio_uring::buf::Slice<WireBuf>>) -> io::Result<()> {
+/// `writev` the slices, finishing any short write, then recycle the buffers;
+/// the emptied list comes back for the next batch.
+async fn send_all(
+    stream: &Stream,
+    iov: Vec<tokio_uring::buf::Slice<WireBuf>>,
+) -> (io::Result<()>, Vec<tokio_uring::buf::Slice<WireBuf>>) {
     match stream {
         Stream::Tcp(s) => super::sendv::send_all(s, iov).await,
         Stream::Unix(s) => super::sendv::send_all(s, iov).await,

@@ -81,26 +81,25 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const CONTROL_PAYLOAD_MAX: usize = 1 << 20;
 /// Frames gathered into one `writev` at most.
 const SEND_BATCH_MAX: usize = 64;
+/// The buffer small frames are packed into: 64 acks fit.
+const HEADS_BYTES: usize = 4096;
 
 /// One frame on its way to the peer: its header and body, and for `Data`
 /// the block, sent from the buffer it already lives in.
 pub struct PeerOut {
-    head: Vec<u8>,
+    /// Encoded by the writer, into the buffer it sends from.
+    msg: Message,
     data: Option<(SharedBuf, usize, usize)>,
 }
 
 impl PeerOut {
-    pub fn message(msg: &Message) -> PeerOut {
-        PeerOut {
-            head: msg.encode(&[]),
-            data: None,
-        }
+    pub fn message(msg: Message) -> PeerOut {
+        PeerOut { msg, data: None }
     }
 
-    pub fn data(msg: &Message, buf: SharedBuf, at: usize, len: usize) -> PeerOut {
-        let head = msg.encode(&buf.as_slice()[at..at + len]);
+    pub fn data(msg: Message, buf: SharedBuf, at: usize, len: usize) -> PeerOut {
         PeerOut {
-            head,
+            msg,
             data: Some((buf, at, len)),
         }
     }
@@ -597,7 +596,7 @@ async fn run_link(res: &Rc<Resource>, link: &Link, stream: PeerStream, report: U
     let pinger = tokio_uring::spawn(async move {
         loop {
             tokio::time::sleep(ping_int).await;
-            if pinger_tx.send(PeerOut::message(&Message::Ping)).is_err() {
+            if pinger_tx.send(PeerOut::message(Message::Ping)).is_err() {
                 return;
             }
         }
@@ -772,7 +771,7 @@ async fn read_loop(res: &Rc<Resource>, stream: &PeerStream, idle: Duration) -> i
             }
             Message::Ping => {
                 if let Some(tx) = res.peer_tx.borrow().as_ref() {
-                    let _ = tx.send(PeerOut::message(&Message::PingAck));
+                    let _ = tx.send(PeerOut::message(Message::PingAck));
                 }
                 continue;
             }
@@ -787,28 +786,40 @@ async fn read_loop(res: &Rc<Resource>, stream: &PeerStream, idle: Duration) -> i
 }
 
 /// Everything queued leaves in one `writev`: headers packed together, blocks
-/// from the buffers they live in.
+/// from the buffers they live in. Frames are encoded here, straight into the
+/// buffer they leave from; the iovec list and the encoding scratch live as
+/// long as the link and the buffers come from the pool, so once warm a frame
+/// costs no allocation.
 async fn write_loop(stream: Rc<PeerStream>, mut rx: mpsc::UnboundedReceiver<PeerOut>) {
+    let mut iov: Vec<tokio_uring::buf::Slice<WireBuf>> = Vec::with_capacity(2 * SEND_BATCH_MAX + 1);
+    let mut frame: Vec<u8> = Vec::with_capacity(HEADS_BYTES);
     while let Some(first) = rx.recv().await {
-        let mut iov: Vec<tokio_uring::buf::Slice<WireBuf>> = Vec::with_capacity(8);
-        let mut heads = AlignedBuf::with_capacity(16 * 1024);
+        let mut heads = AlignedBuf::with_capacity(HEADS_BYTES);
         let mut next = Some(first);
         let mut n = 0;
         while let Some(out) = next.take() {
             n += 1;
-            if heads.len() + out.head.len() > heads.capacity() {
+            frame.clear();
+            let block = match &out.data {
+                Some((buf, at, len)) => &buf.as_slice()[*at..*at + *len],
+                None => &[],
+            };
+            out.msg.encode_into(block, &mut frame);
+            if heads.len() + frame.len() > heads.capacity() {
                 let len = heads.len();
-                let full = std::mem::replace(&mut heads, AlignedBuf::with_capacity(out.head.len().max(16 * 1024)));
+                let full = std::mem::replace(&mut heads, AlignedBuf::with_capacity(frame.len().max(HEADS_BYTES)));
                 if len > 0 {
                     iov.push(WireBuf::Owned(full).slice(0..len));
+                } else {
+                    full.recycle();
                 }
             }
             let at = heads.len();
-            heads.as_full_mut()[at..at + out.head.len()].copy_from_slice(&out.head);
-            heads.set_len(at + out.head.len());
+            heads.as_full_mut()[at..at + frame.len()].copy_from_slice(&frame);
+            heads.set_len(at + frame.len());
             if let Some((buf, start, len)) = out.data {
                 let hl = heads.len();
-                let full = std::mem::replace(&mut heads, AlignedBuf::with_capacity(16 * 1024));
+                let full = std::mem::replace(&mut heads, AlignedBuf::with_capacity(HEADS_BYTES));
                 iov.push(WireBuf::Owned(full).slice(0..hl));
                 iov.push(WireBuf::Shared(buf).slice(start..start + len));
             }
@@ -816,11 +827,15 @@ async fn write_loop(stream: Rc<PeerStream>, mut rx: mpsc::UnboundedReceiver<Peer
                 next = rx.try_recv().ok();
             }
         }
-        if !heads.is_empty() {
+        if heads.is_empty() {
+            heads.recycle();
+        } else {
             let len = heads.len();
             iov.push(WireBuf::Owned(heads).slice(0..len));
         }
-        if super::sendv::send_all(&*stream, iov).await.is_err() {
+        let (sent, spare) = super::sendv::send_all(&*stream, std::mem::take(&mut iov)).await;
+        iov = spare;
+        if sent.is_err() {
             while rx.recv().await.is_some() {}
             return;
         }

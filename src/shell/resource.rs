@@ -281,13 +281,13 @@ impl Resource {
                 Action::StateChanged => self.changed.notify_one(),
                 Action::SendPeer(Message::DataAck { seq, status, .. }) => {
                     let disk_us = self.peer_disk_us.borrow_mut().remove(&seq).unwrap_or(0);
-                    self.send_peer(PeerOut::message(&Message::DataAck { seq, status, disk_us }));
+                    self.send_peer(PeerOut::message(Message::DataAck { seq, status, disk_us }));
                 }
                 Action::SendPeer(msg) => {
                     if let Message::Data { seq, .. } = msg {
                         self.sent_at.borrow_mut().insert(seq, Instant::now());
                     }
-                    self.send_peer(PeerOut::message(&msg))
+                    self.send_peer(PeerOut::message(msg))
                 }
                 Action::SendPeerData { id, msg } => {
                     if let Message::Data { seq, flags, .. } = msg {
@@ -302,7 +302,7 @@ impl Resource {
                                 Message::Data { len, .. } => len as usize,
                                 _ => 0,
                             };
-                            self.send_peer(PeerOut::data(&msg, buf, at, len));
+                            self.send_peer(PeerOut::data(msg, buf, at, len));
                         }
                         None => tracing::error!(resource = %self.name, id, "no buffer for a peer data message"),
                     }
@@ -321,18 +321,18 @@ impl Resource {
                 Action::RunHandler(h) => super::handlers::run(self, h),
                 Action::ForwardRead { id, seq, offset, len } => {
                     self.peer_reads.borrow_mut().insert(seq, id);
-                    self.send_peer(PeerOut::message(&Message::ReadRequest { seq, offset, len }));
+                    self.send_peer(PeerOut::message(Message::ReadRequest { seq, offset, len }));
                 }
                 Action::SendPeerReadReply { id, seq, status, len } => {
                     let block = id.and_then(|id| self.bufs.borrow().get(&id).cloned());
                     match (status, block) {
                         (0, Some((buf, at))) if buf.as_slice().len() >= at + len as usize => {
                             let msg = Message::ReadReply { seq, status, len };
-                            self.send_peer(PeerOut::data(&msg, buf, at, len as usize));
+                            self.send_peer(PeerOut::data(msg, buf, at, len as usize));
                         }
                         (status, _) => {
                             let status = if status == 0 { libc::EIO as u32 } else { status };
-                            self.send_peer(PeerOut::message(&Message::ReadReply { seq, status, len }));
+                            self.send_peer(PeerOut::message(Message::ReadReply { seq, status, len }));
                         }
                     }
                 }

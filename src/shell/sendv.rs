@@ -31,22 +31,34 @@ impl Writev for tokio_uring::net::UnixStream {
 }
 
 /// Send every slice, in order; a short `writev` is finished slice by slice.
-pub(crate) async fn send_all<S: Writev>(stream: &S, iov: Vec<Slice<WireBuf>>) -> io::Result<()> {
+/// The buffers go back to their pool, and the emptied list back to the
+/// caller, who reuses it for the next batch.
+pub(crate) async fn send_all<S: Writev>(stream: &S, iov: Vec<Slice<WireBuf>>) -> (io::Result<()>, Vec<Slice<WireBuf>>) {
     let total: usize = iov.iter().map(|s| s.bytes_init()).sum();
-    let (res, iov) = if iov.len() == 1 {
+    let (res, mut iov) = if iov.len() == 1 {
         // One buffer: a plain send, no iovec to build.
         let mut iov = iov;
-        let Some(one) = iov.pop() else { return Ok(()) };
+        let Some(one) = iov.pop() else {
+            return (Ok(()), iov);
+        };
         let (res, one) = stream.write_all(one).await;
-        (res.map(|()| total), vec![one])
+        iov.push(one);
+        (res.map(|()| total), iov)
     } else {
         stream.writev(iov).await
     };
-    let mut written = res?;
-    for slice in iov {
+    let mut written = match res {
+        Ok(n) => n,
+        Err(e) => {
+            iov.drain(..).for_each(|s| s.into_inner().recycle());
+            return (Err(e), iov);
+        }
+    };
+    let mut failed = None;
+    for slice in iov.drain(..) {
         let len = slice.bytes_init();
-        if written >= len {
-            written -= len;
+        if written >= len || failed.is_some() {
+            written = written.saturating_sub(len);
             slice.into_inner().recycle();
             continue;
         }
@@ -54,7 +66,9 @@ pub(crate) async fn send_all<S: Writev>(stream: &S, iov: Vec<Slice<WireBuf>>) ->
         written = 0;
         let (res, rest) = stream.write_all(slice.into_inner().slice(begin..end)).await;
         rest.into_inner().recycle();
-        res?;
+        if let Err(e) = res {
+            failed = Some(e);
+        }
     }
-    Ok(())
+    (failed.map_or(Ok(()), Err), iov)
 }

@@ -382,13 +382,13 @@ impl Message {
         }
     }
 
-    fn body(&self) -> Vec<u8> {
-        let mut o = Vec::new();
+    /// Append the body to `o`.
+    fn put_body(&self, o: &mut Vec<u8>) {
         match self {
-            Message::Hello(h) => h.encode_into(&mut o),
+            Message::Hello(h) => h.encode_into(o),
             Message::Auth { mac } => o.extend_from_slice(mac),
             Message::AuthOk | Message::Ping | Message::PingAck => {}
-            Message::Refuse { reason } => put_str(&mut o, &reason[..reason.len().min(NAME_BYTES_MAX)]),
+            Message::Refuse { reason } => put_str(o, &reason[..reason.len().min(NAME_BYTES_MAX)]),
             Message::Uuids {
                 current,
                 bitmap,
@@ -482,24 +482,36 @@ impl Message {
                 o.extend_from_slice(&len.to_be_bytes());
             }
         }
-        o
     }
 
     /// Header + body, with the crc over both and over `data` (the block of a
     /// `Data` message, sent right after the returned bytes).
     pub fn encode(&self, data: &[u8]) -> Vec<u8> {
-        let body = self.body();
-        let length = (body.len() + data.len()) as u32;
-        let mut out = Vec::with_capacity(HEADER_LEN + body.len());
+        let mut out = Vec::with_capacity(HEADER_LEN + 32);
+        self.encode_into(data, &mut out);
+        out
+    }
+
+    /// [`Message::encode`], appended to `out`: the peer link's writer packs
+    /// many frames into one buffer it reuses, so the data path allocates
+    /// nothing per frame.
+    pub fn encode_into(&self, data: &[u8], out: &mut Vec<u8>) {
+        let start = out.len();
         out.extend_from_slice(&MAGIC.to_be_bytes());
         out.push(ProtocolVersion::current() as u8);
         out.push(self.kind());
         out.extend_from_slice(&[0, 0]);
-        out.extend_from_slice(&length.to_be_bytes());
-        let crc = crc32c::crc32c_append(crc32c::crc32c_append(crc32c::crc32c(&out[..12]), &body), data);
-        out.extend_from_slice(&crc.to_be_bytes());
-        out.extend_from_slice(&body);
-        out
+        // Length and crc are filled in once the body is there.
+        out.extend_from_slice(&[0; 8]);
+        self.put_body(out);
+        let body_len = out.len() - start - HEADER_LEN;
+        let length = (body_len + data.len()) as u32;
+        out[start + 8..start + 12].copy_from_slice(&length.to_be_bytes());
+        let crc = crc32c::crc32c_append(
+            crc32c::crc32c_append(crc32c::crc32c(&out[start..start + 12]), &out[start + HEADER_LEN..]),
+            data,
+        );
+        out[start + 12..start + 16].copy_from_slice(&crc.to_be_bytes());
     }
 
     /// Decode a verified payload. For `Data` the returned slice is the block.
@@ -652,6 +664,27 @@ mod tests {
         let mut f = m.encode(data);
         f.extend_from_slice(data);
         f
+    }
+
+    #[test]
+    fn encode_into_appends_the_frame_encode_returns() {
+        let data = [9u8; 512];
+        let msgs = [
+            Message::Data {
+                seq: 3,
+                offset: 4096,
+                len: 512,
+                flags: 0,
+            },
+            Message::Refuse { reason: "no".into() },
+        ];
+        let mut out = vec![0xee; 5];
+        for m in &msgs {
+            let before = out.len();
+            m.encode_into(&data, &mut out);
+            assert_eq!(out[before..], m.encode(&data)[..], "{m:?}");
+        }
+        assert_eq!(out[..5], [0xee; 5]);
     }
 
     #[test]
