@@ -701,8 +701,8 @@ def short_report(args, results, targets):
                 v = results[n][key][k]
                 cells.append(fmt(v) + (f" ({v / ref:.2f})" if ref and n != "qemu-nbd" else ""))
             lines.append(f"| {label} {k} | " + " | ".join(cells) + " |")
-    for pair in ("replicated", "baseline"):
-        if pair not in names:
+    for pair in names:
+        if pair != "replicated" and not pair.startswith("baseline"):
             continue
         lines += ["", f"{pair}, by part (µs): " + "; ".join(
             f"{key} local {fmt(results[pair][key].get('local_disk_us'))} network "
@@ -790,9 +790,10 @@ def main():
                     help="with --rows-only: the rows to run (w1..w5)")
     ap.add_argument("--targets", default=",".join(TARGETS),
                     help="with --rows-only: the targets to run, of " + ", ".join(TARGETS + ["qemu-nbd-wb"]))
-    ap.add_argument("--baseline", type=Path,
+    ap.add_argument("--baseline", type=Path, action="append", default=[],
                     help="with --rows-only: a directory with another build's tandemd and tandemadm, run as one more "
-                         "replicated pair ('baseline') interleaved with this build's, for an A/B comparison")
+                         "replicated pair ('baseline', then 'baseline2', ...) interleaved with this build's, for an "
+                         "A/B comparison; may be given more than once")
     args = ap.parse_args()
     args.rows = args.rows.split(",")
     args.targets = args.targets.split(",")
@@ -816,7 +817,7 @@ def main():
     # Each target has its own files, all filled with the same random data,
     # so that every target stays up and the rows can be interleaved.
     files = {n: w / f"{n}.img" for n in ("file", "qemu-nbd", "qemu-nbd-wb", "standalone", "alpha", "beta", "mirror",
-                                           "mirror-target", "base-alpha", "base-beta")}
+                                           "mirror-target")}
     prepare(files["file"], args.bytes)
     for n, f in files.items():
         if n != "file":
@@ -838,9 +839,13 @@ def main():
         # Tandem's data path.
         wanted = args.targets if args.rows_only else TARGETS
         targets = [t for t in targets if t.name in wanted]
-        if args.rows_only and args.baseline:
-            targets.append(Tandem(w, files["base-alpha"], args.size, port + 50, peer_img=files["base-beta"],
-                                  name="baseline", desc=f"two tandemd from {args.baseline}", bin_dir=args.baseline))
+        for i, bin_dir in enumerate(args.baseline if args.rows_only else []):
+            name = "baseline" if i == 0 else f"baseline{i + 1}"
+            for n in ("alpha", "beta"):
+                prepare(w / f"{name}-{n}.img", args.bytes, src=files["file"])
+            targets.append(Tandem(w, w / f"{name}-alpha.img", args.size, port + 50 + 10 * i,
+                                  peer_img=w / f"{name}-beta.img", name=name, desc=f"two tandemd from {bin_dir}",
+                                  bin_dir=bin_dir))
         for t in targets:
             log(f"starting {t.name}: {t.desc}")
             t.start()

@@ -90,6 +90,21 @@ struct SpeedSamples {
 /// DRBD computes the recent speed over roughly the last 18 seconds.
 const SPEED_WINDOW: Duration = Duration::from_secs(18);
 
+/// The io_uring runtime, with COOP_TASKRUN (Linux 5.19): a completion that
+/// arrives while this thread runs is handled at its next system call instead
+/// of interrupting it with an inter-processor interrupt, which in a virtual
+/// machine is an exit to the hypervisor. The thread that waits for
+/// completions is the one that submits, the case io_uring_setup(2)
+/// recommends the flag for. An older kernel refuses it: then without.
+fn uring_runtime() -> std::io::Result<tokio_uring::Runtime> {
+    let mut coop = tokio_uring::uring_builder();
+    coop.setup_coop_taskrun();
+    match tokio_uring::Runtime::new(tokio_uring::builder().uring_builder(&coop)) {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => tokio_uring::Runtime::new(&tokio_uring::builder()),
+        other => other,
+    }
+}
+
 /// Run the daemon until SIGTERM/SIGINT. Returns an error for start-up failures.
 pub fn run(opts: Options) -> anyhow::Result<()> {
     let config = config::load(&opts.config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -108,7 +123,8 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_file(&sock);
 
-    tokio_uring::start(async move {
+    let runtime = uring_runtime().map_err(|e| anyhow::anyhow!("cannot set up io_uring: {e}"))?;
+    runtime.block_on(async move {
         let changed = Rc::new(Notify::new());
         let mut resources = Vec::new();
         for (minor, r) in config.resources.iter().enumerate() {
