@@ -37,6 +37,8 @@ fn wait_sync_draws_a_bar_on_a_terminal_and_nothing_into_a_pipe() {
         tty.contains("r0: SyncSource") && tty.contains("ETA") && tty.contains('%'),
         "{tty}"
     );
+    // The bar appears with the resync, never as an empty one before it.
+    assert!(!tty.contains("0 B/0 B"), "{tty}");
     p.alpha.wait_for("ds:UpToDate/UpToDate", 30);
 }
 

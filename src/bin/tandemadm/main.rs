@@ -4,9 +4,11 @@
 //! `create-md` and `dump-md` work on the disk directly, as drbdmeta does.
 
 mod demo;
+mod progress;
 mod verify;
 
 use clap::{Parser, Subcommand};
+use progress::{InPipe, Look, Progress};
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -434,32 +436,26 @@ fn statuses(run_dir: &Path, resource: &str) -> Result<Vec<serde_json::Value>, i3
     Ok(snaps)
 }
 
-/// The resync's progress bar: bytes moved, speed and ETA, on a terminal
-/// only (a script reading stderr gets nothing but the outcome).
-fn resync_bar(resource: &str) -> indicatif::ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(0);
-    let style = indicatif::ProgressStyle::with_template(
-        "{prefix}: {msg} [{wide_bar}] {percent:>3}% {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
-    )
-    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-    .progress_chars("=> ");
-    bar.set_style(style);
-    bar.set_prefix(resource.to_owned());
-    bar
+/// `resync_kib` of a snapshot, while a resync (or this node's verify) runs:
+/// (KiB left, KiB total).
+fn resync_kib(s: &serde_json::Value) -> Option<(u64, u64)> {
+    Some((s["resync_kib"][0].as_u64()?, s["resync_kib"][1].as_u64()?))
 }
+
+/// The resync as `wait-sync` shows it: bytes moved, speed and ETA on a
+/// terminal; nothing in a pipe, where a script reading stderr wants
+/// nothing but the outcome.
+static RESYNC: Look = Look {
+    bar: "{prefix}: {msg} [{wide_bar}] {percent:>3}% {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+    unit_bytes: 1,
+    in_pipe: InPipe::Silent,
+};
 
 /// `wait-connect` / `wait-sync`: poll the daemon's view until the state is
 /// reached, showing the resync progress on a terminal.
 fn wait(run_dir: &Path, resource: &str, timeout: u64, sync: bool) -> i32 {
     let started = std::time::Instant::now();
-    let bar = if sync {
-        resync_bar(resource)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    let mut progress = Progress::new(resource, &RESYNC);
     loop {
         let snaps = match statuses(run_dir, resource) {
             Ok(snaps) => snaps,
@@ -477,17 +473,14 @@ fn wait(run_dir: &Path, resource: &str, timeout: u64, sync: bool) -> i32 {
             connected
         };
         if done {
-            bar.finish_and_clear();
+            progress.finish();
             return exit::OK;
         }
-        if let Some(r) = s["resync_kib"].as_array() {
-            let (left, total) = (r[0].as_u64().unwrap_or(0), r[1].as_u64().unwrap_or(0));
-            bar.set_length(total * 1024);
-            bar.set_position(total.saturating_sub(left) * 1024);
-            bar.set_message(cstate.to_owned());
+        if let (true, Some((left, total))) = (sync, resync_kib(s)) {
+            progress.update(cstate, total.saturating_sub(left) * 1024, total * 1024);
         }
         if timeout > 0 && started.elapsed() >= std::time::Duration::from_secs(timeout) {
-            bar.abandon();
+            progress.abandon();
             eprintln!("{resource}: still {cstate} after {timeout}s");
             return exit::FAILED;
         }
