@@ -129,6 +129,33 @@ impl Daemon {
         }
     }
 
+    /// The status file's line of resource number `minor` (` 1: cs:… ds:…`),
+    /// for one resource of several.
+    pub fn device_line(&self, minor: u32) -> String {
+        let start = format!("{minor:2}: ");
+        let status = self.status();
+        status
+            .lines()
+            .find(|l| l.starts_with(&start))
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// Wait until the line of resource number `minor` contains `what`.
+    pub fn wait_for_on(&self, minor: u32, what: &str, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !self.device_line(minor).contains(what) {
+            assert!(
+                Instant::now() < deadline,
+                "{}: resource {minor} never showed {what:?}:\n{}\nlog:\n{}",
+                self.name,
+                self.status(),
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn counter(&self, key: &str) -> u64 {
         let s = self.status();
         s.split_whitespace()
@@ -153,29 +180,45 @@ pub struct Pair {
 }
 
 pub fn write_conf(path: &Path, dir: &Path, secret: &str, ports: [u16; 4], disk: &str, net: &str, extra: &str) {
-    std::fs::write(
-        path,
-        format!(
-            r#"resource r0 {{
+    std::fs::write(path, resource_conf("r0", dir, secret, ports, disk, net, extra)).expect("config");
+}
+
+/// Resource `name` between alpha and beta, their backing files and
+/// metadata in `dir`: `alpha.img` and `alpha.md` for r0, `alpha-NAME.img`
+/// and `alpha-NAME.md` for another.
+pub fn resource_conf(
+    name: &str,
+    dir: &Path,
+    secret: &str,
+    ports: [u16; 4],
+    disk: &str,
+    net: &str,
+    extra: &str,
+) -> String {
+    let file = |node: &str| match name {
+        "r0" => format!("{}/{node}", dir.display()),
+        _ => format!("{}/{node}-{name}", dir.display()),
+    };
+    format!(
+        r#"resource {name} {{
   net {{ shared-secret "{secret}"; cram-hmac-alg sha256; connect-int 1; ping-int 1; ping-timeout 10; {net} }}
   disk {{ {disk} }}
   {extra}
   on alpha {{
-    device nbd://127.0.0.1:{}/r0; disk {d}/alpha.img; address 127.0.0.1:{}; meta-disk {d}/alpha.md;
+    device nbd://127.0.0.1:{}/{name}; disk {a}.img; address 127.0.0.1:{}; meta-disk {a}.md;
   }}
   on beta {{
-    device nbd://127.0.0.1:{}/r0; disk {d}/beta.img; address 127.0.0.1:{}; meta-disk {d}/beta.md;
+    device nbd://127.0.0.1:{}/{name}; disk {b}.img; address 127.0.0.1:{}; meta-disk {b}.md;
   }}
 }}
 "#,
-            ports[0],
-            ports[1],
-            ports[2],
-            ports[3],
-            d = dir.display()
-        ),
+        ports[0],
+        ports[1],
+        ports[2],
+        ports[3],
+        a = file("alpha"),
+        b = file("beta"),
     )
-    .expect("config");
 }
 
 impl Pair {
@@ -201,29 +244,62 @@ impl Pair {
     /// As `up_full`, with alpha's backing disk at `alpha_disk` (linked as
     /// `alpha.img`), e.g. a file that starts failing on demand.
     pub fn up_on(alpha_disk: Option<&Path>, secret_beta: &str, size: u64, disk: &str, net: &str, extra: &str) -> Pair {
+        Pair::build(alpha_disk, secret_beta, size, disk, net, extra, None)
+    }
+
+    /// Two resources: r0 as `up_with` makes it, and r1 (minor 1 in the
+    /// status file) with its own ports, backing files, metadata and `disk_r1`
+    /// options; both up on both nodes, not yet synced.
+    pub fn up_two(size: u64, disk: &str, disk_r1: &str) -> Pair {
+        Pair::build(None, "s3cret", size, disk, "", "", Some(disk_r1))
+    }
+
+    fn build(
+        alpha_disk: Option<&Path>,
+        secret_beta: &str,
+        size: u64,
+        disk: &str,
+        net: &str,
+        extra: &str,
+        disk_r1: Option<&str>,
+    ) -> Pair {
         let dir = tempfile::Builder::new()
             .prefix("tandem-pair-")
             .tempdir()
             .expect("tempdir");
         let ports = [free_port(), free_port(), free_port(), free_port()];
+        let r1 = disk_r1.map(|disk| (disk, [free_port(), free_port(), free_port(), free_port()]));
+        let create = |image: &Path| {
+            std::fs::File::create(image)
+                .and_then(|f| f.set_len(size))
+                .expect("image")
+        };
         let mk = |name: &'static str, secret: &str| {
             let conf = dir.path().join(format!("{name}.conf"));
-            write_conf(&conf, dir.path(), secret, ports, disk, net, extra);
+            let mut text = resource_conf("r0", dir.path(), secret, ports, disk, net, extra);
+            if let Some((disk_r1, ports_r1)) = r1 {
+                text.push_str(&resource_conf("r1", dir.path(), secret, ports_r1, disk_r1, net, extra));
+                create(&dir.path().join(format!("{name}-r1.img")));
+            }
+            std::fs::write(&conf, text).expect("config");
             let image = dir.path().join(format!("{name}.img"));
             match alpha_disk {
                 Some(target) if name == "alpha" => std::os::unix::fs::symlink(target, &image).expect("link"),
-                _ => std::fs::File::create(&image)
-                    .and_then(|f| f.set_len(size))
-                    .expect("image"),
+                _ => create(&image),
             }
             Daemon::new(name, conf, dir.path(), image)
         };
         let mut alpha = mk("alpha", "s3cret");
         let mut beta = mk("beta", secret_beta);
+        let resources: &[&str] = if r1.is_some() { &["r0", "r1"] } else { &["r0"] };
         for d in [&mut alpha, &mut beta] {
-            d.adm_ok(&["create-md", "r0"]);
+            for r in resources {
+                d.adm_ok(&["create-md", r]);
+            }
             d.start();
-            d.adm_ok(&["up", "r0"]);
+            for r in resources {
+                d.adm_ok(&["up", r]);
+            }
         }
         Pair {
             dir,
