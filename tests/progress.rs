@@ -1,8 +1,9 @@
 //! `wait-sync` shows the resync as a progress bar with speed and ETA on a
-//! terminal (run under `script`, which gives it one), and prints nothing
-//! but the outcome when its output goes to a pipe. `verify --wait` follows
-//! an online verify the same way on a terminal, with plain progress lines
-//! in a pipe, and ends with the number of blocks found out of sync.
+//! terminal (run under `script`, which gives it one), one per resource
+//! resyncing, and prints nothing but the outcome when its output goes to a
+//! pipe. `verify --wait` follows an online verify the same way on a
+//! terminal, with plain progress lines in a pipe, and ends with the number
+//! of blocks found out of sync.
 
 mod common;
 
@@ -90,4 +91,36 @@ fn verify_wait_draws_a_bar_on_a_terminal_and_lines_into_a_pipe_then_counts_the_d
     );
     assert!(tty.contains("r0: verify done: 1 block (4 KiB) out of sync"), "{tty}");
     p.alpha.wait_for("oos:4", 10);
+}
+
+#[test]
+fn wait_sync_all_draws_a_bar_per_resource_resyncing() {
+    require_tool("script", "util-linux");
+    // Two resyncs of 16 MiB at 4 MiB/s at once.
+    let slow = "resync-rate 4M; c-plan-ahead 0;";
+    let p = Pair::up_two(16 << 20, slow, slow);
+    p.alpha.wait_for_on(0, "cs:Connected", 20);
+    p.alpha.wait_for_on(1, "cs:Connected", 20);
+    p.alpha.adm_ok(&["primary", "--force", "r0"]);
+    p.alpha.adm_ok(&["primary", "--force", "r1"]);
+    p.alpha.wait_for_on(1, "cs:SyncSource", 10);
+    let adm = format!(
+        "{} -c {} --node alpha --run-dir {} wait-sync all",
+        env!("CARGO_BIN_EXE_tandemadm"),
+        p.alpha.conf.display(),
+        p.alpha.run_dir.display()
+    );
+    let tty = run_ok(Command::new("script").args(["-qec", &adm, "/dev/null"]));
+    assert!(
+        tty.contains("r0: SyncSource") && tty.contains("r1: SyncSource"),
+        "{tty}"
+    );
+    assert!(!tty.contains("0 B/0 B"), "{tty}");
+    for minor in [0, 1] {
+        assert!(
+            p.alpha.device_line(minor).contains("ds:UpToDate/UpToDate"),
+            "{}",
+            p.alpha.status()
+        );
+    }
 }

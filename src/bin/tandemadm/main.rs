@@ -9,6 +9,7 @@ mod verify;
 
 use clap::{Parser, Subcommand};
 use progress::{InPipe, Look, Progress};
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -148,14 +149,15 @@ enum Cmd {
     /// Release writes held because fencing failed (you vouch that the peer
     /// cannot be promoted without them).
     ResumeIo { resource: String },
-    /// Wait until the resource is connected to its peer.
+    /// Wait until the resource (each one, for `all`) is connected to its peer.
     WaitConnect {
         resource: String,
         /// Give up after this many seconds (0: wait forever).
         #[arg(long, default_value_t = 0)]
         timeout: u64,
     },
-    /// Wait until no resync is running and both disks are UpToDate.
+    /// Wait until no resync is running and both disks are UpToDate (on each
+    /// resource, for `all`).
     WaitSync {
         resource: String,
         /// Give up after this many seconds (0: wait forever).
@@ -451,40 +453,66 @@ static RESYNC: Look = Look {
     in_pipe: InPipe::Silent,
 };
 
-/// `wait-connect` / `wait-sync`: poll the daemon's view until the state is
-/// reached, showing the resync progress on a terminal.
+/// `wait-connect` / `wait-sync`: poll the daemon's view until every
+/// resource named (each one, for `all`) is there at once, showing the
+/// resyncs on a terminal. The timeout is the whole command's; when it
+/// passes, each resource still missing is named with its state.
 fn wait(run_dir: &Path, resource: &str, timeout: u64, sync: bool) -> i32 {
     let started = std::time::Instant::now();
-    let mut progress = Progress::new(resource, &RESYNC);
+    // One bar per resource resyncing: several often resync at once.
+    let bars = indicatif::MultiProgress::new();
+    let mut progress: HashMap<String, Progress> = HashMap::new();
     loop {
         let snaps = match statuses(run_dir, resource) {
             Ok(snaps) => snaps,
             Err(code) => return code,
         };
-        let s = &snaps[0];
-        let cstate = s["cstate"].as_str().unwrap_or("");
-        let connected = matches!(
-            cstate,
-            "Connected" | "SyncSource" | "SyncTarget" | "PausedSyncS" | "PausedSyncT" | "WFBitMapS" | "WFBitMapT"
-        );
-        let done = if sync {
-            cstate == "Connected" && s["disk"] == "UpToDate" && s["peer_disk"] == "UpToDate"
-        } else {
-            connected
-        };
-        if done {
-            progress.finish();
+        let mut missing = Vec::new();
+        for s in &snaps {
+            let name = s["resource"].as_str().unwrap_or(resource);
+            let cstate = s["cstate"].as_str().unwrap_or("");
+            let there = arrived(s, sync);
+            if !there {
+                missing.push(format!("{name}: still {cstate}"));
+            }
+            if !sync {
+                continue;
+            }
+            let shown = progress
+                .entry(name.to_owned())
+                .or_insert_with(|| Progress::new(name, &RESYNC, &bars));
+            match resync_kib(s) {
+                Some((left, total)) if !there => shown.update(cstate, total.saturating_sub(left) * 1024, total * 1024),
+                _ => shown.finish(),
+            }
+        }
+        if missing.is_empty() {
             return exit::OK;
         }
-        if let (true, Some((left, total))) = (sync, resync_kib(s)) {
-            progress.update(cstate, total.saturating_sub(left) * 1024, total * 1024);
-        }
         if timeout > 0 && started.elapsed() >= std::time::Duration::from_secs(timeout) {
-            progress.abandon();
-            eprintln!("{resource}: still {cstate} after {timeout}s");
+            for p in progress.values() {
+                p.abandon();
+            }
+            for m in missing {
+                eprintln!("{m} after {timeout}s");
+            }
             return exit::FAILED;
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// Whether the resource of snapshot `s` is where `wait-connect` (or, with
+/// `sync`, `wait-sync`) waits for it.
+fn arrived(s: &serde_json::Value, sync: bool) -> bool {
+    let cstate = s["cstate"].as_str().unwrap_or("");
+    if sync {
+        cstate == "Connected" && s["disk"] == "UpToDate" && s["peer_disk"] == "UpToDate"
+    } else {
+        matches!(
+            cstate,
+            "Connected" | "SyncSource" | "SyncTarget" | "PausedSyncS" | "PausedSyncT" | "WFBitMapS" | "WFBitMapT"
+        )
     }
 }
 
@@ -560,7 +588,7 @@ fn dump_md(cli: &Cli, name: &str) -> i32 {
 
 #[cfg(test)]
 mod tests {
-    use super::normalize_args;
+    use super::{arrived, normalize_args};
 
     fn v(s: &str) -> Vec<String> {
         s.split(' ').map(str::to_owned).collect()
@@ -584,5 +612,16 @@ mod tests {
             normalize_args(v("tandemadm primary \u{2013}force r0")),
             v("tandemadm primary --force r0")
         );
+    }
+
+    #[test]
+    fn connected_is_any_state_with_the_peer_and_synced_needs_both_disks_up_to_date() {
+        let snap = |cstate: &str, disk: &str, peer_disk: &str| serde_json::json!({"resource": "r1", "cstate": cstate, "disk": disk, "peer_disk": peer_disk});
+        assert!(!arrived(&snap("WFConnection", "UpToDate", "DUnknown"), false));
+        assert!(arrived(&snap("SyncSource", "UpToDate", "Inconsistent"), false));
+        assert!(!arrived(&snap("SyncSource", "UpToDate", "Inconsistent"), true));
+        assert!(!arrived(&snap("Connected", "UpToDate", "Inconsistent"), true));
+        assert!(arrived(&snap("Connected", "UpToDate", "UpToDate"), true));
+        assert!(!arrived(&serde_json::json!({}), false));
     }
 }

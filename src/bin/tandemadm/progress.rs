@@ -4,7 +4,9 @@
 //! On a terminal it is a bar with speed and ETA. The bar is made only when
 //! the operation is first seen, already at the place it has reached: a bar
 //! made before shows an empty "100% 0/0" first, and counts everything done
-//! before it appeared as a burst of speed.
+//! before it appeared as a burst of speed. Bars are drawn together, one line
+//! per resource, because several resources often resync at once (a node's
+//! whole set, after it was away).
 //!
 //! Out of a terminal (a pipe, a log) a bar's redraws are noise, and what
 //! suits there differs by command, so each chooses when it makes its
@@ -13,7 +15,7 @@
 //! of the way, and at least once a minute, because a verify can run for
 //! hours and its log is then worth having.
 
-use indicatif::{BinaryBytes, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
+use indicatif::{BinaryBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
@@ -47,8 +49,12 @@ pub struct Progress {
 }
 
 enum Shown {
-    /// `None` until the operation is first seen.
-    Bar(Option<ProgressBar>),
+    /// Drawn among `bars` (one line per resource when several show at
+    /// once); `bar` is `None` until the operation is first seen.
+    Bar {
+        bars: MultiProgress,
+        bar: Option<ProgressBar>,
+    },
     Lines(Lines),
     Silent,
 }
@@ -63,9 +69,12 @@ struct Lines {
 }
 
 impl Progress {
-    pub fn new(resource: &str, look: &'static Look) -> Progress {
+    pub fn new(resource: &str, look: &'static Look, bars: &MultiProgress) -> Progress {
         let shown = match look.in_pipe {
-            _ if std::io::stderr().is_terminal() => Shown::Bar(None),
+            _ if std::io::stderr().is_terminal() => Shown::Bar {
+                bars: bars.clone(),
+                bar: None,
+            },
             InPipe::Lines { .. } => Shown::Lines(Lines::new()),
             InPipe::Silent => Shown::Silent,
         };
@@ -83,12 +92,16 @@ impl Progress {
             return;
         }
         match &mut self.shown {
-            Shown::Bar(Some(bar)) => {
+            Shown::Bar { bar: Some(bar), .. } => {
                 bar.set_length(total);
                 bar.set_position(done);
                 bar.set_message(cstate.to_owned());
             }
-            Shown::Bar(bar) => *bar = Some(new_bar(&self.resource, self.look, cstate, done, total)),
+            Shown::Bar { bars, bar } => {
+                let new = bars.add(new_bar(&self.resource, self.look, cstate, done, total));
+                new.tick();
+                *bar = Some(new);
+            }
             Shown::Lines(lines) => {
                 if let Some(line) = lines.line(&self.resource, self.look, Instant::now(), done, total) {
                     eprintln!("{line}");
@@ -102,9 +115,10 @@ impl Progress {
     /// starts afresh.
     pub fn finish(&mut self) {
         match &mut self.shown {
-            Shown::Bar(bar) => {
+            Shown::Bar { bars, bar } => {
                 if let Some(bar) = bar.take() {
                     bar.finish_and_clear();
+                    bars.remove(&bar);
                 }
             }
             Shown::Lines(lines) => *lines = Lines::new(),
@@ -115,14 +129,14 @@ impl Progress {
     /// Waiting stopped before the end: the bar stays as it was, above the
     /// message that says why.
     pub fn abandon(&self) {
-        if let Shown::Bar(Some(bar)) = &self.shown {
+        if let Shown::Bar { bar: Some(bar), .. } = &self.shown {
             bar.abandon();
         }
     }
 }
 
 /// A bar already at `done`, whose speed and ETA count only what is done
-/// from now on.
+/// from now on; not drawn until added to a `MultiProgress`.
 fn new_bar(resource: &str, look: &Look, cstate: &str, done: u64, total: u64) -> ProgressBar {
     let unit_bytes = look.unit_bytes as f64;
     let style = ProgressStyle::with_template(look.bar)
@@ -140,8 +154,6 @@ fn new_bar(resource: &str, look: &Look, cstate: &str, done: u64, total: u64) -> 
     bar.set_position(done);
     bar.tick();
     bar.reset_eta();
-    bar.set_draw_target(ProgressDrawTarget::stderr());
-    bar.tick();
     bar
 }
 

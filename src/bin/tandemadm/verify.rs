@@ -7,6 +7,7 @@
 
 use super::progress::{InPipe, Look, Progress};
 use super::{call, print_response, resync_kib, statuses};
+use indicatif::MultiProgress;
 use std::path::Path;
 use std::time::Duration;
 use tandem::control::{exit, Command, Request};
@@ -44,9 +45,10 @@ pub fn start_and_follow(run_dir: &Path, resource: &str) -> i32 {
             .collect(),
         Err(code) => return code,
     };
+    let bars = MultiProgress::new();
     let mut code = exit::OK;
     for name in names {
-        let followed = follow(run_dir, &name);
+        let followed = follow(run_dir, &name, &bars);
         if code == exit::OK {
             code = followed;
         }
@@ -54,8 +56,8 @@ pub fn start_and_follow(run_dir: &Path, resource: &str) -> i32 {
     code
 }
 
-fn follow(run_dir: &Path, resource: &str) -> i32 {
-    let mut progress = Progress::new(resource, &LOOK);
+fn follow(run_dir: &Path, resource: &str, bars: &MultiProgress) -> i32 {
+    let mut progress = Progress::new(resource, &LOOK, bars);
     loop {
         let s = match statuses(run_dir, resource) {
             Ok(mut snaps) => snaps.swap_remove(0),
