@@ -768,7 +768,21 @@ fn disk_option(ctx: &mut Ctx<'_>, d: &mut Options, o: &Stmt) -> Result<bool, Con
         }
         "c-max-rate" => dk.c_max_rate_kib_s = rate_kib(value(o)?, k, (250, 4 << 20))?,
         "c-min-rate" => dk.c_min_rate_kib_s = rate_kib(value(o)?, k, (0, 4 << 20))?,
-        "al-extents" => dk.al_extents = ranged(value(o)?, k, AL_EXTENTS, "")?,
+        "al-extents" => {
+            dk.al_extents = ranged(value(o)?, k, AL_EXTENTS, "")?;
+            let max = crate::meta::al::EXTENTS_MAX as u32;
+            if dk.al_extents > max {
+                ctx.warn(
+                    &o.location,
+                    format!(
+                        "al-extents {}: Tandem's activity log holds at most {max} extents ({:.1} GiB of hot data); using {max}",
+                        dk.al_extents,
+                        f64::from(max) * 4.0 / 1024.0
+                    ),
+                );
+                dk.al_extents = max;
+            }
+        }
         "al-updates" => dk.al_updates = flag(o)?,
         "disk-flushes" => dk.disk_flushes = flag(o)?,
         "md-flushes" => dk.md_flushes = flag(o)?,

@@ -390,7 +390,7 @@ fn every_net_disk_and_startup_option_reaches_the_model() {
   }}
   disk {{
     on-io-error call-local-io-error; rate 300; c-plan-ahead 0; c-fill-target 1M; c-max-rate 250;
-    c-min-rate 1M; al-extents 65534; al-updates no; disk-flushes no; no-md-flushes; size 2048;
+    c-min-rate 1M; al-extents 6433; al-updates no; disk-flushes no; no-md-flushes; size 2048;
   }}
   startup {{ wfc-timeout 10; degr-wfc-timeout 20; outdated-wfc-timeout 30; become-primary-on both; }}
   on a {{ {HOST} }}
@@ -430,7 +430,7 @@ fn every_net_disk_and_startup_option_reaches_the_model() {
     );
     assert_eq!(
         (d.c_max_rate_kib_s, d.c_min_rate_kib_s, d.al_extents),
-        (250, 1024, 65534)
+        (250, 1024, 6433)
     );
     assert!(!d.al_updates && !d.disk_flushes && !d.md_flushes);
     // A bare size counts sectors, as in DRBD.
@@ -945,4 +945,25 @@ fn nbd_allow_takes_addresses_and_prefixes_and_says_what_is_wrong() {
     assert!(msg.contains("'nonsense' is not an address or CIDR prefix"), "{msg}");
     let (_, _, msg) = err_at("resource r0 {\n net { nbd-allow; }\n}");
     assert!(msg.contains("expected addresses or CIDR prefixes"), "{msg}");
+}
+
+#[test]
+fn al_extents_beyond_the_ring_are_capped_with_a_warning() {
+    let c = parse(&format!(
+        "resource r0 {{ disk {{ al-extents 65534; }} on a {{ {HOST} }} }}"
+    ))
+    .unwrap();
+    assert_eq!(c.resources[0].disk.al_extents, 8120);
+    let w = warnings(&c);
+    assert!(
+        w.iter()
+            .any(|w| w.contains("al-extents 65534") && w.contains("using 8120")),
+        "{w:?}"
+    );
+    // DRBD's default is within it, silently.
+    let c = parse(&format!(
+        "resource r0 {{ disk {{ al-extents 1237; }} on a {{ {HOST} }} }}"
+    ))
+    .unwrap();
+    assert_eq!((c.resources[0].disk.al_extents, warnings(&c).len()), (1237, 0));
 }

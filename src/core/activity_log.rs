@@ -5,9 +5,16 @@
 //! nothing extra. After a Primary crash, every extent of the last transaction
 //! is marked out of sync, so anything that may differ from the peer is
 //! resynced — instead of the whole device. `al-extents` bounds the set (LRU).
+//!
+//! Extents with writes in flight are never evicted, so the set may grow past
+//! `al-extents` for a while; never past [`EXTENTS_MAX`], what the on-disk
+//! ring can hold: a write that would take it there waits until writes
+//! finish ([`ActivityLog::can_admit`]), as DRBD's do when "blocked on
+//! activity log".
 
-use crate::meta::al::{AlTransaction, EXTENTS_PER_BLOCK};
+use crate::meta::al::{blocks_for, AlTransaction, EXTENTS_MAX, EXTENTS_PER_BLOCK};
 use crate::meta::AL_EXTENT_SHIFT;
+use std::collections::HashSet;
 
 #[derive(Debug)]
 pub struct ActivityLog {
@@ -21,7 +28,9 @@ pub struct ActivityLog {
 /// What must be made durable before the write that caused it may start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AlUpdate {
-    pub transaction: AlTransaction,
+    /// The blocks of one transaction, in order (one unless the set is
+    /// larger than a block holds).
+    pub transaction: Vec<AlTransaction>,
     /// Extents that left the set: their bitmap pages must reach the disk
     /// first, since the log no longer protects them.
     pub evicted: Vec<u32>,
@@ -34,9 +43,10 @@ pub fn extents_of(offset: u64, len: u32) -> std::ops::RangeInclusive<u32> {
 }
 
 impl ActivityLog {
-    /// `al_extents` as configured; one transaction block bounds it.
+    /// `al_extents` as configured; the ring bounds it to [`EXTENTS_MAX`]
+    /// (the configuration warns about a larger value).
     pub fn new(al_extents: u32, next_tr: u64) -> ActivityLog {
-        let capacity = (al_extents as usize).clamp(1, EXTENTS_PER_BLOCK);
+        let capacity = (al_extents as usize).clamp(1, EXTENTS_MAX);
         ActivityLog {
             capacity,
             hot: Vec::with_capacity(capacity),
@@ -57,8 +67,32 @@ impl ActivityLog {
         self.hot.iter().any(|&(e, _)| e == extent)
     }
 
+    /// Whether a write's extents fit in the log now: every extent that is
+    /// busy (`busy(e)`: writes in flight) or that the write needs must be in
+    /// the set at once, and the set may not outgrow the ring.
+    /// `busy` is asked only when the set is that large.
+    pub fn can_admit(&self, offset: u64, len: u32, busy: impl FnOnce() -> HashSet<u32>) -> bool {
+        let mut cold = 0;
+        for e in extents_of(offset, len) {
+            if !self.is_hot(e) {
+                cold += 1;
+            }
+        }
+        if self.hot.len() + cold <= EXTENTS_MAX {
+            return true;
+        }
+        let (busy, needed) = (busy(), extents_of(offset, len));
+        let kept = self
+            .hot
+            .iter()
+            .filter(|(e, _)| busy.contains(e) || needed.contains(e))
+            .count();
+        kept + cold <= EXTENTS_MAX
+    }
+
     /// Make the extents of a write hot. `busy(e)` says whether extent `e`
-    /// has writes in flight (those are never evicted).
+    /// has writes in flight (those are never evicted). The caller has made
+    /// sure the write fits ([`ActivityLog::can_admit`]).
     pub fn activate(&mut self, offset: u64, len: u32, busy: impl Fn(u32) -> bool) -> Option<AlUpdate> {
         self.clock += 1;
         let mut added = false;
@@ -89,20 +123,28 @@ impl ActivityLog {
                 None => break,
             }
         }
+        debug_assert!(
+            self.hot.len() <= EXTENTS_MAX,
+            "admitted past the ring: {}",
+            self.hot.len()
+        );
         let mut extents: Vec<u32> = self.hot.iter().map(|&(e, _)| e).collect();
         extents.sort_unstable();
-        let tr_number = self.next_tr;
-        self.next_tr += 1;
-        extents.truncate(EXTENTS_PER_BLOCK);
-        Some(AlUpdate {
-            transaction: AlTransaction {
-                tr_number,
-                total: extents.len() as u32,
-                context_start: 0,
-                extents,
-            },
-            evicted,
-        })
+        let total = extents.len() as u32;
+        let transaction = (0..blocks_for(extents.len()))
+            .map(|k| {
+                let from = k * EXTENTS_PER_BLOCK;
+                let to = extents.len().min(from + EXTENTS_PER_BLOCK);
+                AlTransaction {
+                    tr_number: self.next_tr + k as u64,
+                    total,
+                    context_start: from as u32,
+                    extents: extents[from..to].to_vec(),
+                }
+            })
+            .collect::<Vec<_>>();
+        self.next_tr += transaction.len() as u64;
+        Some(AlUpdate { transaction, evicted })
     }
 }
 
@@ -116,10 +158,13 @@ mod tests {
     fn only_cold_extents_cost_a_transaction() {
         let mut al = ActivityLog::new(3, 10);
         let u = al.activate(0, 4096, |_| false).expect("cold extent 0");
-        assert_eq!((u.transaction.tr_number, u.transaction.extents.clone()), (10, vec![0]));
+        assert_eq!(
+            (u.transaction[0].tr_number, u.transaction[0].extents.clone()),
+            (10, vec![0])
+        );
         assert_eq!(al.activate(4096, 4096, |_| false), None, "extent 0 is hot");
         let u = al.activate(E - 512, 1024, |_| false).expect("spans into extent 1");
-        assert_eq!(u.transaction.extents, vec![0, 1]);
+        assert_eq!(u.transaction[0].extents, vec![0, 1]);
     }
 
     #[test]
@@ -130,10 +175,51 @@ mod tests {
         al.activate(0, 1, |_| false); // 0 used again: 1 is now the LRU
         let u = al.activate(2 * E, 1, |_| false).unwrap();
         assert_eq!(u.evicted, vec![1]);
-        assert_eq!(u.transaction.extents, vec![0, 2]);
+        assert_eq!(u.transaction[0].extents, vec![0, 2]);
         // A busy extent is kept even when it is the LRU.
         let u = al.activate(3 * E, 1, |e| e == 0).unwrap();
         assert_eq!(u.evicted, vec![2]);
         assert!(al.is_hot(0) && al.is_hot(3));
+    }
+
+    #[test]
+    fn a_set_larger_than_a_block_is_one_transaction_of_several() {
+        // DRBD's default, 1237, is more than one block holds.
+        let mut al = ActivityLog::new(1237, 40);
+        assert_eq!(al.capacity(), 1237);
+        let mut last = None;
+        for e in 0..1237u64 {
+            last = al.activate(e * E, 1, |_| false);
+        }
+        let u = last.expect("the last extent was cold");
+        assert_eq!(u.transaction.len(), 2);
+        let (a, b) = (&u.transaction[0], &u.transaction[1]);
+        assert_eq!((a.tr_number + 1, a.total, b.total), (b.tr_number, 1237, 1237));
+        assert_eq!((a.context_start, b.context_start as usize), (0, EXTENTS_PER_BLOCK));
+        assert_eq!(a.extents.len() + b.extents.len(), 1237);
+        // The next transaction is numbered after both blocks.
+        let u = al.activate(5000 * E, 1, |_| false).unwrap();
+        assert_eq!(u.transaction[0].tr_number, b.tr_number + 1);
+    }
+
+    #[test]
+    fn busy_extents_may_outgrow_al_extents_but_not_the_ring() {
+        let mut al = ActivityLog::new(8, 0);
+        let all: HashSet<u32> = (0..EXTENTS_MAX as u32).collect();
+        assert!(al.can_admit(0, 1, HashSet::new));
+        al.activate(0, 1, |_| true);
+        // Fill the ring's worth (activating one by one is quadratic).
+        al.hot.extend((1..EXTENTS_MAX as u32).map(|e| (e, 0)));
+        // Every extent busy and the ring full: the next write waits...
+        assert!(!al.can_admit(99_999 * E, 1, || all.clone()));
+        // ...unless it writes where the set already is, or writes finished.
+        assert!(al.can_admit(3 * E, 1, || all.clone()));
+        let mut most = all.clone();
+        most.remove(&7);
+        assert!(al.can_admit(99_999 * E, 1, || most.clone()));
+        let u = al.activate(99_999 * E, 1, |e| e != 7).unwrap();
+        assert_eq!(u.evicted, vec![7]);
+        assert_eq!(u.transaction.len(), crate::meta::al::BLOCKS_PER_TRANSACTION_MAX);
+        assert!(!al.is_hot(7) && al.is_hot(99_999));
     }
 }

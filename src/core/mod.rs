@@ -332,10 +332,10 @@ pub enum Action {
     /// Bitmap pages changed; write them (`Node::take_bitmap_pages`).
     /// Carried out synchronously, before any later action starts.
     PersistBitmap,
-    /// Write this activity-log transaction durably. Carried out
-    /// synchronously, before any later action starts: the writes queued after
-    /// it rely on it being on disk.
-    PersistAl(crate::meta::al::AlTransaction),
+    /// Write this activity-log transaction (its blocks, in order) durably.
+    /// Carried out synchronously, before any later action starts: the writes
+    /// queued after it rely on it being on disk.
+    PersistAl(Vec<crate::meta::al::AlTransaction>),
     /// Something the status file or the events stream shows changed.
     StateChanged,
     /// Run a handler from the configuration's `handlers` section, if one

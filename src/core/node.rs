@@ -951,7 +951,8 @@ impl Node {
                 rs.stale.extend(overlapping);
             }
         }
-        let blocked = r.is_write() && self.inflight.iter().any(|o| o.is_write() && o.overlaps(&r.io));
+        let blocked =
+            r.is_write() && self.inflight.iter().any(|o| o.is_write() && o.overlaps(&r.io)) || self.waits_for_al(&r);
         let id = r.id;
         self.inflight.push(r);
         if blocked {
@@ -996,7 +997,7 @@ impl Node {
         // Not resync writes: their bits stay set on disk until a flush has
         // made them stable (the shell flushes before any metadata write),
         // and putting them in the log would make a whole full sync "hot".
-        if matches!(r.origin, Origin::App | Origin::Peer { resync: false, .. }) && r.is_write() {
+        if Node::logged(&r) {
             self.activate_extents(io);
         }
         self.counters.lo += 1;
@@ -1055,6 +1056,33 @@ impl Node {
         }
     }
 
+    /// Whether request `r` writes through the activity log: application
+    /// writes, and on a Secondary the peer's (not resync writes, whose bits
+    /// stay set until flushed, and which would make a whole sync hot).
+    fn logged(r: &Inflight) -> bool {
+        matches!(r.origin, Origin::App | Origin::Peer { resync: false, .. }) && r.is_write()
+    }
+
+    /// Extents with logged writes on the disk now: never evicted.
+    fn busy_extents(&self) -> std::collections::HashSet<u32> {
+        self.inflight
+            .iter()
+            .filter(|r| r.started && Node::logged(r))
+            .flat_map(|r| extents_of(r.io.offset, r.io.len))
+            .collect()
+    }
+
+    /// Whether write `r` must wait before it starts because the activity
+    /// log cannot take its extents: every extent in the log busy and the
+    /// on-disk ring full. It starts when writes finish (`wake_waiters`).
+    fn waits_for_al(&self, r: &Inflight) -> bool {
+        if !Node::logged(r) {
+            return false;
+        }
+        let Some(al) = self.al.as_ref() else { return false };
+        !al.can_admit(r.io.offset, r.io.len, || self.busy_extents())
+    }
+
     /// Queue the activity-log transaction a write into cold extents needs;
     /// the shell makes it durable before the write (queued next) starts.
     fn activate_extents(&mut self, io: IoRequest) {
@@ -1062,12 +1090,7 @@ impl Node {
         if extents_of(io.offset, io.len).all(|e| al.is_hot(e)) {
             return;
         }
-        let busy: Vec<u32> = self
-            .inflight
-            .iter()
-            .filter(|r| r.started && r.origin == Origin::App && r.is_write())
-            .flat_map(|r| extents_of(r.io.offset, r.io.len))
-            .collect();
+        let busy = self.busy_extents();
         let Some(update) = self
             .al
             .as_mut()
@@ -1218,7 +1241,8 @@ impl Node {
                 .any(|o| o.started && o.is_write() && o.id != id && o.overlaps(&r.io))
                 || still
                     .iter()
-                    .any(|w: &ReqId| self.inflight.iter().any(|o| o.id == *w && o.overlaps(&r.io)));
+                    .any(|w: &ReqId| self.inflight.iter().any(|o| o.id == *w && o.overlaps(&r.io)))
+                || self.waits_for_al(&r);
             if blocked {
                 still.push_back(id);
             } else {
@@ -2419,6 +2443,73 @@ mod tests {
 
     fn drain(n: &mut Node) -> Vec<Action> {
         std::iter::from_fn(|| n.poll_action()).collect()
+    }
+
+    #[test]
+    fn a_write_the_full_activity_log_cannot_take_waits_for_a_write_to_finish() {
+        use crate::meta::al::EXTENTS_MAX;
+        const EXTENT: u64 = 1 << AL_EXTENT_SHIFT;
+        let mut n = Node::new("r0", 0, "alpha", Some("beta"), 'C');
+        n.set_al_extents(8);
+        n.attach(AttachInfo {
+            data_bytes: (EXTENTS_MAX as u64 + 8) * EXTENT,
+            uuids: GenerationUuids::new_created(),
+            flags: MdFlags::CONSISTENT,
+            divergence: Divergence::default(),
+        })
+        .unwrap();
+        n.promote(true, 2).unwrap();
+        drain(&mut n);
+        let write = |e: u64| IoRequest {
+            kind: IoKind::Write { fua: false },
+            offset: e * EXTENT,
+            len: 4096,
+        };
+        let started = |actions: &[Action], id: ReqId| {
+            actions
+                .iter()
+                .any(|a| matches!(a, Action::Disk { id: i, .. } if *i == id))
+        };
+        // As many writes in flight as the log can hold, each in its own
+        // extent: the set outgrows al-extents (busy extents stay) up to the ring.
+        for e in 0..EXTENTS_MAX as u64 {
+            n.handle(Event::NbdRequest { id: e, io: write(e) });
+            let a = drain(&mut n);
+            assert!(started(&a, e), "write {e} started");
+        }
+        // One more extent: it waits, and is logged nowhere yet.
+        let last = EXTENTS_MAX as u64;
+        n.handle(Event::NbdRequest {
+            id: last,
+            io: write(last),
+        });
+        let a = drain(&mut n);
+        assert!(
+            !started(&a, last) && !a.iter().any(|a| matches!(a, Action::PersistAl(_))),
+            "{a:?}"
+        );
+        // A write into a logged extent does not wait.
+        n.handle(Event::NbdRequest {
+            id: last + 1,
+            io: write(5),
+        });
+        let a = drain(&mut n);
+        assert!(!started(&a, last + 1), "overlaps write 5, which is in flight");
+        // Write 3 finishes: extent 3 can leave, and the waiting write starts
+        // after a transaction that fits the ring.
+        n.handle(Event::DiskDone { id: 3, result: Ok(()) });
+        let a = drain(&mut n);
+        assert!(started(&a, last), "{a:?}");
+        let blocks = a
+            .iter()
+            .find_map(|a| match a {
+                Action::PersistAl(b) => Some(b.clone()),
+                _ => None,
+            })
+            .expect("a transaction before the write");
+        let extents: Vec<u32> = blocks.iter().flat_map(|b| b.extents.iter().copied()).collect();
+        assert_eq!(extents.len(), EXTENTS_MAX);
+        assert!(extents.contains(&(last as u32)) && !extents.contains(&3));
     }
 
     #[test]

@@ -5,15 +5,34 @@
 //! Block layout (little-endian): magic `TNDMALTR` (8), transaction number
 //! (8), total extents in the set (4), index of the first extent carried (4),
 //! extents carried (4), zero (4), then the extents (u32 each), zero padding,
-//! crc32c in the last 4 bytes. A set larger than one block is carried in a
-//! window of consecutive transactions, as DRBD's rolling context does.
+//! crc32c in the last 4 bytes.
+//!
+//! A set larger than one block is one transaction of several blocks with
+//! consecutive numbers, block `i` carrying the sorted set's extents from
+//! `i * EXTENTS_PER_BLOCK` (its `context_start`), all written before the
+//! write that needed them starts. Recovery trusts the newest transaction
+//! whose blocks are all there: a newer one that is incomplete was never
+//! durable, so no write it admitted had started. For that, the ring keeps
+//! two transactions of the largest size whole, which bounds the hot set to
+//! [`EXTENTS_MAX`].
 
-use super::{block_crc, seal, stored_crc, MetaError, BLOCK_BYTES};
+use super::{block_crc, seal, stored_crc, MetaError, AL_RING_BLOCKS_DEFAULT, BLOCK_BYTES};
 
 const MAGIC: &[u8; 8] = b"TNDMALTR";
 const HEADER_BYTES: usize = 32;
 /// Extents one transaction block carries.
 pub const EXTENTS_PER_BLOCK: usize = (BLOCK_BYTES - HEADER_BYTES - 4) / 4;
+/// Blocks one transaction may take: half the ring, so that the newest
+/// complete transaction survives while the next is being written.
+pub const BLOCKS_PER_TRANSACTION_MAX: usize = AL_RING_BLOCKS_DEFAULT as usize / 2;
+/// The most extents the log can hold (8 120, 32 GiB of hot data).
+pub const EXTENTS_MAX: usize = BLOCKS_PER_TRANSACTION_MAX * EXTENTS_PER_BLOCK;
+
+/// Blocks a transaction of `total` extents takes (one at least: an empty set
+/// is written too).
+pub fn blocks_for(total: usize) -> usize {
+    total.div_ceil(EXTENTS_PER_BLOCK).max(1)
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AlTransaction {
@@ -84,8 +103,10 @@ pub struct AlRecovery {
 }
 
 /// Rebuild the possibly-hot extents from every ring block. Errs on the side
-/// of more: the newest transaction's window, plus one transaction before it
-/// (whose set was current while the newest was being written).
+/// of more: the newest complete transaction, the one before it (whose set
+/// was current while the newest was being written) as far as the ring still
+/// holds it, and the blocks of any newer, incomplete one. A ring without any
+/// complete transaction gives every valid block's extents.
 pub fn recover_hot_extents(blocks: &[&[u8]]) -> AlRecovery {
     let mut valid = Vec::new();
     let mut corrupt_blocks = 0;
@@ -104,13 +125,24 @@ pub fn recover_hot_extents(blocks: &[&[u8]]) -> AlRecovery {
         };
     };
     let last_tr = newest.tr_number;
-    let window = (newest.total as usize).div_ceil(EXTENTS_PER_BLOCK).max(1) as u64;
-    let oldest_wanted = last_tr.saturating_sub(window);
-    let mut extents: Vec<u32> = valid
-        .iter()
-        .filter(|t| t.tr_number >= oldest_wanted)
-        .flat_map(|t| t.extents.iter().copied())
-        .collect();
+    // Transactions start where a block carries the set from its beginning.
+    let starts: Vec<usize> = (0..valid.len()).filter(|&i| valid[i].context_start == 0).collect();
+    let complete = |&i: &usize| {
+        let first = &valid[i];
+        let n = blocks_for(first.total as usize);
+        (0..n).all(|k| {
+            valid.get(i + k).is_some_and(|b| {
+                b.tr_number == first.tr_number + k as u64
+                    && b.total == first.total
+                    && b.context_start as usize == k * EXTENTS_PER_BLOCK
+            })
+        })
+    };
+    let from = match starts.iter().rposition(complete) {
+        Some(at) => starts[at.saturating_sub(1)],
+        None => 0,
+    };
+    let mut extents: Vec<u32> = valid[from..].iter().flat_map(|t| t.extents.iter().copied()).collect();
     extents.sort_unstable();
     extents.dedup();
     AlRecovery {
@@ -154,6 +186,73 @@ mod tests {
         let refs: Vec<&[u8]> = blocks.iter().map(|b| &b[..]).collect();
         let r = recover_hot_extents(&refs);
         assert_eq!((r.extents, r.last_tr, r.corrupt_blocks), (vec![7], Some(8), 1));
+    }
+
+    /// The blocks of one transaction of the sorted set `ext`, from `n`.
+    fn transaction(n: u64, ext: &[u32]) -> Vec<Box<[u8; BLOCK_BYTES]>> {
+        (0..blocks_for(ext.len()))
+            .map(|k| {
+                let from = k * EXTENTS_PER_BLOCK;
+                AlTransaction {
+                    tr_number: n + k as u64,
+                    total: ext.len() as u32,
+                    context_start: from as u32,
+                    extents: ext[from..ext.len().min(from + EXTENTS_PER_BLOCK)].to_vec(),
+                }
+                .encode()
+            })
+            .collect()
+    }
+
+    fn recover(blocks: &[Box<[u8; BLOCK_BYTES]>]) -> AlRecovery {
+        let refs: Vec<&[u8]> = blocks.iter().map(|b| &b[..]).collect();
+        recover_hot_extents(&refs)
+    }
+
+    #[test]
+    fn a_set_of_several_blocks_is_recovered_whole() {
+        let big: Vec<u32> = (0..2500).collect();
+        let mut ring = transaction(10, &[5000]);
+        ring.extend(transaction(11, &big));
+        assert_eq!(ring.len(), 4);
+        let r = recover(&ring);
+        // The newest (three blocks) and the one before it.
+        assert_eq!(r.extents.len(), 2501);
+        assert_eq!(r.last_tr, Some(13));
+    }
+
+    #[test]
+    fn an_incomplete_newest_transaction_falls_back_to_the_complete_one() {
+        // Transaction 20 (2 blocks) is whole; 22 (3 blocks) got only its
+        // first two blocks to the disk before the crash.
+        let old: Vec<u32> = (100..1200).collect();
+        let new: Vec<u32> = (3000..5500).collect();
+        let mut ring = transaction(20, &old);
+        let mut newer = transaction(22, &new);
+        newer.truncate(2);
+        ring.extend(newer);
+        let r = recover(&ring);
+        // Every extent of the complete transaction is there; the newer
+        // blocks add theirs (more to resync, never less).
+        assert!(old.iter().all(|e| r.extents.binary_search(e).is_ok()));
+        assert!(r.extents.binary_search(&3000).is_ok());
+        assert_eq!(r.last_tr, Some(23));
+    }
+
+    #[test]
+    fn without_a_complete_transaction_every_valid_block_counts() {
+        let new: Vec<u32> = (0..3000).collect();
+        let mut blocks = transaction(7, &new);
+        blocks.remove(0);
+        let r = recover(&blocks);
+        assert_eq!(r.extents, (EXTENTS_PER_BLOCK as u32..3000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn the_ring_keeps_two_transactions_of_the_largest_size() {
+        assert_eq!(BLOCKS_PER_TRANSACTION_MAX * 2, AL_RING_BLOCKS_DEFAULT as usize);
+        assert_eq!(blocks_for(EXTENTS_MAX), BLOCKS_PER_TRANSACTION_MAX);
+        assert_eq!(blocks_for(0), 1);
     }
 
     #[test]

@@ -201,13 +201,16 @@ impl MetaStore {
         Ok(())
     }
 
-    /// Make one activity-log transaction durable, in its ring slot.
-    pub fn write_al(&mut self, tr: &meta::al::AlTransaction) -> io::Result<()> {
-        let slot = tr.tr_number % u64::from(self.layout.al_blocks.max(1));
-        self.file.write_all_at(
-            &tr.encode()[..],
-            self.layout.al_offset + slot * meta::BLOCK_BYTES as u64,
-        )?;
+    /// Make one activity-log transaction durable: each block in its ring
+    /// slot, then one flush for them all.
+    pub fn write_al(&mut self, blocks: &[meta::al::AlTransaction]) -> io::Result<()> {
+        for tr in blocks {
+            let slot = tr.tr_number % u64::from(self.layout.al_blocks.max(1));
+            self.file.write_all_at(
+                &tr.encode()[..],
+                self.layout.al_offset + slot * meta::BLOCK_BYTES as u64,
+            )?;
+        }
         self.file.sync_data()
     }
 

@@ -545,7 +545,7 @@ impl Resource {
     }
 
     /// One activity-log transaction. Returns the errno if it is not durable.
-    fn persist_al(&self, tr: &crate::meta::al::AlTransaction) -> Option<i32> {
+    fn persist_al(&self, tr: &[crate::meta::al::AlTransaction]) -> Option<i32> {
         // A transaction may make extents cold: writes in them are no longer
         // replayed after a crash.
         if let Some(e) = self.flush_before_meta("activity log") {

@@ -579,10 +579,13 @@ impl Sim {
                     self.nodes[i].meta.pages.insert(p, bytes.to_vec());
                 }
             }
-            Action::PersistAl(tr) => {
+            Action::PersistAl(blocks) => {
                 // The shell flushes the data disk before the transaction.
                 self.flush(i);
-                self.nodes[i].meta.al = Some((tr.extents.clone(), tr.tr_number));
+                if let Some(last) = blocks.last() {
+                    let extents = blocks.iter().flat_map(|b| b.extents.iter().copied()).collect();
+                    self.nodes[i].meta.al = Some((extents, last.tr_number));
+                }
             }
             Action::StateChanged | Action::DetachDisk => {}
             Action::RunHandler(h) => {
