@@ -14,13 +14,15 @@
 
 use crate::meta::al::{blocks_for, AlTransaction, EXTENTS_MAX, EXTENTS_PER_BLOCK};
 use crate::meta::AL_EXTENT_SHIFT;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 #[derive(Debug)]
 pub struct ActivityLog {
     capacity: usize,
-    /// (extent, last use), unordered; small enough that a scan beats a heap.
-    hot: Vec<(u32, u64)>,
+    /// Extent → its last use. Every write looks its extents up here, so a
+    /// map; the least recently used is searched for only on an eviction,
+    /// which costs a metadata write anyway.
+    hot: HashMap<u32, u64>,
     clock: u64,
     next_tr: u64,
 }
@@ -49,7 +51,7 @@ impl ActivityLog {
         let capacity = (al_extents as usize).clamp(1, EXTENTS_MAX);
         ActivityLog {
             capacity,
-            hot: Vec::with_capacity(capacity),
+            hot: HashMap::with_capacity(capacity + 16),
             clock: 0,
             next_tr,
         }
@@ -64,7 +66,7 @@ impl ActivityLog {
     }
 
     pub fn is_hot(&self, extent: u32) -> bool {
-        self.hot.iter().any(|&(e, _)| e == extent)
+        self.hot.contains_key(&extent)
     }
 
     /// Whether a write's extents fit in the log now: every extent that is
@@ -84,40 +86,44 @@ impl ActivityLog {
         let (busy, needed) = (busy(), extents_of(offset, len));
         let kept = self
             .hot
-            .iter()
-            .filter(|(e, _)| busy.contains(e) || needed.contains(e))
+            .keys()
+            .filter(|e| busy.contains(e) || needed.contains(e))
             .count();
         kept + cold <= EXTENTS_MAX
     }
 
-    /// Make the extents of a write hot. `busy(e)` says whether extent `e`
-    /// has writes in flight (those are never evicted). The caller has made
-    /// sure the write fits ([`ActivityLog::can_admit`]).
-    pub fn activate(&mut self, offset: u64, len: u32, busy: impl Fn(u32) -> bool) -> Option<AlUpdate> {
+    /// A write is about to start: its extents become the most recently
+    /// used, and those not in the set join it, which needs a transaction.
+    /// `busy` gives the extents with writes in flight (never evicted); it is
+    /// asked only when something must leave. The caller has made sure the
+    /// write fits ([`ActivityLog::can_admit`]).
+    pub fn activate(&mut self, offset: u64, len: u32, busy: impl FnOnce() -> HashSet<u32>) -> Option<AlUpdate> {
         self.clock += 1;
         let mut added = false;
         for e in extents_of(offset, len) {
-            if let Some(h) = self.hot.iter_mut().find(|(x, _)| *x == e) {
-                h.1 = self.clock;
-            } else {
-                self.hot.push((e, self.clock));
-                added = true;
-            }
+            added |= self.hot.insert(e, self.clock).is_none();
         }
         if !added {
             return None;
         }
         let mut evicted = Vec::new();
+        let busy = if self.hot.len() > self.capacity {
+            busy()
+        } else {
+            HashSet::new()
+        };
         while self.hot.len() > self.capacity {
             let victim = self
                 .hot
                 .iter()
-                .enumerate()
-                .filter(|(_, (e, used))| *used != self.clock && !busy(*e))
-                .min_by_key(|(_, (_, used))| *used)
-                .map(|(i, _)| i);
+                .filter(|&(e, &used)| used != self.clock && !busy.contains(e))
+                .min_by_key(|&(_, &used)| used)
+                .map(|(&e, _)| e);
             match victim {
-                Some(i) => evicted.push(self.hot.swap_remove(i).0),
+                Some(e) => {
+                    self.hot.remove(&e);
+                    evicted.push(e);
+                }
                 // Every extent is in use: the set grows past its bound for
                 // now (still safe: a bigger set only means more resync).
                 None => break,
@@ -128,7 +134,7 @@ impl ActivityLog {
             "admitted past the ring: {}",
             self.hot.len()
         );
-        let mut extents: Vec<u32> = self.hot.iter().map(|&(e, _)| e).collect();
+        let mut extents: Vec<u32> = self.hot.keys().copied().collect();
         extents.sort_unstable();
         let total = extents.len() as u32;
         let transaction = (0..blocks_for(extents.len()))
@@ -157,27 +163,27 @@ mod tests {
     #[test]
     fn only_cold_extents_cost_a_transaction() {
         let mut al = ActivityLog::new(3, 10);
-        let u = al.activate(0, 4096, |_| false).expect("cold extent 0");
+        let u = al.activate(0, 4096, HashSet::new).expect("cold extent 0");
         assert_eq!(
             (u.transaction[0].tr_number, u.transaction[0].extents.clone()),
             (10, vec![0])
         );
-        assert_eq!(al.activate(4096, 4096, |_| false), None, "extent 0 is hot");
-        let u = al.activate(E - 512, 1024, |_| false).expect("spans into extent 1");
+        assert_eq!(al.activate(4096, 4096, HashSet::new), None, "extent 0 is hot");
+        let u = al.activate(E - 512, 1024, HashSet::new).expect("spans into extent 1");
         assert_eq!(u.transaction[0].extents, vec![0, 1]);
     }
 
     #[test]
     fn the_least_recently_used_idle_extent_is_evicted() {
         let mut al = ActivityLog::new(2, 0);
-        al.activate(0, 1, |_| false);
-        al.activate(E, 1, |_| false);
-        al.activate(0, 1, |_| false); // 0 used again: 1 is now the LRU
-        let u = al.activate(2 * E, 1, |_| false).unwrap();
+        al.activate(0, 1, HashSet::new);
+        al.activate(E, 1, HashSet::new);
+        al.activate(0, 1, HashSet::new); // 0 used again: 1 is now the LRU
+        let u = al.activate(2 * E, 1, HashSet::new).unwrap();
         assert_eq!(u.evicted, vec![1]);
         assert_eq!(u.transaction[0].extents, vec![0, 2]);
         // A busy extent is kept even when it is the LRU.
-        let u = al.activate(3 * E, 1, |e| e == 0).unwrap();
+        let u = al.activate(3 * E, 1, || HashSet::from([0])).unwrap();
         assert_eq!(u.evicted, vec![2]);
         assert!(al.is_hot(0) && al.is_hot(3));
     }
@@ -189,7 +195,7 @@ mod tests {
         assert_eq!(al.capacity(), 1237);
         let mut last = None;
         for e in 0..1237u64 {
-            last = al.activate(e * E, 1, |_| false);
+            last = al.activate(e * E, 1, HashSet::new);
         }
         let u = last.expect("the last extent was cold");
         assert_eq!(u.transaction.len(), 2);
@@ -198,7 +204,7 @@ mod tests {
         assert_eq!((a.context_start, b.context_start as usize), (0, EXTENTS_PER_BLOCK));
         assert_eq!(a.extents.len() + b.extents.len(), 1237);
         // The next transaction is numbered after both blocks.
-        let u = al.activate(5000 * E, 1, |_| false).unwrap();
+        let u = al.activate(5000 * E, 1, HashSet::new).unwrap();
         assert_eq!(u.transaction[0].tr_number, b.tr_number + 1);
     }
 
@@ -207,7 +213,7 @@ mod tests {
         let mut al = ActivityLog::new(8, 0);
         let all: HashSet<u32> = (0..EXTENTS_MAX as u32).collect();
         assert!(al.can_admit(0, 1, HashSet::new));
-        al.activate(0, 1, |_| true);
+        al.activate(0, 1, HashSet::new);
         // Fill the ring's worth (activating one by one is quadratic).
         al.hot.extend((1..EXTENTS_MAX as u32).map(|e| (e, 0)));
         // Every extent busy and the ring full: the next write waits...
@@ -217,7 +223,7 @@ mod tests {
         let mut most = all.clone();
         most.remove(&7);
         assert!(al.can_admit(99_999 * E, 1, || most.clone()));
-        let u = al.activate(99_999 * E, 1, |e| e != 7).unwrap();
+        let u = al.activate(99_999 * E, 1, || most.clone()).unwrap();
         assert_eq!(u.evicted, vec![7]);
         assert_eq!(u.transaction.len(), crate::meta::al::BLOCKS_PER_TRANSACTION_MAX);
         assert!(!al.is_hot(7) && al.is_hot(99_999));

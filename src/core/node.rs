@@ -1083,21 +1083,16 @@ impl Node {
         !al.can_admit(r.io.offset, r.io.len, || self.busy_extents())
     }
 
-    /// Queue the activity-log transaction a write into cold extents needs;
-    /// the shell makes it durable before the write (queued next) starts.
+    /// Mark a write's extents used (the log is an LRU) and queue the
+    /// transaction one into cold extents needs; the shell makes it durable
+    /// before the write (queued next) starts.
     fn activate_extents(&mut self, io: IoRequest) {
-        let Some(al) = self.al.as_ref() else { return };
-        if extents_of(io.offset, io.len).all(|e| al.is_hot(e)) {
-            return;
-        }
-        let busy = self.busy_extents();
-        let Some(update) = self
-            .al
-            .as_mut()
-            .and_then(|al| al.activate(io.offset, io.len, |e| busy.contains(&e)))
-        else {
-            return;
-        };
+        // Out of `self` for the call, so that the busy set is read from
+        // `self` only when an eviction needs it.
+        let Some(mut al) = self.al.take() else { return };
+        let update = al.activate(io.offset, io.len, || self.busy_extents());
+        self.al = Some(al);
+        let Some(update) = update else { return };
         if !update.evicted.is_empty() {
             // The log stops protecting these: their bitmap bits must be on disk.
             self.act(Action::PersistBitmap);
@@ -2510,6 +2505,40 @@ mod tests {
         let extents: Vec<u32> = blocks.iter().flat_map(|b| b.extents.iter().copied()).collect();
         assert_eq!(extents.len(), EXTENTS_MAX);
         assert!(extents.contains(&(last as u32)) && !extents.contains(&3));
+    }
+
+    #[test]
+    fn the_activity_log_keeps_the_extents_written_most_recently() {
+        const EXTENT: u64 = 1 << AL_EXTENT_SHIFT;
+        let mut n = Node::new("r0", 0, "alpha", Some("beta"), 'C');
+        n.set_al_extents(2);
+        n.attach(AttachInfo {
+            data_bytes: 8 * EXTENT,
+            uuids: GenerationUuids::new_created(),
+            flags: MdFlags::CONSISTENT,
+            divergence: Divergence::default(),
+        })
+        .unwrap();
+        n.promote(true, 2).unwrap();
+        drain(&mut n);
+        let mut logged = Vec::new();
+        for (id, e) in [(1, 0), (2, 1), (3, 0), (4, 2)] {
+            let io = IoRequest {
+                kind: IoKind::Write { fua: false },
+                offset: e * EXTENT,
+                len: 4096,
+            };
+            n.handle(Event::NbdRequest { id, io });
+            for a in drain(&mut n) {
+                if let Action::PersistAl(blocks) = a {
+                    logged.push(blocks[0].extents.clone());
+                }
+            }
+            n.handle(Event::DiskDone { id, result: Ok(()) });
+            drain(&mut n);
+        }
+        // Extent 0, written again after 1, is the one kept when 2 comes.
+        assert_eq!(logged, vec![vec![0], vec![0, 1], vec![0, 2]]);
     }
 
     #[test]
