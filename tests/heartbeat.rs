@@ -1,6 +1,7 @@
 //! Heartbeat v1's resource script `dist/heartbeat/tandemdisk`, the
 //! counterpart of `drbddisk`: start promotes, stop demotes, status says
-//! "running" only on the Primary — driven against a real pair.
+//! "running" on the Primary — driven against a real pair — and, as
+//! drbddisk does, when it cannot tell.
 
 mod common;
 
@@ -64,4 +65,32 @@ fn tandemdisk_start_stop_and_status_drive_the_roles() {
         "stopped (Secondary)"
     );
     p.beta.wait_for("ro:Primary/Secondary", 10);
+}
+
+/// `status` with a stand-in tandemadm that exits `code` without a word.
+fn status_when_tandemadm_exits(code: i32) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fake = dir.path().join("tandemadm");
+    std::fs::write(&fake, format!("#!/bin/sh\nexit {code}\n")).expect("stand-in tandemadm");
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/dist/heartbeat/tandemdisk");
+    let out = run(Command::new(script).args(["r0", "status"]).env("TANDEMADM", &fake));
+    assert!(out.status.success(), "{out:?}");
+    stdout(&out).trim().to_owned()
+}
+
+#[test]
+fn status_says_stopped_only_when_tandemd_is_away_or_the_resource_down() {
+    // tandemadm: 3, no tandemd answers; 21, the resource is down.
+    assert_eq!(status_when_tandemadm_exits(3), "stopped (Unconfigured)");
+    assert_eq!(status_when_tandemadm_exits(21), "stopped (Unconfigured)");
+    // Any other failure to ask (10: permission denied, a daemon that does
+    // not answer in time): in doubt, running, so that heartbeat stops it here
+    // before it starts the resource on the peer.
+    let doubt = status_when_tandemadm_exits(10);
+    assert!(
+        doubt.starts_with("running") && doubt.contains("exit status 10"),
+        "{doubt}"
+    );
 }
