@@ -200,11 +200,12 @@ class FileTarget(Target):
 class QemuNbd(Target):
     name = "qemu-nbd"
     desc = "qemu-nbd --cache=none --aio=io_uring, unreplicated"
+    cache = ["--cache=none", "--aio=io_uring"]
 
     def start(self):
         self.procs.append(PROCS.spawn(
-            ["qemu-nbd", "-t", "-p", self.port, "-b", "127.0.0.1", "-f", "raw", "-x", "r0", "--cache=none",
-             "--aio=io_uring", "--discard=unmap", "--shared=8", self.img], self.work / "qemu-nbd.log"))
+            ["qemu-nbd", "-t", "-p", self.port, "-b", "127.0.0.1", "-f", "raw", "-x", "r0", *self.cache,
+             "--discard=unmap", "--shared=8", self.img], self.work / f"{self.name}.log"))
         wait_nbd(self.uri())
 
     def uri(self):
@@ -300,12 +301,7 @@ class Tandem(Target):
 class QemuNbdWriteback(QemuNbd):
     name = "qemu-nbd-wb"
     desc = "qemu-nbd defaults (cache=writeback, aio=threads), unreplicated"
-
-    def start(self):
-        self.procs.append(PROCS.spawn(
-            ["qemu-nbd", "-t", "-p", self.port, "-b", "127.0.0.1", "-f", "raw", "-x", "r0", "--discard=unmap",
-             "--shared=8", self.img], self.work / "qemu-nbd-wb.log"))
-        wait_nbd(self.uri())
+    cache = []
 
 
 class Mirror(Target):

@@ -2440,14 +2440,13 @@ mod tests {
         std::iter::from_fn(|| n.poll_action()).collect()
     }
 
-    #[test]
-    fn a_write_the_full_activity_log_cannot_take_waits_for_a_write_to_finish() {
-        use crate::meta::al::EXTENTS_MAX;
-        const EXTENT: u64 = 1 << AL_EXTENT_SHIFT;
+    /// A Primary with a peer configured (so with an activity log of
+    /// `al_extents`), the peer away, `extents` 4 MiB extents of data.
+    fn primary_with_activity_log(al_extents: u32, extents: u64) -> Node {
         let mut n = Node::new("r0", 0, "alpha", Some("beta"), 'C');
-        n.set_al_extents(8);
+        n.set_al_extents(al_extents);
         n.attach(AttachInfo {
-            data_bytes: (EXTENTS_MAX as u64 + 8) * EXTENT,
+            data_bytes: extents << AL_EXTENT_SHIFT,
             uuids: GenerationUuids::new_created(),
             flags: MdFlags::CONSISTENT,
             divergence: Divergence::default(),
@@ -2455,6 +2454,14 @@ mod tests {
         .unwrap();
         n.promote(true, 2).unwrap();
         drain(&mut n);
+        n
+    }
+
+    #[test]
+    fn a_write_the_full_activity_log_cannot_take_waits_for_a_write_to_finish() {
+        use crate::meta::al::EXTENTS_MAX;
+        const EXTENT: u64 = 1 << AL_EXTENT_SHIFT;
+        let mut n = primary_with_activity_log(8, EXTENTS_MAX as u64 + 8);
         let write = |e: u64| IoRequest {
             kind: IoKind::Write { fua: false },
             offset: e * EXTENT,
@@ -2510,17 +2517,7 @@ mod tests {
     #[test]
     fn the_activity_log_keeps_the_extents_written_most_recently() {
         const EXTENT: u64 = 1 << AL_EXTENT_SHIFT;
-        let mut n = Node::new("r0", 0, "alpha", Some("beta"), 'C');
-        n.set_al_extents(2);
-        n.attach(AttachInfo {
-            data_bytes: 8 * EXTENT,
-            uuids: GenerationUuids::new_created(),
-            flags: MdFlags::CONSISTENT,
-            divergence: Divergence::default(),
-        })
-        .unwrap();
-        n.promote(true, 2).unwrap();
-        drain(&mut n);
+        let mut n = primary_with_activity_log(2, 8);
         let mut logged = Vec::new();
         for (id, e) in [(1, 0), (2, 1), (3, 0), (4, 2)] {
             let io = IoRequest {
