@@ -83,6 +83,8 @@ const CONTROL_PAYLOAD_MAX: usize = 1 << 20;
 const SEND_BATCH_MAX: usize = 64;
 /// The buffer small frames are packed into: 64 acks fit.
 const HEADS_BYTES: usize = 4096;
+/// The writer's encoding scratch is given back above this size.
+const FRAME_SCRATCH_KEEP_BYTES: usize = 64 * 1024;
 
 /// One frame on its way to the peer: its header and body, and for `Data`
 /// the block, sent from the buffer it already lives in.
@@ -826,6 +828,10 @@ async fn write_loop(stream: Rc<PeerStream>, mut rx: mpsc::UnboundedReceiver<Peer
             if n < SEND_BATCH_MAX {
                 next = rx.try_recv().ok();
             }
+        }
+        if frame.capacity() > FRAME_SCRATCH_KEEP_BYTES {
+            // A bitmap at connect: not worth keeping for the link's life.
+            frame = Vec::with_capacity(HEADS_BYTES);
         }
         if heads.is_empty() {
             heads.recycle();
