@@ -199,6 +199,14 @@ fn promote_and_demote_of_a_stopped_resource_and_notify_refreshing_the_score() {
     assert_eq!(scores.take(), ["-Q -l reboot -v 1000"]);
     assert_eq!(code(&scores.agent(&p.alpha, "demote", &[])), Some(0));
     assert_eq!(code(&scores.agent(&p.alpha, "monitor", &[])), Some(0));
+    scores.take();
+
+    // stop removes the score, as DRBD's agent does, also when it finds the
+    // resource already stopped.
+    assert_eq!(code(&scores.agent(&p.alpha, "stop", &[])), Some(0));
+    assert_eq!(scores.take(), ["-Q -l reboot -D"]);
+    assert_eq!(code(&scores.agent(&p.alpha, "stop", &[])), Some(0));
+    assert_eq!(scores.take(), ["-Q -l reboot -D"]);
 }
 
 /// monitor reads tandemadm's exit status: 3 (tandemd not running) and 21
