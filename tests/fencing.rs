@@ -6,7 +6,7 @@
 mod common;
 
 use common::pair::*;
-use common::TANDEMADM;
+use common::{stand_in, TANDEMADM};
 use std::time::Duration;
 
 const SMALL: u64 = 16 << 20;
@@ -31,21 +31,15 @@ fn a_peer_outdated_by_the_handler_lets_writes_continue_and_cannot_be_promoted() 
     let dir = tempfile::tempdir().expect("tmp");
     let script = dir.path().join("fence.sh");
     let p = pair_with_fence_handler(&script.to_string_lossy());
-    std::fs::write(
+    stand_in(
         &script,
-        format!(
-            "#!/bin/sh\n[ \"$DRBD_RESOURCE\" = r0 ] || exit 1\n{} -c {} --node beta --run-dir {} outdate r0 && exit 4\nexit 1\n",
+        &format!(
+            "[ \"$DRBD_RESOURCE\" = r0 ] || exit 1\n{} -c {} --node beta --run-dir {} outdate r0 && exit 4\nexit 1",
             TANDEMADM,
             p.beta.conf.display(),
             p.beta.run_dir.display()
         ),
-    )
-    .expect("script");
-    std::process::Command::new("chmod")
-        .arg("755")
-        .arg(&script)
-        .status()
-        .expect("chmod");
+    );
 
     p.beta.adm_ok(&["disconnect", "r0"]);
     // The write completes: the handler outdated beta (exit code 4).

@@ -69,11 +69,8 @@ fn tandemdisk_start_stop_and_status_drive_the_roles() {
 
 /// `status` with a stand-in tandemadm that exits `code` without a word.
 fn status_when_tandemadm_exits(code: i32) -> String {
-    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().expect("temp dir");
-    let fake = dir.path().join("tandemadm");
-    std::fs::write(&fake, format!("#!/bin/sh\nexit {code}\n")).expect("stand-in tandemadm");
-    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let fake = stand_in(&dir.path().join("tandemadm"), &format!("exit {code}"));
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/dist/heartbeat/tandemdisk");
     let out = run(Command::new(script).args(["r0", "status"]).env("TANDEMADM", &fake));
     assert!(out.status.success(), "{out:?}");

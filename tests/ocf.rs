@@ -8,7 +8,6 @@ mod common;
 
 use common::pair::*;
 use common::*;
-use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output};
 
 const AGENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/dist/ocf/tandem");
@@ -41,13 +40,10 @@ impl ScoreCalls {
             .prefix("tandem-crm-master-")
             .tempdir()
             .expect("tempdir");
-        let fake = dir.path().join("crm_master");
-        std::fs::write(
-            &fake,
-            format!("#!/bin/sh\necho \"$*\" >> {}/calls\n", dir.path().display()),
-        )
-        .expect("fake crm_master");
-        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        stand_in(
+            &dir.path().join("crm_master"),
+            &format!("echo \"$*\" >> {}/calls", dir.path().display()),
+        );
         ScoreCalls { dir }
     }
 
@@ -219,9 +215,10 @@ fn monitor_tells_a_stopped_resource_from_a_daemon_it_cannot_ask() {
     let p = Pair::up_full("s3cret", 16 << 20, "", "", "");
     let scores = ScoreCalls::new();
     for (status, ocf) in [(3, 7), (21, 7), (10, 1), (1, 1)] {
-        let fake = scores.dir.path().join(format!("tandemadm-exits-{status}"));
-        std::fs::write(&fake, format!("#!/bin/sh\nexit {status}\n")).expect("fake tandemadm");
-        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let fake = stand_in(
+            &scores.dir.path().join(format!("tandemadm-exits-{status}")),
+            &format!("exit {status}"),
+        );
         let tandemadm = fake.display().to_string();
         let out = scores.agent(&p.alpha, "monitor", &[("TANDEMADM", tandemadm.as_str())]);
         assert_eq!(

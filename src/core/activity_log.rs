@@ -74,6 +74,10 @@ impl ActivityLog {
     /// the set at once, and the set may not outgrow the ring.
     /// `busy` is asked only when the set is that large.
     pub fn can_admit(&self, offset: u64, len: u32, busy: impl FnOnce() -> HashSet<u32>) -> bool {
+        // Far from full (nearly always): no lookup at all.
+        if self.hot.len() + extents_of(offset, len).count() <= EXTENTS_MAX {
+            return true;
+        }
         let mut cold = 0;
         for e in extents_of(offset, len) {
             if !self.is_hot(e) {

@@ -788,10 +788,11 @@ async fn read_loop(res: &Rc<Resource>, stream: &PeerStream, idle: Duration) -> i
 }
 
 /// Everything queued leaves in one `writev`: headers packed together, blocks
-/// from the buffers they live in. Frames are encoded here, straight into the
-/// buffer they leave from; the iovec list and the encoding scratch live as
-/// long as the link and the buffers come from the pool, so once warm a frame
-/// costs no allocation.
+/// from the buffers they live in. Frames are encoded here, into a scratch
+/// buffer, and their few dozen bytes of header and body packed into the
+/// buffer they leave from; the iovec list and the scratch live as long as
+/// the link and the buffers come from the pool, so once warm a frame costs
+/// no allocation.
 async fn write_loop(stream: Rc<PeerStream>, mut rx: mpsc::UnboundedReceiver<PeerOut>) {
     let mut iov: Vec<tokio_uring::buf::Slice<WireBuf>> = Vec::with_capacity(2 * SEND_BATCH_MAX + 1);
     let mut frame: Vec<u8> = Vec::with_capacity(HEADS_BYTES);

@@ -492,9 +492,9 @@ impl Message {
         out
     }
 
-    /// [`Message::encode`], appended to `out`: the peer link's writer packs
-    /// many frames into one buffer it reuses, so the data path allocates
-    /// nothing per frame.
+    /// [`Message::encode`], appended to `out`: the peer link's writer
+    /// encodes into one buffer it reuses, so the data path allocates nothing
+    /// per frame.
     pub fn encode_into(&self, data: &[u8], out: &mut Vec<u8>) {
         let start = out.len();
         out.extend_from_slice(&MAGIC.to_be_bytes());

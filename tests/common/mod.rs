@@ -54,6 +54,15 @@ pub fn require_tool(tool: &str, package: &str) {
     );
 }
 
+/// An executable shell script at `path`: the stand-ins for `crm_master`
+/// or `tandemadm` that the agent tests put in front of the real ones.
+pub fn stand_in(path: &Path, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).expect("stand-in script");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path.to_owned()
+}
+
 pub fn run(cmd: &mut Command) -> Output {
     let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     out

@@ -116,12 +116,23 @@ impl Daemon {
 
     /// Wait until the status file contains `what`.
     pub fn wait_for(&self, what: &str, secs: u64) {
+        self.wait_until(
+            secs,
+            || self.status().contains(what),
+            || format!("status never showed {what:?}"),
+        );
+    }
+
+    /// Poll `done` until it holds; after `secs`, fail with `what` and the
+    /// status file and log.
+    fn wait_until(&self, secs: u64, done: impl Fn() -> bool, what: impl Fn() -> String) {
         let deadline = Instant::now() + Duration::from_secs(secs);
-        while !self.status().contains(what) {
+        while !done() {
             assert!(
                 Instant::now() < deadline,
-                "{}: status never showed {what:?}:\n{}\nlog:\n{}",
+                "{}: {}:\n{}\nlog:\n{}",
                 self.name,
+                what(),
                 self.status(),
                 self.log_text()
             );
@@ -143,17 +154,11 @@ impl Daemon {
 
     /// Wait until the line of resource number `minor` contains `what`.
     pub fn wait_for_on(&self, minor: u32, what: &str, secs: u64) {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while !self.device_line(minor).contains(what) {
-            assert!(
-                Instant::now() < deadline,
-                "{}: resource {minor} never showed {what:?}:\n{}\nlog:\n{}",
-                self.name,
-                self.status(),
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.wait_until(
+            secs,
+            || self.device_line(minor).contains(what),
+            || format!("resource {minor} never showed {what:?}"),
+        );
     }
 
     pub fn counter(&self, key: &str) -> u64 {

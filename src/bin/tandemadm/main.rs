@@ -498,7 +498,7 @@ fn wait(run_dir: &Path, resource: &str, timeout: u64, sync: bool) -> i32 {
             }
             return exit::FAILED;
         }
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        std::thread::sleep(progress::POLL_INTERVAL);
     }
 }
 

@@ -19,6 +19,9 @@ use indicatif::{BinaryBytes, MultiProgress, ProgressBar, ProgressDrawTarget, Pro
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
+/// How often a command that follows an operation asks the daemon.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
+
 /// In a pipe, a progress line at least this often, even without a new tenth.
 const LINE_INTERVAL_MAX: Duration = Duration::from_secs(60);
 

@@ -5,19 +5,15 @@
 //! its end found in `verify_found_kib` (`None` while one runs and after one
 //! was interrupted), so the result printed is this verify's own.
 
-use super::progress::{InPipe, Look, Progress};
+use super::progress::{InPipe, Look, Progress, POLL_INTERVAL};
 use super::{call, print_response, resync_kib, statuses};
 use indicatif::MultiProgress;
 use std::path::Path;
-use std::time::Duration;
 use tandem::control::{exit, Command, Request};
 use tandem::meta::BM_BLOCK_BYTES;
 
 /// The daemon counts in KiB; verify compares 4 KiB blocks.
 const KIB_PER_BLOCK: u64 = BM_BLOCK_BYTES / 1024;
-
-/// How often the daemon is asked, as `wait-sync` does.
-const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Blocks, as the verify compares them, with speed and ETA on a terminal;
 /// in a pipe, a line per tenth, which stays readable in a log.
