@@ -32,10 +32,7 @@ fn stdout(o: &std::process::Output) -> String {
 
 #[test]
 fn tandemdisk_start_stop_and_status_drive_the_roles() {
-    let p = Pair::up_full("s3cret", 16 << 20, "c-max-rate 4G;", "", "");
-    p.alpha.wait_for("cs:Connected", 20);
-    p.alpha.adm_ok(&["primary", "--force", "r0"]);
-    p.alpha.wait_for("ds:UpToDate/UpToDate", 30);
+    let p = Pair::synced_sized(16 << 20);
     assert_eq!(
         stdout(&tandemdisk(&p.alpha, &["r0", "status"])).trim(),
         "running (Primary)"

@@ -77,10 +77,7 @@ fn the_agent_passes_ocf_tester_and_reports_roles_with_ocf_codes() {
     require_tool("ocf-tester", "resource-agents");
     require_tool("xmllint", "libxml2-utils");
     // A synced pair; alpha then handed to the agent, down and Secondary.
-    let p = Pair::up_full("s3cret", 16 << 20, "c-max-rate 4G;", "", "");
-    p.alpha.wait_for("cs:Connected", 20);
-    p.alpha.adm_ok(&["primary", "--force", "r0"]);
-    p.alpha.wait_for("ds:UpToDate/UpToDate", 30);
+    let p = Pair::synced_sized(16 << 20);
     p.alpha.adm_ok(&["down", "r0"]);
     assert_eq!(
         agent(&p.alpha, "monitor").status.code(),
@@ -128,10 +125,7 @@ fn the_agent_passes_ocf_tester_and_reports_roles_with_ocf_codes() {
 
 #[test]
 fn promote_and_demote_of_a_stopped_resource_and_notify_refreshing_the_score() {
-    let p = Pair::up_full("s3cret", 16 << 20, "c-max-rate 4G;", "", "");
-    p.alpha.wait_for("cs:Connected", 20);
-    p.alpha.adm_ok(&["primary", "--force", "r0"]);
-    p.alpha.wait_for("ds:UpToDate/UpToDate", 30);
+    let p = Pair::synced_sized(16 << 20);
     p.alpha.adm_ok(&["secondary", "r0"]);
     p.alpha.adm_ok(&["down", "r0"]);
     let scores = ScoreCalls::new();

@@ -317,7 +317,12 @@ impl Pair {
 
     /// Up, connected, alpha Primary and both UpToDate.
     pub fn synced() -> Pair {
-        let p = Pair::up("s3cret");
+        Pair::synced_sized(SIZE)
+    }
+
+    /// `synced`, on images of `size` bytes.
+    pub fn synced_sized(size: u64) -> Pair {
+        let p = Pair::up_sized("s3cret", size);
         p.alpha.wait_for("cs:Connected", 20);
         p.alpha.adm_ok(&["primary", "--force", "r0"]);
         p.alpha.wait_for("ds:UpToDate/UpToDate", 60);
