@@ -1000,12 +1000,19 @@ impl Node {
         if Node::logged(&r) {
             self.activate_extents(io);
         }
+        // The peer's copy leaves first: its round trip (and the peer's disk
+        // write) is the longer leg of a replicated write, and a local disk
+        // submission ahead of it in the same io_uring batch costs a doorbell.
+        if r.origin == Origin::App {
+            self.replicate(i, id, io);
+        }
         self.counters.lo += 1;
         self.act(Action::Disk { id, op });
-        if r.origin != Origin::App {
-            return;
-        }
-        // Replicate application writes and flushes.
+    }
+
+    /// Ship application request `inflight[i]` to the peer, or remember
+    /// what the peer misses while it cannot be sent.
+    fn replicate(&mut self, i: usize, id: ReqId, io: IoRequest) {
         if self.peer.is_none() {
             return;
         }
