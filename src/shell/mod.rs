@@ -17,4 +17,5 @@ pub mod resource;
 pub mod sendv;
 pub mod stage;
 pub mod status_file;
+pub mod task_pool;
 pub mod tls;

@@ -12,6 +12,7 @@ use super::disk::Disk;
 use super::latency::LatencyStats;
 use super::meta_store::MetaStore;
 use super::peer::PeerOut;
+use super::task_pool::{Job, TaskPool};
 use crate::config;
 use crate::core::{Action, DiskOp, Event, IoRequest, Node, ReqId};
 use crate::wire::Message;
@@ -103,6 +104,59 @@ pub struct Resource {
     peer_reads: RefCell<HashMap<u64, ReqId>>,
     /// Application data sent to the peer: seq → when.
     sent_at: RefCell<HashMap<u64, Instant>>,
+    /// The tasks that carry out disk operations.
+    disk_jobs: Rc<TaskPool<DiskJob>>,
+}
+
+impl Drop for Resource {
+    fn drop(&mut self) {
+        self.disk_jobs.close();
+    }
+}
+
+/// One disk operation of the node's, on a pool task.
+struct DiskJob {
+    res: Rc<Resource>,
+    id: ReqId,
+    op: DiskOp,
+    disk: Option<Rc<Disk>>,
+    read_buf: Option<AlignedBuf>,
+    write_buf: Option<(SharedBuf, usize)>,
+}
+
+impl Job for DiskJob {
+    async fn run(self) {
+        let DiskJob {
+            res,
+            id,
+            op,
+            disk,
+            read_buf,
+            write_buf,
+        } = self;
+        if let DiskOp::Digest { offset, len, alg } = op {
+            let result = match disk {
+                None => Err(libc::EIO),
+                Some(disk) => {
+                    let buf = AlignedBuf::with_capacity(len as usize);
+                    let (read, buf) = disk.read(buf, 0, offset, len as usize).await;
+                    let digest = read.map(|()| alg.digest(&buf.as_slice()[..len as usize]));
+                    buf.recycle();
+                    digest.map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))
+                }
+            };
+            res.event(Event::DigestDone { id, result });
+            return;
+        }
+        let Some(disk) = disk else {
+            res.complete(id, Err(libc::EIO), None);
+            return;
+        };
+        let (result, buf) = run_disk_op(&disk, op, read_buf, write_buf).await;
+        // The job holds the disk only while it runs: detach closes it.
+        drop(disk);
+        res.complete(id, result.map_err(|e| e.raw_os_error().unwrap_or(libc::EIO)), buf);
+    }
 }
 
 impl Resource {
@@ -155,6 +209,7 @@ impl Resource {
             peer_seq_of: RefCell::new(HashMap::new()),
             peer_disk_us: RefCell::new(HashMap::new()),
             sent_at: RefCell::new(HashMap::new()),
+            disk_jobs: TaskPool::new(),
         }
     }
 
@@ -392,23 +447,6 @@ impl Resource {
 
     fn start_disk_op(self: &Rc<Self>, id: ReqId, op: DiskOp) {
         let disk = self.disk.borrow().clone();
-        if let DiskOp::Digest { offset, len, alg } = op {
-            let this = Rc::clone(self);
-            tokio_uring::spawn(async move {
-                let result = match disk {
-                    None => Err(libc::EIO),
-                    Some(disk) => {
-                        let buf = AlignedBuf::with_capacity(len as usize);
-                        let (res, buf) = disk.read(buf, 0, offset, len as usize).await;
-                        let digest = res.map(|()| alg.digest(&buf.as_slice()[..len as usize]));
-                        buf.recycle();
-                        digest.map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))
-                    }
-                };
-                this.event(Event::DigestDone { id, result });
-            });
-            return;
-        }
         let read_buf = match op {
             DiskOp::Read { len, .. } => Some(
                 self.pending
@@ -420,17 +458,16 @@ impl Resource {
             _ => None,
         };
         let write_buf = self.bufs.borrow().get(&id).cloned();
-        if !matches!(op, DiskOp::Read { .. } | DiskOp::Flush) {
+        if matches!(op, DiskOp::Write { .. } | DiskOp::Trim { .. } | DiskOp::Zero { .. }) {
             self.disk_started.borrow_mut().insert(id, Instant::now());
         }
-        let this = Rc::clone(self);
-        tokio_uring::spawn(async move {
-            let Some(disk) = disk else {
-                this.complete(id, Err(libc::EIO), None);
-                return;
-            };
-            let (result, buf) = run_disk_op(&disk, op, read_buf, write_buf).await;
-            this.complete(id, result.map_err(|e| e.raw_os_error().unwrap_or(libc::EIO)), buf);
+        self.disk_jobs.submit(DiskJob {
+            res: Rc::clone(self),
+            id,
+            op,
+            disk,
+            read_buf,
+            write_buf,
         });
     }
 
