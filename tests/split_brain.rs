@@ -69,7 +69,11 @@ fn wait_file_lines(path: &Path, want: usize, secs: u64) -> String {
 }
 
 fn saved_files(run_dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(run_dir.join("saved"))
+    saved_files_in(&run_dir.join("saved"))
+}
+
+fn saved_files_in(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
         .unwrap_or_default();
     v.sort();
@@ -276,7 +280,17 @@ fn two_primaries_call_pri_lost_demotes_the_loser() {
 
 #[test]
 fn manual_recovery_with_the_old_primary_as_victim_converges_too() {
-    let p = synced_pair("", "");
+    let mut p = synced_pair("", "");
+    // alpha saves a victim's blocks where the operator said (`--save-dir`),
+    // not under its run directory. It restarts for that: a crash, then up.
+    let save_dir = p.dir.path().join("elsewhere");
+    p.alpha.kill9();
+    p.alpha.args = vec!["--save-dir".into(), save_dir.to_string_lossy().into_owned()];
+    p.alpha.start();
+    p.alpha.adm_ok(&["up", "r0"]);
+    p.alpha.wait_for("cs:Connected", 20);
+    p.alpha.wait_for("ds:UpToDate/UpToDate", 30);
+    p.alpha.adm_ok(&["primary", "r0"]);
     diverge(&p, 64, 32, true, true);
     reconnect(&p);
     p.alpha.wait_for("cs:StandAlone", 20);
@@ -303,10 +317,13 @@ fn manual_recovery_with_the_old_primary_as_victim_converges_too() {
         24 * 4,
         "the union of both sides' changes moved"
     );
-    let files = saved_files(&p.alpha.run_dir);
+    let files = saved_files_in(&save_dir);
+    let img = files.iter().find(|f| f.extension().is_some_and(|e| e == "img"));
+    let img = img.unwrap_or_else(|| panic!("no saved image in {}: {files:?}", save_dir.display()));
+    assert!(all(&region(img, 0, 64), 0xaa), "the saved image holds alpha's writes");
     assert!(
-        files.iter().any(|f| f.extension().is_some_and(|e| e == "img")),
-        "{files:?}"
+        saved_files(&p.alpha.run_dir).is_empty(),
+        "nothing saved under the run directory"
     );
 }
 

@@ -20,6 +20,8 @@ pub struct Daemon {
     pub ns: Option<String>,
     /// A command tandemd runs under (e.g. `setpriv …`), outside a namespace.
     pub wrap: Vec<String>,
+    /// More tandemd arguments (e.g. `--save-dir DIR`).
+    pub args: Vec<String>,
 }
 
 impl Daemon {
@@ -34,6 +36,7 @@ impl Daemon {
             child: None,
             ns: None,
             wrap: Vec::new(),
+            args: Vec::new(),
         }
     }
 
@@ -80,6 +83,7 @@ impl Daemon {
         self.child = Some(
             cmd.args(["-c", &self.conf.to_string_lossy(), "--node", self.name, "--run-dir"])
                 .arg(&self.run_dir)
+                .args(&self.args)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(log)
