@@ -500,9 +500,9 @@ def pair_extras(t, args, res):
     # The disk's speed drifts by minutes: each resync is held against the
     # mean of copies made just before and just after it.
     def copy_around(step):
-        before = copy_mbs(args, *args.copy_files)
+        before = copy_mbs(args)
         out = step()
-        return out, (before + copy_mbs(args, *args.copy_files)) / 2
+        return out, (before + copy_mbs(args)) / 2
 
     secs, res["resync_idle_copy_mbs"] = copy_around(full_resync)
     res["resync_idle_s"] = secs
@@ -541,35 +541,32 @@ def pair_extras(t, args, res):
         f"{res['dirty_resync_s']:.2f} s; identical: {res['identical_after_dirty_resync']}")
 
 
-def copy_mbs(args, img, other):
-    """The best copy this disk makes: qemu-img convert, O_DIRECT on both
-    sides, 16 requests in flight, out of order."""
+def copy_mbs(args, requests=16):
+    """One file copied to another on this disk (`args.copy_files`):
+    qemu-img convert, O_DIRECT on both sides, `requests` in flight (out of
+    order when more than one). With 16, the best copy this disk makes."""
+    img, other = args.copy_files
+    order = ["-W"] if requests > 1 else []
     t0 = time.monotonic()
-    run("qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", "-t", "none", "-T", "none", "-W", "-m", "16",
-        img, other)
+    run("qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", "-t", "none", "-T", "none", *order, "-m",
+        str(requests), img, other)
     return args.bytes / (time.monotonic() - t0) / 1e6
 
 
-def limits(args, img, other, results):
+def limits(args, results):
     """What this machine can do at most: copying one file to another on its
     disk (a resync between two nodes that share it) and TCP over loopback."""
     lim = results.setdefault("limits", {})
-    lim["copy_mbs"] = copy_mbs(args, img, other)
+    lim["copy_mbs"] = copy_mbs(args)
 
     # What the disk alone does to a small writer's p99 while a copy runs:
     # the gentlest copy (one request in flight) under the QD1 load the
     # pair's resync meets, that load writing straight to a file of its own.
-    def gentle_copy():
-        t0 = time.monotonic()
-        run("qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", "-t", "none", "-T", "none", "-m", "1",
-            img, other)
-        return time.monotonic() - t0
-
     load = args.workdir / "load.img"
-    prepare(load, args.bytes, src=img)
-    (idle, during), secs = qd1_load_around(f"file:{load}", args, args.workdir, gentle_copy)
+    prepare(load, args.bytes, src=args.copy_files[0])
+    (idle, during), lim["gentle_copy_mbs"] = qd1_load_around(f"file:{load}", args, args.workdir,
+                                                             lambda: copy_mbs(args, requests=1))
     load.unlink()
-    lim["gentle_copy_mbs"] = args.bytes / secs / 1e6
     idle_p99, during_p99 = p99(idle), p99(during)
     lim["gentle_copy_load_p99_us"] = [idle_p99, during_p99]
     port = args.port + 90
@@ -871,7 +868,7 @@ def main():
     results = {"machine": platform.node(), "size": args.size, "runtime": args.runtime, "repeat": args.repeat}
     try:
         if not args.rows_only:
-            limits(args, files["file"], files["mirror-target"], results)
+            limits(args, results)
         port = args.port
         targets = [FileTarget(w, files["file"], args.size, port),
                    QemuNbd(w, files["qemu-nbd"], args.size, port + 1),

@@ -12,7 +12,7 @@
 //! finish ([`ActivityLog::can_admit`]), as DRBD's do when "blocked on
 //! activity log".
 
-use crate::meta::al::{blocks_for, AlTransaction, EXTENTS_MAX, EXTENTS_PER_BLOCK};
+use crate::meta::al::{AlTransaction, EXTENTS_MAX};
 use crate::meta::AL_EXTENT_SHIFT;
 use std::collections::{HashMap, HashSet};
 
@@ -140,19 +140,7 @@ impl ActivityLog {
         );
         let mut extents: Vec<u32> = self.hot.keys().copied().collect();
         extents.sort_unstable();
-        let total = extents.len() as u32;
-        let transaction = (0..blocks_for(extents.len()))
-            .map(|k| {
-                let from = k * EXTENTS_PER_BLOCK;
-                let to = extents.len().min(from + EXTENTS_PER_BLOCK);
-                AlTransaction {
-                    tr_number: self.next_tr + k as u64,
-                    total,
-                    context_start: from as u32,
-                    extents: extents[from..to].to_vec(),
-                }
-            })
-            .collect::<Vec<_>>();
+        let transaction = AlTransaction::blocks(self.next_tr, &extents);
         self.next_tr += transaction.len() as u64;
         Some(AlUpdate { transaction, evicted })
     }
@@ -205,7 +193,10 @@ mod tests {
         assert_eq!(u.transaction.len(), 2);
         let (a, b) = (&u.transaction[0], &u.transaction[1]);
         assert_eq!((a.tr_number + 1, a.total, b.total), (b.tr_number, 1237, 1237));
-        assert_eq!((a.context_start, b.context_start as usize), (0, EXTENTS_PER_BLOCK));
+        assert_eq!(
+            (a.context_start, b.context_start as usize),
+            (0, crate::meta::al::EXTENTS_PER_BLOCK)
+        );
         assert_eq!(a.extents.len() + b.extents.len(), 1237);
         // The next transaction is numbered after both blocks.
         let u = al.activate(5000 * E, 1, HashSet::new).unwrap();

@@ -2653,14 +2653,14 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_verify_result_shows_once_the_verify_ends_and_not_for_an_interrupted_one() {
+    /// A Secondary of 1 MiB connected to a peer of the same generation:
+    /// nothing to resync.
+    fn connected_in_sync() -> Node {
         let uuids = GenerationUuids {
             current: 0x5eed_0000_0000_0004,
             ..GenerationUuids::default()
         };
         let mut n = Node::new("r0", 0, "alpha", Some("beta"), 'C');
-        n.set_digest_algs(Some(crate::digest::DigestAlg::Crc32c), None);
         n.attach(AttachInfo {
             data_bytes: 1 << 20,
             uuids,
@@ -2680,6 +2680,44 @@ mod tests {
             peer_data_bytes: 1 << 20,
         });
         drain(&mut n);
+        n
+    }
+
+    #[test]
+    fn a_replicated_write_and_flush_leave_for_the_peer_before_their_local_disk_operation() {
+        let mut n = connected_in_sync();
+        n.handle(Event::PeerState {
+            primary: false,
+            disk: DiskState::UpToDate,
+        });
+        n.promote(false, 9).unwrap();
+        drain(&mut n);
+        let position = |actions: &[Action], what: &dyn Fn(&Action) -> bool| {
+            actions.iter().position(what).unwrap_or_else(|| panic!("{actions:?}"))
+        };
+        // The peer's leg is the longer one: it goes into the batch first.
+        for (id, kind) in [(1, IoKind::Write { fua: false }), (2, IoKind::Flush)] {
+            let len = if kind == IoKind::Flush { 0 } else { 4096 };
+            n.handle(Event::NbdRequest {
+                id,
+                io: IoRequest { kind, offset: 0, len },
+            });
+            let a = drain(&mut n);
+            let peer = position(&a, &|a| {
+                matches!(
+                    a,
+                    Action::SendPeerData { id: i, .. } if *i == id
+                ) || matches!(a, Action::SendPeer(Message::Barrier { .. }))
+            });
+            let disk = position(&a, &|a| matches!(a, Action::Disk { id: i, .. } if *i == id));
+            assert!(peer < disk, "{a:?}");
+        }
+    }
+
+    #[test]
+    fn a_verify_result_shows_once_the_verify_ends_and_not_for_an_interrupted_one() {
+        let mut n = connected_in_sync();
+        n.set_digest_algs(Some(crate::digest::DigestAlg::Crc32c), None);
         n.start_verify().unwrap();
         assert_eq!(n.snapshot().verify_found_kib, None, "running");
         // Both sides' digests, played here: the peer's copy of the block

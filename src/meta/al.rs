@@ -45,6 +45,22 @@ pub struct AlTransaction {
 }
 
 impl AlTransaction {
+    /// The blocks of one transaction carrying the sorted set `extents`,
+    /// numbered from `first_tr`.
+    pub fn blocks(first_tr: u64, extents: &[u32]) -> Vec<AlTransaction> {
+        (0..blocks_for(extents.len()))
+            .map(|k| {
+                let from = k * EXTENTS_PER_BLOCK;
+                AlTransaction {
+                    tr_number: first_tr + k as u64,
+                    total: extents.len() as u32,
+                    context_start: from as u32,
+                    extents: extents[from..extents.len().min(from + EXTENTS_PER_BLOCK)].to_vec(),
+                }
+            })
+            .collect()
+    }
+
     pub fn encode(&self) -> Box<[u8; BLOCK_BYTES]> {
         debug_assert!(self.extents.len() <= EXTENTS_PER_BLOCK);
         let carried = self.extents.len().min(EXTENTS_PER_BLOCK);
@@ -190,17 +206,9 @@ mod tests {
 
     /// The blocks of one transaction of the sorted set `ext`, from `n`.
     fn transaction(n: u64, ext: &[u32]) -> Vec<Box<[u8; BLOCK_BYTES]>> {
-        (0..blocks_for(ext.len()))
-            .map(|k| {
-                let from = k * EXTENTS_PER_BLOCK;
-                AlTransaction {
-                    tr_number: n + k as u64,
-                    total: ext.len() as u32,
-                    context_start: from as u32,
-                    extents: ext[from..ext.len().min(from + EXTENTS_PER_BLOCK)].to_vec(),
-                }
-                .encode()
-            })
+        AlTransaction::blocks(n, ext)
+            .iter()
+            .map(AlTransaction::encode)
             .collect()
     }
 
