@@ -181,27 +181,43 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         tracing::info!(node = %daemon.opts.node, socket = %sock.display(), "tandemd ready; resources are down until 'tandemadm up'");
         notify_systemd("READY=1");
 
+        // Everything runs in tasks of its own; the future handed to
+        // block_on only waits for the signal. tokio-uring's LocalSet polls
+        // that future again each time any task wakes, once or more per I/O,
+        // so a select over the signals and the control socket there would
+        // be polled on every request's path.
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-        loop {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio_uring::spawn(async move {
             tokio::select! {
-                _ = term.recv() => break,
-                _ = int.recv() => break,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => {
-                        let d = Rc::clone(&daemon);
-                        tokio_uring::spawn(async move { serve_control(d, stream).await });
-                    }
-                    Err(e) => tracing::warn!(error = %e, "control socket accept failed"),
-                },
+                _ = term.recv() => {},
+                _ = int.recv() => {},
             }
-        }
+            let _ = stop.send(());
+        });
+        let control = tokio_uring::spawn(accept_control(Rc::clone(&daemon), listener));
+        let _ = stopped.await;
+        control.abort();
         notify_systemd("STOPPING=1");
         tracing::info!("shutting down: finishing in-flight I/O and persisting metadata");
         daemon.shutdown().await;
         let _ = std::fs::remove_file(&sock);
         Ok(())
     })
+}
+
+/// Serve the control socket: each connection in a task of its own.
+async fn accept_control(daemon: Rc<Daemon>, listener: UnixListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let d = Rc::clone(&daemon);
+                tokio_uring::spawn(async move { serve_control(d, stream).await });
+            }
+            Err(e) => tracing::warn!(error = %e, "control socket accept failed"),
+        }
+    }
 }
 
 /// Tell systemd (Type=notify) about readiness; a no-op outside systemd.
