@@ -54,6 +54,7 @@ fn primary(peer: Option<&str>, connect: bool) -> Node {
                 divergence: Divergence::default(),
             },
             peer_data_bytes: DATA_BYTES,
+            peer_features: tandem::wire::handshake::FEATURES,
         });
         assert_eq!(node.cstate(), ConnState::Connected);
     }

@@ -164,6 +164,11 @@ fn an_interrupted_verify_resumes_where_it_stopped() {
     p.alpha.adm_ok(&["primary", "r0"]);
     p.alpha.adm_ok(&["verify", "r0"]);
     p.alpha.wait_for("cs:VerifyS", 5);
+    // The other node is the verify's target, as in DRBD: VerifyT, with the
+    // progress its monitoring reads.
+    p.beta.wait_for("cs:VerifyT", 5);
+    p.beta.wait_for("verified:", 5);
+    assert_eq!(p.beta.adm_ok(&["cstate", "r0"]).trim(), "VerifyT");
     std::thread::sleep(Duration::from_millis(1500));
     p.beta.adm_ok(&["disconnect", "r0"]);
     p.alpha.wait_for("cs:WFConnection", 10);
@@ -173,6 +178,8 @@ fn an_interrupted_verify_resumes_where_it_stopped() {
     p.alpha.adm_ok(&["verify", "r0"]);
     let done = verify_result(&p.alpha, 0);
     assert!(done.contains("no differences"), "{done}");
+    p.beta.wait_for("cs:Connected", 10);
+    assert!(p.beta.log_text().contains("online verify by alpha done"));
     let log = p.alpha.log_text();
     let resumed = log
         .lines()

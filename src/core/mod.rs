@@ -114,6 +114,8 @@ pub enum Event {
     PeerConnected {
         peer: UuidReport,
         peer_data_bytes: u64,
+        /// The feature bits of the peer's hello (`wire::handshake::FEATURE_*`).
+        peer_features: u64,
     },
     /// The link is gone. `fresh_uuid` starts a new data generation if this
     /// node is Primary (DRBD does so when a Primary loses its peer).
@@ -179,6 +181,12 @@ pub enum Event {
     PeerDigestReply {
         seq: u64,
         equal: bool,
+    },
+    /// The peer started (`running`) or ended an online verify.
+    PeerVerifyState {
+        running: bool,
+        left: u64,
+        total: u64,
     },
     /// The peer reads from our disk (its own is detached or resyncing).
     PeerReadRequest {
@@ -256,6 +264,7 @@ impl Event {
                 digest,
             },
             Message::DigestReply { seq, equal } => Event::PeerDigestReply { seq, equal },
+            Message::VerifyState { running, left, total } => Event::PeerVerifyState { running, left, total },
             Message::ReadRequest { seq, offset, len } => Event::PeerReadRequest { seq, offset, len },
             other => return Err(Box::new(other)),
         })

@@ -153,6 +153,11 @@ pub struct Node {
     verify_alg: Option<crate::digest::DigestAlg>,
     csums_alg: Option<crate::digest::DigestAlg>,
     verify: Option<Verify>,
+    /// The peer's verify, while this node is its target (VerifyT): blocks
+    /// (left, total), counted down by the digests it sends.
+    peer_verify: Option<(u64, u64)>,
+    /// The connected peer's hello feature bits.
+    peer_features: u64,
     /// Where an interrupted verify stopped (block).
     verify_resume: Option<u64>,
     /// What the last verify that ran to its end found (KiB); `None` while
@@ -272,6 +277,8 @@ impl Node {
             verify_alg: None,
             csums_alg: None,
             verify: None,
+            peer_verify: None,
+            peer_features: 0,
             verify_resume: None,
             verify_found_kib: None,
             digests: HashMap::new(),
@@ -491,8 +498,10 @@ impl Node {
 
     /// Resync progress: (blocks left, blocks total), while syncing.
     pub fn resync_progress(&self) -> Option<(u64, u64)> {
-        if self.cstate == ConnState::VerifyS {
-            return self.verify_progress();
+        match self.cstate {
+            ConnState::VerifyS => return self.verify_progress(),
+            ConnState::VerifyT => return self.peer_verify,
+            _ => {}
         }
         let left = self.bitmap.as_ref()?.weight();
         let total = self.resync.as_ref().map(|r| r.total_blocks).unwrap_or(left);
@@ -791,7 +800,14 @@ impl Node {
         match event {
             Event::NbdRequest { id, io } => self.on_request(id, io),
             Event::DiskDone { id, result } => self.on_disk_done(id, result),
-            Event::PeerConnected { peer, peer_data_bytes } => self.on_peer_connected(peer, peer_data_bytes),
+            Event::PeerConnected {
+                peer,
+                peer_data_bytes,
+                peer_features,
+            } => {
+                self.peer_features = peer_features;
+                self.on_peer_connected(peer, peer_data_bytes)
+            }
             Event::PeerDisconnected { fresh_uuid } => self.on_peer_disconnected(fresh_uuid),
             Event::PeerWrite {
                 id,
@@ -857,6 +873,7 @@ impl Node {
                 digest,
             } => self.on_peer_digest_check(seq, offset, len, purpose, alg, digest),
             Event::PeerDigestReply { seq, equal } => self.on_peer_digest_reply(seq, equal),
+            Event::PeerVerifyState { running, left, total } => self.on_peer_verify_state(running, left, total),
             Event::HandlerDone { handler, exit } => self.on_handler_done(handler, exit),
             Event::MetaIoError { os_errno } => self.meta_io_error(os_errno),
             Event::PeerReadRequest { seq, offset, len } => self.on_peer_read_request(seq, offset, len),
@@ -2384,6 +2401,7 @@ impl Node {
         let barriers: Vec<ReqId> = self.barriers.drain().map(|(_, id)| id).collect();
         self.counters.pe = 0;
         self.interrupt_verify();
+        self.peer_verify = None;
         self.fail_remote();
         if let Some(rs) = self.resync.take() {
             // Unacknowledged resync blocks stay set in the bitmap.
@@ -2656,6 +2674,11 @@ mod tests {
     /// A Secondary of 1 MiB connected to a peer of the same generation:
     /// nothing to resync.
     fn connected_in_sync() -> Node {
+        connected_in_sync_to(crate::wire::handshake::FEATURES)
+    }
+
+    /// Connected to a peer whose hello had `features`, both UpToDate.
+    fn connected_in_sync_to(features: u64) -> Node {
         let uuids = GenerationUuids {
             current: 0x5eed_0000_0000_0004,
             ..GenerationUuids::default()
@@ -2678,6 +2701,7 @@ mod tests {
                 divergence: Divergence::default(),
             },
             peer_data_bytes: 1 << 20,
+            peer_features: features,
         });
         drain(&mut n);
         n
@@ -2756,6 +2780,71 @@ mod tests {
             fresh_uuid: 0x5eed_0000_0002_0000,
         });
         assert_eq!(n.snapshot().verify_found_kib, None, "interrupted");
+    }
+
+    #[test]
+    fn the_target_of_a_verify_shows_verify_t_and_its_progress_until_the_source_says_it_is_over() {
+        let mut n = connected_in_sync();
+        // 1 MiB: 256 blocks; the source resumes with 200 left.
+        n.handle(Event::PeerVerifyState {
+            running: true,
+            left: 200,
+            total: 256,
+        });
+        assert_eq!(n.cstate(), ConnState::VerifyT);
+        assert_eq!(n.snapshot().resync_kib, Some((800, 1024)));
+        assert!(n.start_verify().is_err(), "a target does not start a verify of its own");
+        n.handle(Event::PeerDigestCheck {
+            seq: 1,
+            offset: 56 << 12,
+            len: 64 << 12,
+            purpose: crate::wire::DigestPurpose::Verify,
+            alg: crate::digest::DigestAlg::Crc32c as u8,
+            digest: vec![0; 4],
+        });
+        assert_eq!(n.snapshot().resync_kib, Some((544, 1024)));
+        drain(&mut n);
+        n.handle(Event::PeerVerifyState {
+            running: false,
+            left: 0,
+            total: 256,
+        });
+        assert_eq!(n.cstate(), ConnState::Connected);
+        assert_eq!(n.snapshot().resync_kib, None);
+        let a = drain(&mut n);
+        assert!(a.iter().any(|a| matches!(a, Action::PersistBitmap)), "{a:?}");
+        // A verify that starts while the node is busy otherwise (here: not
+        // connected) does not take it over.
+        n.handle(Event::PeerDisconnected {
+            fresh_uuid: 0x5eed_0000_0002_0000,
+        });
+        n.handle(Event::PeerVerifyState {
+            running: true,
+            left: 1,
+            total: 1,
+        });
+        assert_ne!(n.cstate(), ConnState::VerifyT);
+    }
+
+    #[test]
+    fn a_verify_source_tells_a_peer_that_announced_verify_state_and_not_an_older_one() {
+        for (features, told) in [(crate::wire::handshake::FEATURE_VERIFY_STATE, true), (0, false)] {
+            let mut n = connected_in_sync_to(features);
+            n.set_digest_algs(Some(crate::digest::DigestAlg::Crc32c), None);
+            n.start_verify().unwrap();
+            let a = drain(&mut n);
+            let started = a.iter().any(|a| {
+                matches!(
+                    a,
+                    Action::SendPeer(Message::VerifyState {
+                        running: true,
+                        left: 256,
+                        total: 256
+                    })
+                )
+            });
+            assert_eq!(started, told, "features {features}: {a:?}");
+        }
     }
 
     #[test]

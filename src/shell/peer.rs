@@ -241,9 +241,9 @@ async fn link_loop(res: &Rc<Resource>, link: &Link, listener: Option<tokio::net:
             o = attempt => o,
         };
         match outcome {
-            Ok((stream, (report, bytes))) => {
-                tracing::info!(resource = %res.name, peer = %link.peer_name, addr = %link.peer_addr, "peer connected");
-                if run_link(res, link, stream, report, bytes).await {
+            Ok((stream, met)) => {
+                tracing::info!(resource = %res.name, peer = %link.peer_name, addr = %link.peer_addr, features = met.features, "peer connected");
+                if run_link(res, link, stream, met).await {
                     return;
                 }
                 backoff = first_retry;
@@ -272,7 +272,7 @@ async fn establish(
     link: &Link,
     listener: Option<&tokio::net::TcpListener>,
     dry_run: bool,
-) -> io::Result<(PeerStream, (UuidReport, u64))> {
+) -> io::Result<(PeerStream, Met)> {
     let stream = match listener {
         None => TcpStream::connect(link.peer_addr).await?,
         Some(l) => {
@@ -371,7 +371,7 @@ pub async fn peek(res: &Rc<Resource>) -> Result<Peek, String> {
     };
     let wait = link.connect_int * 2 + Duration::from_secs(5);
     let attempt = tokio::time::timeout(wait, establish(res, &link, listener.as_ref(), true)).await;
-    let (stream, (report, data_bytes)) = match attempt {
+    let (stream, Met { report, data_bytes, .. }) = match attempt {
         Ok(Ok(x)) => x,
         Ok(Err(e)) => return Err(format!("{}: could not reach {}: {e}", res.name, link.peer_name)),
         Err(_) => {
@@ -502,23 +502,27 @@ async fn refuse(stream: &PeerStream, reason: String) -> io::Error {
     io::Error::other(reason)
 }
 
-/// `Hello` feature bit: the sender only wants to compare UUIDs
-/// (`connect --dry-run`); neither side acts on the result.
-const FEATURE_DRY_RUN: u64 = 1;
+/// What the handshake learnt of the peer.
+struct Met {
+    report: UuidReport,
+    /// The size of the peer's data area in bytes.
+    data_bytes: u64,
+    /// Its hello's feature bits.
+    features: u64,
+}
 
-async fn handshake(
-    res: &Rc<Resource>,
-    link: &Link,
-    stream: &PeerStream,
-    dry_run: bool,
-) -> io::Result<(UuidReport, u64)> {
+async fn handshake(res: &Rc<Resource>, link: &Link, stream: &PeerStream, dry_run: bool) -> io::Result<Met> {
     let mine = Hello {
         version: wire::ProtocolVersion::current() as u8,
         resource: res.name.clone(),
         node: res.host.borrow().name.clone(),
         peer: link.peer_name.clone(),
         data_bytes: res.node.borrow().data_bytes(),
-        features: if dry_run { FEATURE_DRY_RUN } else { 0 },
+        features: if dry_run {
+            handshake::FEATURE_DRY_RUN
+        } else {
+            handshake::FEATURES
+        },
         nonce: nonce(),
     };
     send(stream, &Message::Hello(mine.clone())).await?;
@@ -560,7 +564,7 @@ async fn handshake(
     send(stream, &me.to_message()).await?;
     match read_message(stream).await? {
         msg @ Message::Uuids { .. } => {
-            if theirs.features & FEATURE_DRY_RUN != 0 && !dry_run {
+            if theirs.features & handshake::FEATURE_DRY_RUN != 0 && !dry_run {
                 // The peer only previews a connect: answer with our bitmap
                 // too (so it can count what a resync would move), then act
                 // on nothing.
@@ -578,7 +582,11 @@ async fn handshake(
                 return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "dry run"));
             }
             let report = UuidReport::from_message(&msg).ok_or_else(|| io::Error::other("uuids"))?;
-            Ok((report, theirs.data_bytes))
+            Ok(Met {
+                report,
+                data_bytes: theirs.data_bytes,
+                features: theirs.features,
+            })
         }
         Message::Refuse { reason } => Err(io::Error::other(format!("peer refused: {reason}"))),
         other => Err(io::Error::other(format!("expected uuids, got {other:?}"))),
@@ -587,7 +595,7 @@ async fn handshake(
 
 /// Run an established link. Returns true if the operator (or a split brain)
 /// asked for the link to stay down.
-async fn run_link(res: &Rc<Resource>, link: &Link, stream: PeerStream, report: UuidReport, bytes: u64) -> bool {
+async fn run_link(res: &Rc<Resource>, link: &Link, stream: PeerStream, met: Met) -> bool {
     let stream = Rc::new(stream);
     let (tx, rx) = mpsc::unbounded_channel();
     *res.peer_tx.borrow_mut() = Some(tx.clone());
@@ -621,8 +629,9 @@ async fn run_link(res: &Rc<Resource>, link: &Link, stream: PeerStream, report: U
         }
     });
     res.event(Event::PeerConnected {
-        peer: report,
-        peer_data_bytes: bytes,
+        peer: met.report,
+        peer_data_bytes: met.data_bytes,
+        peer_features: met.features,
     });
     let idle = link.ping_int + link.ping_timeout;
     let stopped = tokio::select! {

@@ -451,6 +451,7 @@ impl Sim {
                 n.handle(Event::PeerConnected {
                     peer,
                     peer_data_bytes: DATA_BYTES,
+                    peer_features: crate::wire::handshake::FEATURES,
                 });
             }
             self.drain_actions(i);

@@ -12,6 +12,16 @@ use sha2::Sha256;
 pub const NONCE_BYTES: usize = 32;
 const DOMAIN: &[u8] = b"tandem-peer-auth-v1\0";
 
+/// `Hello` feature bit: the sender only wants to compare UUIDs
+/// (`connect --dry-run`); neither side acts on the result.
+pub const FEATURE_DRY_RUN: u64 = 1;
+/// `Hello` feature bit: the sender understands `VerifyState`. Message types
+/// added within a frame version are announced this way, so that a pair of
+/// mixed builds keeps its link.
+pub const FEATURE_VERIFY_STATE: u64 = 1 << 1;
+/// The features this build announces on a normal connect.
+pub const FEATURES: u64 = FEATURE_VERIFY_STATE;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hello {
     /// The newest protocol version the sender speaks.
@@ -23,7 +33,7 @@ pub struct Hello {
     pub peer: String,
     /// The sender's usable data size.
     pub data_bytes: u64,
-    /// Feature bits; none defined in version 1.
+    /// Feature bits (`FEATURE_*`); a receiver ignores those it does not know.
     pub features: u64,
     pub nonce: [u8; NONCE_BYTES],
 }

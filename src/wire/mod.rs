@@ -149,6 +149,7 @@ pub mod kind {
     pub const DIGEST_REPLY: u8 = 18;
     pub const READ_REQUEST: u8 = 19;
     pub const READ_REPLY: u8 = 20;
+    pub const VERIFY_STATE: u8 = 21;
 }
 
 /// Bytes of a `ReadReply` body before its data.
@@ -270,6 +271,15 @@ pub enum Message {
         status: u32,
         len: u32,
     },
+    /// An online verify started (or resumed: `left` < `total` blocks) on
+    /// the sender, or (`running` false) it is over. Sent only to a peer
+    /// whose hello has [`handshake::FEATURE_VERIFY_STATE`]: a peer without
+    /// it would drop the link on a type it does not know.
+    VerifyState {
+        running: bool,
+        left: u64,
+        total: u64,
+    },
 }
 
 /// Runs per `Bitmap` message (16 bytes each, 64 KiB per message).
@@ -379,6 +389,7 @@ impl Message {
             Message::DigestReply { .. } => kind::DIGEST_REPLY,
             Message::ReadRequest { .. } => kind::READ_REQUEST,
             Message::ReadReply { .. } => kind::READ_REPLY,
+            Message::VerifyState { .. } => kind::VERIFY_STATE,
         }
     }
 
@@ -470,6 +481,11 @@ impl Message {
             Message::DigestReply { seq, equal } => {
                 o.extend_from_slice(&seq.to_be_bytes());
                 o.push(u8::from(*equal));
+            }
+            Message::VerifyState { running, left, total } => {
+                o.push(u8::from(*running));
+                o.extend_from_slice(&left.to_be_bytes());
+                o.extend_from_slice(&total.to_be_bytes());
             }
             Message::ReadRequest { seq, offset, len } => {
                 o.extend_from_slice(&seq.to_be_bytes());
@@ -609,6 +625,13 @@ impl Message {
                 seq: r.u64()?,
                 equal: r.bool()?,
             },
+            kind::VERIFY_STATE => {
+                let (running, left, total) = (r.bool()?, r.u64()?, r.u64()?);
+                if left > total {
+                    return Err(WireError::Malformed("verify state"));
+                }
+                Message::VerifyState { running, left, total }
+            }
             kind::READ_REQUEST => Message::ReadRequest {
                 seq: r.u64()?,
                 offset: r.u64()?,
@@ -714,6 +737,11 @@ mod tests {
                 digest: vec![0xab; 32],
             },
             Message::DigestReply { seq: 4, equal: false },
+            Message::VerifyState {
+                running: true,
+                left: 5,
+                total: 9,
+            },
             Message::ReadRequest {
                 seq: 5,
                 offset: 4096,

@@ -131,9 +131,46 @@ impl Node {
             ..Verify::default()
         });
         self.cstate = ConnState::VerifyS;
+        self.tell_peer_verify(true, total - cursor, total);
         self.act(Action::StateChanged);
         self.pump_verify();
         Ok(())
+    }
+
+    /// The peer shows VerifyT while our verify runs. A peer whose hello
+    /// did not announce the message stays Connected, as before it.
+    fn tell_peer_verify(&mut self, running: bool, left: u64, total: u64) {
+        if self.peer_features & crate::wire::handshake::FEATURE_VERIFY_STATE != 0 {
+            self.act(Action::SendPeer(Message::VerifyState { running, left, total }));
+        }
+    }
+
+    /// The peer started or ended a verify: this node is its target.
+    pub(super) fn on_peer_verify_state(&mut self, running: bool, left: u64, total: u64) {
+        let res = self.resource.clone();
+        let peer = self.peer.clone().unwrap_or_default();
+        if running {
+            if self.cstate != ConnState::Connected {
+                return;
+            }
+            self.cstate = ConnState::VerifyT;
+            self.peer_verify = Some((left, total));
+            self.log(
+                false,
+                format!("{res}: online verify started by {peer}; this node is its target (VerifyT)"),
+            );
+        } else {
+            if self.cstate != ConnState::VerifyT {
+                return;
+            }
+            self.cstate = ConnState::Connected;
+            self.peer_verify = None;
+            self.log(false, format!("{res}: online verify by {peer} done"));
+            // The source sent the blocks it found just before; keep them
+            // across a restart of this node, as the source does.
+            self.act(Action::PersistBitmap);
+        }
+        self.act(Action::StateChanged);
     }
 
     /// Verify progress as (blocks left, blocks total).
@@ -263,6 +300,7 @@ impl Node {
             .collect();
         self.verify_found_kib = Some(blocks * 4);
         self.cstate = ConnState::Connected;
+        let total_blocks = v.total_blocks;
         let res = self.resource.clone();
         if blocks == 0 {
             self.log(false, format!("{res}: online verify done: no differences"));
@@ -286,6 +324,7 @@ impl Node {
             }
             self.act(Action::PersistBitmap);
         }
+        self.tell_peer_verify(false, 0, total_blocks);
         self.act(Action::StateChanged);
     }
 
@@ -404,6 +443,13 @@ impl Node {
         }
         let first = offset / BM_BLOCK_BYTES;
         let blocks = u64::from(len).div_ceil(BM_BLOCK_BYTES);
+        if purpose == DigestPurpose::Verify {
+            // Progress as the source's first pass moves; its re-checks of
+            // differing ranges come after and find nothing left to count.
+            if let Some((left, _)) = self.peer_verify.as_mut() {
+                *left = left.saturating_sub(blocks);
+            }
+        }
         self.digest_op(
             DigestFor::Peer {
                 seq,
