@@ -22,14 +22,19 @@ fn synced_pair(net: &str) -> Pair {
 
 /// Wait for a verify started on `d` to end; returns the log line.
 fn verify_result(d: &Daemon, nth: usize) -> String {
+    log_line(d, "online verify done", nth)
+}
+
+/// Wait for the `nth` line of `d`'s log that contains `what`; returns it.
+fn log_line(d: &Daemon, what: &str, nth: usize) -> String {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let log = d.log_text();
-        let lines: Vec<&str> = log.lines().filter(|l| l.contains("online verify done")).collect();
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains(what)).collect();
         if let Some(l) = lines.get(nth) {
             return (*l).to_owned();
         }
-        assert!(Instant::now() < deadline, "verify never finished:\n{log}");
+        assert!(Instant::now() < deadline, "no {what:?} (#{nth}) in:\n{log}");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -103,6 +108,28 @@ fn verify_finds_a_block_corrupted_on_the_primary_and_a_reconnect_resyncs_it() {
     p.alpha.wait_for("oos:4", 10);
     p.beta.adm_ok(&["disconnect", "r0"]);
     p.beta.adm_ok(&["connect", "r0"]);
+    p.alpha
+        .wait_for("cs:Connected ro:Primary/Secondary ds:UpToDate/UpToDate", 30);
+    p.alpha.wait_for("oos:0", 10);
+    p.assert_identical();
+}
+
+#[test]
+fn the_target_of_a_verify_keeps_what_it_found_across_a_crash_of_its_own() {
+    let mut p = synced_pair("verify-alg crc32c;");
+    corrupt(&p.alpha, 3 << 20);
+    p.alpha.adm_ok(&["verify", "r0"]);
+    assert!(verify_result(&p.alpha, 0).contains("1 blocks (4 KiB) out of sync"));
+    log_line(&p.beta, "online verify by alpha done", 0);
+    // Answered after beta handled the verify's end, its bitmap write included.
+    assert_eq!(p.beta.adm_ok(&["cstate", "r0"]).trim(), "Connected");
+    p.beta.wait_for("oos:4", 10);
+    p.beta.kill9();
+    let dump = p.beta.adm_ok(&["dump-md", "r0"]);
+    assert!(dump.contains("out of sync: 4 KiB (1 blocks)"), "{dump}");
+    // Back, it connects and the block travels.
+    p.beta.start();
+    p.beta.adm_ok(&["up", "r0"]);
     p.alpha
         .wait_for("cs:Connected ro:Primary/Secondary ds:UpToDate/UpToDate", 30);
     p.alpha.wait_for("oos:0", 10);

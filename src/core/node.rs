@@ -804,10 +804,7 @@ impl Node {
                 peer,
                 peer_data_bytes,
                 peer_features,
-            } => {
-                self.peer_features = peer_features;
-                self.on_peer_connected(peer, peer_data_bytes)
-            }
+            } => self.on_peer_connected(peer, peer_data_bytes, peer_features),
             Event::PeerDisconnected { fresh_uuid } => self.on_peer_disconnected(fresh_uuid),
             Event::PeerWrite {
                 id,
@@ -1860,10 +1857,11 @@ impl Node {
         self.discard_my_data = discard;
     }
 
-    fn on_peer_connected(&mut self, peer: UuidReport, peer_data_bytes: u64) {
+    fn on_peer_connected(&mut self, peer: UuidReport, peer_data_bytes: u64, peer_features: u64) {
         if self.peer.is_none() {
             return;
         }
+        self.peer_features = peer_features;
         self.peer_role = if peer.primary { Role::Primary } else { Role::Secondary };
         self.peer_disk = if peer.flags & uuid_flags::INCONSISTENT != 0 {
             DiskState::Inconsistent

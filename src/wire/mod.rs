@@ -833,6 +833,20 @@ mod tests {
         assert_eq!(decode_frame(&f[..10]), Ok(None));
     }
 
+    #[test]
+    fn a_verify_state_with_more_left_than_in_all_is_refused() {
+        // Encoded as sent, so the crc is right and only the body is wrong.
+        let f = frame(
+            &Message::VerifyState {
+                running: true,
+                left: 10,
+                total: 9,
+            },
+            &[],
+        );
+        assert_eq!(decode_frame(&f), Err(WireError::Malformed("verify state")));
+    }
+
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(b in proptest::collection::vec(any::<u8>(), 0..200)) {
