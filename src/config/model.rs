@@ -331,7 +331,10 @@ pub struct DiskOptions {
     pub c_plan_ahead_ds: u32,
     pub c_fill_target_sectors: u64,
     pub c_max_rate_kib_s: u64,
-    pub c_min_rate_kib_s: u64,
+    /// `c-min-rate`: under application load the resync yields down to this
+    /// rate; 0 = it never yields; None (unset) = it yields only by keeping
+    /// fewer requests in flight (DRBD's default is 250 KiB/s).
+    pub c_min_rate_kib_s: Option<u64>,
     /// `al-extents` (8.3: `syncer { al-extents }`).
     pub al_extents: u32,
     pub al_updates: bool,
@@ -339,6 +342,19 @@ pub struct DiskOptions {
     pub md_flushes: bool,
     /// `size`: use only this many bytes of the backing disk.
     pub size_bytes: Option<u64>,
+}
+
+impl DiskOptions {
+    /// The resync's rate cap, KiB/s: `c-max-rate` under the default
+    /// `c-plan-ahead` (Tandem has no dynamic controller below the cap),
+    /// `resync-rate` with `c-plan-ahead 0`, as in DRBD.
+    pub fn resync_cap_kib_s(&self) -> u64 {
+        if self.c_plan_ahead_ds > 0 {
+            self.c_max_rate_kib_s
+        } else {
+            self.resync_rate_kib_s
+        }
+    }
 }
 
 impl Default for DiskOptions {
@@ -349,7 +365,7 @@ impl Default for DiskOptions {
             c_plan_ahead_ds: 20,
             c_fill_target_sectors: 100,
             c_max_rate_kib_s: 102_400,
-            c_min_rate_kib_s: 250,
+            c_min_rate_kib_s: None,
             al_extents: 1237,
             al_updates: true,
             disk_flushes: true,

@@ -577,11 +577,7 @@ const PARSED_NO_EFFECT: &[(&str, &str)] = &[
     ),
     (
         "c-fill-target",
-        "the resync controller plans by c-plan-ahead and caps at c-max-rate",
-    ),
-    (
-        "c-min-rate",
-        "the resync controller plans by c-plan-ahead and caps at c-max-rate",
+        "there is no dynamic resync controller: the resync is capped at c-max-rate and gives way to the application by c-min-rate",
     ),
     ("al-updates", "the activity log is always written"),
     ("disk-flushes", "flushes always reach the disk"),
@@ -767,7 +763,7 @@ fn disk_option(ctx: &mut Ctx<'_>, d: &mut Options, o: &Stmt) -> Result<bool, Con
             dk.c_fill_target_sectors = sectors;
         }
         "c-max-rate" => dk.c_max_rate_kib_s = rate_kib(value(o)?, k, (250, 4 << 20))?,
-        "c-min-rate" => dk.c_min_rate_kib_s = rate_kib(value(o)?, k, (0, 4 << 20))?,
+        "c-min-rate" => dk.c_min_rate_kib_s = Some(rate_kib(value(o)?, k, (0, 4 << 20))?),
         "al-extents" => {
             dk.al_extents = ranged(value(o)?, k, AL_EXTENTS, "")?;
             let max = crate::meta::al::EXTENTS_MAX as u32;

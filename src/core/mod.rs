@@ -23,6 +23,7 @@ mod node;
 pub mod refusal;
 pub mod split_brain;
 pub mod state;
+pub mod throttle;
 
 pub use generation::UuidReport;
 pub use node::{Node, SplitBrainOutcome, Verdict};

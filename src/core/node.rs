@@ -19,6 +19,7 @@ use super::generation::{self, uuid_flags, Sync, UuidReport, UUID_NEW_BM_OFFSET};
 use super::refusal::{Refusal, StateRv};
 use super::split_brain::{self, Policies, Resolution, Sides};
 use super::state::{ConnState, DiskState, Role};
+use super::throttle::Throttle;
 use super::{errno, limits, Action, AttachInfo, Counters, DiskOp, Event, Handler, IoKind, IoRequest, ReqId, Snapshot};
 use crate::config::OnIoError;
 use crate::meta::bitmap::Bitmap;
@@ -178,21 +179,6 @@ pub struct Node {
     actions: VecDeque<Action>,
 }
 
-/// The resync rate controller: a token bucket at the configured rate, and
-/// fewer resync requests in flight while the application is writing, so
-/// that resync yields to application I/O instead of queueing ahead of it.
-#[derive(Debug, Clone, Copy)]
-struct Throttle {
-    /// KiB/s; 0 = unlimited.
-    rate_kib_s: u64,
-    budget_kib: u64,
-    /// Application requests seen since the last tick.
-    app_active: bool,
-}
-
-/// Resync requests in flight while the application is busy.
-const RESYNC_INFLIGHT_UNDER_LOAD: usize = 2;
-
 /// The `Data` message flags that carry a write of this kind to the peer.
 fn data_flags(kind: IoKind) -> u32 {
     let fua = |f: bool| if f { wire::DATA_FLAG_FUA } else { 0 };
@@ -263,11 +249,7 @@ impl Node {
             al: None,
             al_extents: 1237,
             discard_my_data: false,
-            throttle: Throttle {
-                rate_kib_s: 0,
-                budget_kib: 0,
-                app_active: false,
-            },
+            throttle: Throttle::default(),
             policies: Policies::default(),
             divergence: Divergence::default(),
             now_s: 0,
@@ -848,14 +830,7 @@ impl Node {
                 }
             }
             Event::Tick { elapsed_us } => {
-                let t = &mut self.throttle;
-                if t.rate_kib_s > 0 {
-                    // Burst at most 100 ms worth, so a long pause does not
-                    // turn into a flood.
-                    let cap = (t.rate_kib_s / 10).max(RESYNC_CHUNK_BYTES / 1024);
-                    t.budget_kib = (t.budget_kib + t.rate_kib_s * elapsed_us / 1_000_000).min(cap);
-                }
-                t.app_active = self.counters.ap > 0;
+                self.throttle.tick(elapsed_us, self.counters.ap > 0);
                 self.pump_resync();
                 self.pump_verify();
             }
@@ -927,6 +902,7 @@ impl Node {
         };
         if remote {
             self.counters.ap += 1;
+            self.throttle.app_request();
             self.forward(id, io);
             return;
         }
@@ -939,6 +915,7 @@ impl Node {
             return;
         }
         self.counters.ap += 1;
+        self.throttle.app_request();
         self.admit(Inflight {
             id,
             io,
@@ -1664,14 +1641,10 @@ impl Node {
         }
     }
 
-    /// The resync rate, from `resync-rate` (fixed) or, with `c-plan-ahead`
-    /// > 0, the dynamic controller's ceiling `c-max-rate`.
-    pub fn set_resync_rate(&mut self, resync_rate_kib_s: u64, c_plan_ahead_ds: u32, c_max_rate_kib_s: u64) {
-        self.throttle.rate_kib_s = if c_plan_ahead_ds > 0 {
-            c_max_rate_kib_s
-        } else {
-            resync_rate_kib_s
-        };
+    /// The resync controller's settings: `cap_kib_s` (0 = none) from
+    /// [`crate::config::DiskOptions::resync_cap_kib_s`], and `c-min-rate`.
+    pub fn set_resync_rate(&mut self, cap_kib_s: u64, min_under_load_kib_s: Option<u64>) {
+        self.throttle.configure(cap_kib_s, min_under_load_kib_s);
     }
 
     /// Whether the shell should tick (a resync is moving blocks).
@@ -2126,16 +2099,11 @@ impl Node {
         let mut wrapped = false;
         loop {
             let Some(rs) = self.resync.as_ref() else { return };
-            let limit = if self.throttle.app_active || self.counters.ap > 0 {
-                RESYNC_INFLIGHT_UNDER_LOAD
-            } else {
-                RESYNC_INFLIGHT_MAX
-            };
+            let limit = self
+                .throttle
+                .allowance(RESYNC_INFLIGHT_MAX, RESYNC_CHUNK_BYTES / 1024, self.counters.ap > 0);
             if rs.inflight.len() + rs.sent.len() + rs.checking + rs.csum_sent.len() >= limit {
                 return;
-            }
-            if self.throttle.rate_kib_s > 0 && self.throttle.budget_kib < RESYNC_CHUNK_BYTES / 1024 {
-                return; // the next tick refills the budget
             }
             // Ranges whose digests differed go first; they skip the check.
             let must = self.resync.as_mut().and_then(|r| r.must_send.pop());
@@ -2189,9 +2157,7 @@ impl Node {
                 if let Some(rs) = self.resync.as_mut() {
                     rs.checking += 1;
                 }
-                if self.throttle.rate_kib_s > 0 {
-                    self.throttle.budget_kib = self.throttle.budget_kib.saturating_sub(len * 4);
-                }
+                self.throttle.spend(len * BM_BLOCK_BYTES / 1024);
                 self.digest_op(DigestFor::Csum { first, blocks: len }, first, len, alg);
                 continue;
             }
@@ -2208,9 +2174,7 @@ impl Node {
             if let Some(rs) = self.resync.as_mut() {
                 rs.inflight.insert(id, (first, len));
             }
-            if self.throttle.rate_kib_s > 0 {
-                self.throttle.budget_kib = self.throttle.budget_kib.saturating_sub(u64::from(bytes) / 1024);
-            }
+            self.throttle.spend(u64::from(bytes) / 1024);
             self.inflight.push(Inflight {
                 id,
                 io: IoRequest {
@@ -2677,13 +2641,17 @@ mod tests {
 
     /// Connected to a peer whose hello had `features`, both UpToDate.
     fn connected_in_sync_to(features: u64) -> Node {
+        connected_in_sync_sized(features, 1 << 20)
+    }
+
+    fn connected_in_sync_sized(features: u64, data_bytes: u64) -> Node {
         let uuids = GenerationUuids {
             current: 0x5eed_0000_0000_0004,
             ..GenerationUuids::default()
         };
         let mut n = Node::new("r0", 0, "alpha", Some("beta"), 'C');
         n.attach(AttachInfo {
-            data_bytes: 1 << 20,
+            data_bytes,
             uuids,
             flags: MdFlags(MdFlags::CONSISTENT.0 | MdFlags::WAS_UP_TO_DATE.0),
             divergence: Divergence::default(),
@@ -2698,7 +2666,7 @@ mod tests {
                 primary: false,
                 divergence: Divergence::default(),
             },
-            peer_data_bytes: 1 << 20,
+            peer_data_bytes: data_bytes,
             peer_features: features,
         });
         drain(&mut n);
@@ -2734,6 +2702,99 @@ mod tests {
             let disk = position(&a, &|a| matches!(a, Action::Disk { id: i, .. } if *i == id));
             assert!(peer < disk, "{a:?}");
         }
+    }
+
+    /// A Primary's full resync to its peer over `secs` seconds of 10 ms
+    /// ticks, every read and send completing at once, while an application
+    /// write stays in flight if `loaded`. Returns the KiB the resync read
+    /// and the most resync reads it had in flight at once.
+    fn resync_for(secs: u64, c_min_rate: Option<u64>, loaded: bool) -> (u64, usize) {
+        let mut n = connected_in_sync_sized(crate::wire::handshake::FEATURES, 256 << 20);
+        n.handle(Event::PeerState {
+            primary: false,
+            disk: DiskState::UpToDate,
+        });
+        n.promote(false, 9).unwrap();
+        n.set_resync_rate(0, c_min_rate);
+        drain(&mut n);
+        if loaded {
+            n.handle(Event::NbdRequest {
+                id: 1,
+                io: IoRequest {
+                    kind: IoKind::Write { fua: false },
+                    offset: 0,
+                    len: 4096,
+                },
+            });
+            drain(&mut n);
+        }
+        n.invalidate(false, 7).unwrap();
+        let (mut read_kib, mut most) = (0, 0);
+        for _ in 0..secs * 100 {
+            n.handle(Event::Tick { elapsed_us: 10_000 });
+            loop {
+                let actions = drain(&mut n);
+                let reads: Vec<_> = actions
+                    .iter()
+                    .filter_map(|a| match a {
+                        Action::Disk {
+                            id,
+                            op: DiskOp::Read { len, .. },
+                        } if *id >= CORE_ID_BASE => Some((*id, *len)),
+                        _ => None,
+                    })
+                    .collect();
+                let sent: Vec<u64> = actions
+                    .iter()
+                    .filter_map(|a| match a {
+                        Action::SendPeerData {
+                            msg: Message::Data { seq, .. },
+                            ..
+                        } => Some(*seq),
+                        _ => None,
+                    })
+                    .collect();
+                if reads.is_empty() && sent.is_empty() {
+                    break;
+                }
+                most = most.max(n.resync.as_ref().map_or(0, |r| r.inflight.len()));
+                for (id, len) in reads {
+                    read_kib += u64::from(len) / 1024;
+                    n.handle(Event::DiskDone { id, result: Ok(()) });
+                }
+                for seq in sent {
+                    n.handle(Event::PeerAck { seq, status: 0 });
+                }
+            }
+        }
+        (read_kib, most)
+    }
+
+    #[test]
+    fn under_application_load_the_resync_gives_way_down_to_c_min_rate() {
+        // Idle, the resync runs at full width and, here, speed.
+        let (idle_kib, idle_most) = resync_for(2, Some(4096), false);
+        assert_eq!(idle_most, RESYNC_INFLIGHT_MAX);
+        assert_eq!(idle_kib, 256 << 10, "all of it");
+        // Loaded, c-min-rate 4 MiB/s: about 4 MiB a second (the rate is
+        // measured in slots of a tenth of a second), two at a time.
+        let (kib, most) = resync_for(5, Some(4096), true);
+        assert!(most <= crate::core::throttle::INFLIGHT_UNDER_LOAD, "{most} in flight");
+        assert!(
+            (5 * 4096 * 9 / 10..=5 * 4096 * 11 / 10).contains(&kib),
+            "moved {kib} KiB"
+        );
+        // c-min-rate 0: the resync does not give way at all. (The chunk
+        // under the write in flight waits for it.)
+        let all_but_the_written = (256 << 10) - 256;
+        let (kib, most) = resync_for(2, Some(0), true);
+        assert_eq!((kib, most), (all_but_the_written, RESYNC_INFLIGHT_MAX));
+        // Unset: only the width shrinks.
+        let (kib, most) = resync_for(2, None, true);
+        assert_eq!(
+            (kib, most),
+            (all_but_the_written, crate::core::throttle::INFLIGHT_UNDER_LOAD)
+        );
     }
 
     #[test]

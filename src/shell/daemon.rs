@@ -783,11 +783,7 @@ impl Daemon {
             n.set_on_io_error(new.disk.on_io_error);
             let (verify, csums) = super::resource::digest_algs(new);
             n.set_digest_algs(verify, csums);
-            n.set_resync_rate(
-                new.disk.resync_rate_kib_s,
-                new.disk.c_plan_ahead_ds,
-                new.disk.c_max_rate_kib_s,
-            );
+            n.set_resync_rate(new.disk.resync_cap_kib_s(), new.disk.c_min_rate_kib_s);
             n.set_al_extents(new.disk.al_extents);
         }
         if link_changed && res.peer_running.get() {

@@ -175,11 +175,7 @@ impl Resource {
             node: RefCell::new({
                 let mut n = Node::new(&cfg.name, minor, node_name, peer.as_deref(), protocol);
                 n.set_al_extents(cfg.disk.al_extents);
-                n.set_resync_rate(
-                    cfg.disk.resync_rate_kib_s,
-                    cfg.disk.c_plan_ahead_ds,
-                    cfg.disk.c_max_rate_kib_s,
-                );
+                n.set_resync_rate(cfg.disk.resync_cap_kib_s(), cfg.disk.c_min_rate_kib_s);
                 n.set_split_brain_policies(split_brain_policies(&cfg));
                 n.set_fencing(cfg.net.fencing);
                 n.set_on_io_error(cfg.disk.on_io_error);

@@ -220,10 +220,12 @@ impl Node {
         let chunk = RESYNC_CHUNK_BYTES / BM_BLOCK_BYTES;
         loop {
             let Some(v) = self.verify.as_ref() else { return };
-            if v.paused || v.computing + v.sent.len() >= VERIFY_INFLIGHT_MAX {
-                return;
-            }
-            if self.throttle.rate_kib_s > 0 && self.throttle.budget_kib < RESYNC_CHUNK_BYTES / 1024 {
+            // Online verify reads the disk like a resync and gives way to
+            // the application the same way (DRBD throttles both).
+            let limit = self
+                .throttle
+                .allowance(VERIFY_INFLIGHT_MAX, RESYNC_CHUNK_BYTES / 1024, self.counters.ap > 0);
+            if v.paused || v.computing + v.sent.len() >= limit {
                 return;
             }
             let alg = v.alg.unwrap_or(DigestAlg::Crc32c);
@@ -263,9 +265,7 @@ impl Node {
                 }
                 (first, blocks)
             };
-            if self.throttle.rate_kib_s > 0 {
-                self.throttle.budget_kib = self.throttle.budget_kib.saturating_sub(next.1 * 4);
-            }
+            self.throttle.spend(next.1 * BM_BLOCK_BYTES / 1024);
             if let Some(v) = self.verify.as_mut() {
                 v.computing += 1;
             }
