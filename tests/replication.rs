@@ -371,6 +371,80 @@ fn a_fixed_resync_rate_is_honoured() {
     p.assert_identical();
 }
 
+/// fio writing 4 KiB blocks at queue depth 1 to the export's first MiB
+/// for `secs`: the application a resync shares the disk with.
+struct Load(std::process::Child);
+
+impl Load {
+    fn start(uri: &str, secs: u32) -> Load {
+        require_tool("fio", "fio");
+        let child = Command::new("fio")
+            .args([
+                "--name=load",
+                "--ioengine=nbd",
+                &format!("--uri={uri}"),
+                "--size=1m",
+                "--bs=4k",
+                "--iodepth=1",
+                "--rw=randwrite",
+                "--time_based",
+                &format!("--runtime={secs}"),
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("fio");
+        Load(child)
+    }
+
+    /// Waits for fio's end; whether every write it made succeeded.
+    fn succeeded(mut self) -> bool {
+        self.0.wait().map(|s| s.success()).unwrap_or(false)
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn c_min_rate_holds_a_resync_back_while_the_application_writes_and_adjust_lets_it_go() {
+    let p = Pair::up_with("s3cret", SIZE, "c-min-rate 1M;");
+    p.alpha.wait_for("cs:Connected", 20);
+    p.alpha.adm_ok(&["primary", "--force", "r0"]);
+    p.alpha.adm_ok(&["wait-sync", "--timeout", "60", "r0"]);
+    let load = Load::start(&p.uri(), 8);
+    std::thread::sleep(Duration::from_millis(500));
+    // A full resync of 64 MiB, while the application writes.
+    p.alpha.adm_ok(&["invalidate-remote", "r0"]);
+    std::thread::sleep(Duration::from_millis(3000));
+    // 1 MiB/s for 3 s and the first second's allowance (and the 1 MiB the
+    // writes themselves bring up to date), far from the 64 MiB the resync
+    // would have moved by now without c-min-rate.
+    let moved = (SIZE >> 10) - p.alpha.counter("oos");
+    assert!(moved > 1024, "the resync hardly moved: {}", p.alpha.status());
+    assert!(
+        moved < 8 << 10,
+        "{moved} KiB in sync after 3 s with c-min-rate 1M under load"
+    );
+    assert!(p.alpha.status().contains("cs:SyncSource"), "{}", p.alpha.status());
+    // The operator lets it go while the load goes on.
+    for d in [&p.alpha, &p.beta] {
+        let text = std::fs::read_to_string(&d.conf)
+            .expect("conf")
+            .replace("c-min-rate 1M;", "c-min-rate 0;");
+        std::fs::write(&d.conf, text).expect("conf");
+    }
+    let out = p.alpha.adm_ok(&["adjust", "r0"]);
+    assert!(out.contains("disk options"), "{out}");
+    p.alpha.wait_for("ds:UpToDate/UpToDate", 30);
+    assert!(load.succeeded(), "fio saw a failed write");
+    p.alpha.wait_for("oos:0", 10);
+    p.assert_identical();
+}
+
 #[test]
 fn invalidate_resyncs_everything_from_the_peer() {
     let p = Pair::synced();
