@@ -137,6 +137,9 @@ pub struct Node {
     al_extents: u32,
     /// `connect --discard-my-data` for the next connection only.
     discard_my_data: bool,
+    /// Set by `attach` on a Primary that served through its peer while
+    /// diskless: whether its new disk needs every block (else the bitmap's).
+    attached_while_primary: Option<bool>,
     throttle: Throttle,
     /// `after-sb-*` policies.
     policies: Policies,
@@ -249,6 +252,7 @@ impl Node {
             al: None,
             al_extents: 1237,
             discard_my_data: false,
+            attached_while_primary: None,
             throttle: Throttle::default(),
             policies: Policies::default(),
             divergence: Divergence::default(),
@@ -544,6 +548,10 @@ impl Node {
         if self.is_attached() {
             return Ok(());
         }
+        // The generation the Primary ran on, and its size, while diskless.
+        let before = (self.uuids.map(|u| u.current & !1), self.data_bytes);
+        self.attached_while_primary = (self.role == Role::Primary && before.1 == info.data_bytes)
+            .then(|| before.0 != Some(info.uuids.current & !1));
         self.data_bytes = info.data_bytes;
         self.uuids = Some(info.uuids);
         self.flags = info.flags;
@@ -589,6 +597,55 @@ impl Node {
         }
         self.act(Action::StateChanged);
         Ok(())
+    }
+
+    /// After `attach`, with the on-disk bitmap and activity log loaded: a
+    /// Primary that served its clients through an UpToDate peer while it was
+    /// diskless becomes SyncTarget over the link it has, as DRBD does. A
+    /// reconnect instead would leave it, for as long as the link is down,
+    /// with neither a good disk nor a peer: every read would fail. The disk
+    /// it detached (still of the generation the Primary ran on) gets what
+    /// the bitmap says it missed, with the activity log's hot extents (the
+    /// writes in flight when it failed may or may not be on it); any other
+    /// disk gets every block.
+    ///
+    /// Returns false where only a fresh connect can decide (a Secondary, a
+    /// peer not UpToDate, a disk of another size): the shell reconnects.
+    pub fn resync_attached_disk(&mut self) -> bool {
+        let Some(full) = self.attached_while_primary.take() else {
+            return false;
+        };
+        if self.role != Role::Primary || self.cstate != ConnState::Connected || self.peer_disk != DiskState::UpToDate {
+            return false;
+        }
+        if full {
+            self.mark_all_out_of_sync();
+        } else {
+            // The peer resyncs the union of both bitmaps, as on a connect.
+            self.send_bitmap();
+        }
+        self.act(Action::SendPeer(Message::StartResync {
+            source_is_sender: false,
+            full,
+        }));
+        let peer = self.peer.clone().unwrap_or_default();
+        let what = if full {
+            "every block (the disk is not the one detached)".to_owned()
+        } else {
+            format!(
+                "the {} KiB it may have missed",
+                self.bitmap.as_ref().map_or(0, Bitmap::weight) * BM_BLOCK_BYTES / 1024
+            )
+        };
+        self.log(
+            false,
+            format!(
+                "{}: disk attached while Primary; {peer} sends {what}, the link stays up",
+                self.resource
+            ),
+        );
+        self.become_sync_target();
+        true
     }
 
     pub fn detach(&mut self) -> Result<(), Refusal> {

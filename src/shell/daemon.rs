@@ -417,11 +417,13 @@ impl Daemon {
                     !n.is_attached() && res.peer_running.get()
                 };
                 self.attach(res)?;
-                if rejoin {
-                    // A node that stayed connected while diskless (a Primary
-                    // serving through its peer, or a Secondary after its
-                    // disk failed) gets its new disk resynced: a fresh
-                    // connect decides what moves.
+                let in_band = rejoin && res.node.borrow_mut().resync_attached_disk();
+                res.run_actions();
+                if rejoin && !in_band {
+                    // A node that stayed connected while diskless (a
+                    // Secondary after its disk failed, or a Primary whose
+                    // peer cannot send it the data) gets its new disk
+                    // resynced: a fresh connect decides what moves.
                     self.disconnect(res).await;
                     self.connect(res, &Request::new(Command::Connect, &res.name))?;
                 }

@@ -70,6 +70,8 @@ pub struct Report {
     pub disk_faults: u64,
     /// Failed disks replaced with blank ones and resynced.
     pub disks_replaced: u64,
+    /// Disks a Primary attached while connected, resynced over that link.
+    pub attached_in_band: u64,
 }
 
 impl Report {
@@ -85,6 +87,7 @@ impl Report {
         self.delivered_at_drop += r.delivered_at_drop;
         self.disk_faults += r.disk_faults;
         self.disks_replaced += r.disks_replaced;
+        self.attached_in_band += r.attached_in_band;
     }
 }
 
@@ -1124,8 +1127,9 @@ impl Sim {
     /// One node's data disk fails (EIO) or fills up (ENOSPC) for a while
     /// under load, with a random `on-io-error` policy; then the operator
     /// repairs it the documented way: a detached disk is replaced by a blank
-    /// one with fresh metadata and attached, and the link is bounced so the
-    /// connect decides what moves.
+    /// one with fresh metadata, or the same one is attached again. A Primary
+    /// that served through its peer resyncs it over the link it has; any
+    /// other node's link is bounced so the connect decides what moves.
     fn disk_trouble(&mut self, p: usize) {
         self.settle();
         let healthy_pair = self.link_up
@@ -1158,17 +1162,24 @@ impl Sim {
         self.run_for(pause, true);
         self.failing[x] = None;
         self.settle();
+        // A Primary's disk attached while connected resyncs over the link
+        // it has; anything else reconnects, and the connect decides.
+        let mut in_band = false;
         if self.nodes[x]
             .node
             .as_ref()
             .is_some_and(|n| n.disk_state() == DiskState::Diskless)
         {
-            self.replace_disk(x);
+            // The same disk, working again, or a blank replacement.
+            let blank = self.rng.chance(500);
+            in_band = self.attach_again(x, blank);
         }
-        if self.link_up {
-            self.drop_link();
+        if !in_band {
+            if self.link_up {
+                self.drop_link();
+            }
+            self.connect_both();
         }
-        self.connect_both();
         // The application does not wait for the resync, wherever it runs
         // (a repaired Primary is its own SyncTarget).
         let pause = 1_000 + self.rng.below(10_000);
@@ -1176,33 +1187,56 @@ impl Sim {
         self.settle();
     }
 
-    /// `create-md --force` on a blank disk, then `attach`.
-    fn replace_disk(&mut self, i: usize) {
-        self.report.disks_replaced += 1;
-        self.note(format!("{}: failed disk replaced by a blank one", self.nodes[i].name));
+    /// `attach` of a detached disk: `blank`, a replacement after
+    /// `create-md --force`; else the same disk, working again. Returns
+    /// whether the node resyncs it over the link it has (no reconnect).
+    fn attach_again(&mut self, i: usize, blank: bool) -> bool {
+        let name = self.nodes[i].name;
+        if blank {
+            self.report.disks_replaced += 1;
+            self.note(format!("{name}: failed disk replaced by a blank one"));
+            let s = &mut self.nodes[i];
+            s.disk.clear();
+            s.volatile.clear();
+            s.meta = Persisted {
+                created: true,
+                uuids: GenerationUuids::new_created(),
+                ..Persisted::default()
+            };
+        } else {
+            self.note(format!("{name}: the same disk attached again"));
+        }
         let s = &mut self.nodes[i];
-        s.disk.clear();
-        s.volatile.clear();
-        s.meta = Persisted {
-            created: true,
-            uuids: GenerationUuids::new_created(),
-            ..Persisted::default()
-        };
+        let crashed = !s.meta.flags.contains(MdFlags::AL_CLEAN);
+        s.meta.flags.remove(MdFlags::AL_CLEAN);
         let info = AttachInfo {
             data_bytes: DATA_BYTES,
             uuids: s.meta.uuids,
             flags: s.meta.flags,
             divergence: s.meta.divergence,
         };
-        let Some(n) = s.node.as_mut() else { return };
+        let Some(n) = s.node.as_mut() else { return false };
         if let Err(e) = n.attach(info) {
-            let why = format!("{}: attach of the replacement disk refused: {e}", s.name);
+            let why = format!("{name}: attach of the disk refused: {e}");
             self.fail_later(why);
-            return;
+            return false;
+        }
+        // What the shell does at attach: the on-disk bitmap and activity log.
+        for p in 0..n.bitmap_pages() {
+            if let Some(bytes) = s.meta.pages.get(&p) {
+                n.load_bitmap_page(p, bytes);
+            }
         }
         let _ = n.take_bitmap_pages();
-        n.apply_activity_log(&[], None, false);
+        let (extents, last) = s.meta.al.clone().unwrap_or_default();
+        n.apply_activity_log(&extents, s.meta.al.as_ref().map(|_| last), crashed);
+        let in_band = self.link_up && n.resync_attached_disk();
+        if in_band {
+            self.report.attached_in_band += 1;
+            self.note(format!("{name}: resyncs the attached disk over the link"));
+        }
         self.drain_actions(i);
+        in_band
     }
 
     /// `tandemadm connect` on both nodes.
