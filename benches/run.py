@@ -20,7 +20,8 @@ Rows: 4k random write QD1 (mean and p99 latency), 4k random write QD32 (IOPS),
 1M sequential write QD8 (MB/s), 4k random read QD32 (IOPS), 4k write + flush
 QD1, and a queue-depth sweep of 4k random writes. For the replicated pair
 also: the initial full sync, a full resync with and without an fio QD1 load on
-the Primary, a 1%-dirty resync (bytes moved), CPU-seconds per GiB written,
+the Primary (and under the load again with each --min-rates c-min-rate), a
+1%-dirty resync (bytes moved), CPU-seconds per GiB written,
 and the daemon's memory on a 1 TiB device.
 
 Writes OUT/summary.md (the tables, with the performance issue's targets),
@@ -238,6 +239,8 @@ class Tandem(Target):
         self.peer_img = peer_img
         self.dir = work / name
         self.nodes = ["alpha", "beta"] if peer_img else ["bench"]
+        # More `disk` options of the pair (set_disk_extra).
+        self.disk_extra = ""
         self.daemons = {}
         # The Primary's metrics endpoint gives the write latency by part.
         self.metrics_port = port + 5 if peer_img else None
@@ -251,7 +254,7 @@ class Tandem(Target):
         # configuration opens the metrics port.
         mp = f"global {{ metrics 127.0.0.1:{self.metrics_port}; }}\n" if node == "alpha" and self.metrics_port else ""
         return (mp + f"resource r0 {{\n  protocol C;\n  net {{ shared-secret \"bench\"; connect-int 1; }}\n"
-                f"  disk {{ c-max-rate 4G; }}\n"
+                f"  disk {{ c-max-rate 4G;{self.disk_extra} }}\n"
                 f"  on alpha {{ device nbd://127.0.0.1:{p}/r0; disk {self.img}; address 127.0.0.1:{p + 1}; "
                 f"meta-disk {self.dir}/alpha.md; }}\n"
                 f"  on beta {{ device nbd://127.0.0.1:{p + 2}/r0; disk {self.peer_img}; address 127.0.0.1:{p + 3}; "
@@ -259,6 +262,14 @@ class Tandem(Target):
 
     def conf(self, node):
         return self.dir / f"{node}.conf"
+
+    def set_disk_extra(self, text):
+        """Rewrites both nodes' configuration with these `disk` options
+        and applies it with `tandemadm adjust`, as an operator would."""
+        self.disk_extra = f" {text}" if text else ""
+        for n in self.nodes:
+            self.conf(n).write_text(self.conf_text(n))
+            self.adm(n, "adjust", "r0")
 
     def adm(self, node, *args, check=True):
         return run(self.bin / "tandemadm", "-c", self.conf(node), "--node", node, "--run-dir", self.dir / node, *args,
@@ -521,6 +532,17 @@ def pair_extras(t, args, res):
     log(f"  full resync under QD1 load: {secs:.2f} s = {res['resync_load_mbs']:,.0f} MB/s "
         f"(copies around it: {res['resync_load_copy_mbs']:,.0f} MB/s); "
         f"load p99 {res['load_p99_idle_us']:.0f} µs idle, {res['load_p99_resync_us']:.0f} µs during the resync")
+    # The same load and resync with c-min-rate set: what yielding by rate
+    # buys the load, and costs the resync.
+    by_rate = res["resync_load_by_min_rate"] = {}
+    for rate in args.min_rates:
+        t.set_disk_extra(f"c-min-rate {rate};")
+        ((idle, during), secs), copy = copy_around(lambda: qd1_load_around(t.uri(), args, t.dir, full_resync))
+        by_rate[rate] = {"s": secs, "mbs": args.bytes / secs / 1e6, "copy_mbs": copy, "p99_idle_us": p99(idle),
+                         "p99_resync_us": p99(during)}
+        log(f"  full resync under QD1 load, c-min-rate {rate}: {secs:.2f} s = {by_rate[rate]['mbs']:,.0f} MB/s "
+            f"(copies around it: {copy:,.0f} MB/s); load p99 {p99(idle):.0f} µs idle, {p99(during):.0f} µs during")
+    t.set_disk_extra("")
     res["identical_after_resync"] = identical(t.img, t.peer_img)
 
     # 1%-dirty resync: beta away, 1% of the blocks written, beta back.
@@ -691,6 +713,12 @@ def report(args, results):
     ratio = p["load_p99_resync_us"] / p["load_p99_idle_us"]
     lines.append(f"| that load's p99 during the resync | {p['load_p99_resync_us']:.0f} µs against "
                  f"{p['load_p99_idle_us']:.0f} µs before it = **{ratio:.2f}×** {'✓' if ratio <= 2 else '✗'} | ≤ 2× |")
+    for rate, v in p.get("resync_load_by_min_rate", {}).items():
+        phys = min(v["copy_mbs"], lim["loopback_mbs"])
+        lines.append(f"| the same with `c-min-rate {rate}` | {v['mbs']:,.0f} MB/s = **{v['mbs'] / phys:.2f}** of the "
+                     f"copy limit {phys:,.0f} MB/s; the load's p99 {v['p99_resync_us']:.0f} µs against "
+                     f"{v['p99_idle_us']:.0f} µs = **{v['p99_resync_us'] / v['p99_idle_us']:.2f}×** | "
+                     f"(the operator's trade) |")
     ok = p["dirty_moved_pct"] <= 1.5
     lines.append(f"| 1%-dirty resync | {p['dirty_oos_kib']:,} KiB out of sync; **{p['dirty_moved_pct']:.2f}%** "
                  f"of the device moved, in {p['dirty_resync_s']:.2f} s {'✓' if ok else '✗'} | ≤ 1.5% |")
@@ -825,6 +853,8 @@ def main():
     ap.add_argument("--port", type=int, default=22000)
     ap.add_argument("--no-build", action="store_true", help="use target/release as it is")
     ap.add_argument("--no-memory", action="store_true", help="skip the 1 TiB memory row")
+    ap.add_argument("--min-rates", default="0,100M,40M",
+                    help="c-min-rate values to repeat the resync under load with (comma-separated; '' for none)")
     ap.add_argument("--rows-only", action="store_true",
                     help="only the workload rows: no limits, sweep, resyncs, CPU or memory rows; prints a short "
                          "table (for trying a change)")
@@ -838,6 +868,7 @@ def main():
                          "A/B comparison; may be given more than once")
     args = ap.parse_args()
     args.rows = args.rows.split(",")
+    args.min_rates = [r for r in args.min_rates.split(",") if r]
     args.targets = args.targets.split(",")
     unknown = [r for r in args.rows if r not in [k for k, _, _ in WORKLOADS]] + \
         [t for t in args.targets if t not in TARGETS + ["qemu-nbd-wb"]]
