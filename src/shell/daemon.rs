@@ -157,6 +157,9 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
             changed,
             events,
         });
+        // Before the control socket exists: whoever sees the daemon answer
+        // (a test, a cluster agent that started it) may read the file next.
+        status_file::write(&daemon).await?;
         let listener = UnixListener::bind(&sock)
             .map_err(|e| anyhow::anyhow!("cannot bind control socket {}: {e}", sock.display()))?;
         match daemon.opts.admin_gid {
@@ -168,7 +171,6 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
                 std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o660))?;
             }
         }
-        status_file::write(&daemon).await?;
         tokio_uring::spawn(status_file::keep_current(Rc::clone(&daemon)));
         if let Some(addr) = daemon.config.metrics {
             let l = std::net::TcpListener::bind(addr)
