@@ -548,10 +548,34 @@ impl Node {
         if self.is_attached() {
             return Ok(());
         }
-        // The generation the Primary ran on, and its size, while diskless.
-        let before = (self.uuids.map(|u| u.current & !1), self.data_bytes);
-        self.attached_while_primary = (self.role == Role::Primary && before.1 == info.data_bytes)
-            .then(|| before.0 != Some(info.uuids.current & !1));
+        // A Primary that lost its disk kept the generation it ran on; the
+        // disk it attaches now is overwritten from the peer wherever it
+        // differs. That is right for the disk it detached, a blank one, or
+        // an older copy of this data; a disk whose generation this lineage
+        // never had may hold writes made nowhere else (split brain), and
+        // those are never discarded silently.
+        let lineage = self.uuids.filter(|_| self.role == Role::Primary && self.peer.is_some());
+        if let Some(ours) = lineage {
+            let disk = info.uuids.current & !1;
+            let known = [ours.current, ours.bitmap, ours.history[0], ours.history[1]]
+                .iter()
+                .any(|u| *u != 0 && *u & !1 == disk);
+            if disk != GenerationUuids::JUST_CREATED && !known {
+                return Err(Refusal::new(
+                    StateRv::DeviceInUse,
+                    format!(
+                        "{res} is Primary and this disk holds data of a generation it never had (UUID {disk:016X}, current {:016X}): attaching would overwrite it from {peer}. To discard it, run 'tandemadm create-md --force {res}' first; to keep it, attach it where {res} is not Primary",
+                        ours.current & !1,
+                        res = self.resource,
+                        peer = self.peer.clone().unwrap_or_default(),
+                    ),
+                ));
+            }
+        }
+        // Whether the disk is the one detached, and of the same size.
+        self.attached_while_primary = lineage
+            .filter(|_| self.data_bytes == info.data_bytes)
+            .map(|ours| ours.current & !1 != info.uuids.current & !1);
         self.data_bytes = info.data_bytes;
         self.uuids = Some(info.uuids);
         self.flags = info.flags;
@@ -2852,6 +2876,108 @@ mod tests {
             (kib, most),
             (all_but_the_written, crate::core::throttle::INFLIGHT_UNDER_LOAD)
         );
+    }
+
+    /// A Primary whose disk failed under a write, serving through its
+    /// UpToDate peer; its lineage is `connected_in_sync`'s.
+    fn diskless_primary() -> Node {
+        let mut n = connected_in_sync();
+        n.handle(Event::PeerState {
+            primary: false,
+            disk: DiskState::UpToDate,
+        });
+        n.promote(false, 9).unwrap();
+        drain(&mut n);
+        n.handle(Event::NbdRequest {
+            id: 1,
+            io: IoRequest {
+                kind: IoKind::Write { fua: false },
+                offset: 0,
+                len: 4096,
+            },
+        });
+        let seq = drain(&mut n)
+            .iter()
+            .find_map(|a| match a {
+                Action::SendPeerData {
+                    msg: Message::Data { seq, .. },
+                    ..
+                } => Some(*seq),
+                _ => None,
+            })
+            .unwrap();
+        n.handle(Event::DiskDone { id: 1, result: Err(5) });
+        n.handle(Event::PeerAck { seq, status: 0 });
+        drain(&mut n);
+        assert_eq!(n.disk_state(), DiskState::Diskless);
+        n
+    }
+
+    fn disk_of(current: u64) -> AttachInfo {
+        AttachInfo {
+            data_bytes: 1 << 20,
+            uuids: GenerationUuids {
+                current,
+                ..GenerationUuids::default()
+            },
+            flags: MdFlags(MdFlags::CONSISTENT.0 | MdFlags::WAS_UP_TO_DATE.0),
+            divergence: Divergence::default(),
+        }
+    }
+
+    #[test]
+    fn a_primary_attaching_a_disk_resyncs_it_over_the_link_and_never_one_of_another_generation() {
+        let ours = diskless_primary().uuids.map(|u| u.current).unwrap();
+        // The disk it detached: the peer sends what the bitmap says.
+        let mut n = diskless_primary();
+        n.attach(disk_of(ours)).unwrap();
+        assert!(n.resync_attached_disk());
+        let a = drain(&mut n);
+        let bitmap = a
+            .iter()
+            .position(|a| matches!(a, Action::SendPeer(Message::Bitmap { last: true, .. })));
+        let start = a.iter().position(|a| {
+            matches!(
+                a,
+                Action::SendPeer(Message::StartResync {
+                    source_is_sender: false,
+                    full: false
+                })
+            )
+        });
+        assert!(bitmap.is_some() && bitmap < start, "{a:?}");
+        assert_eq!(
+            (n.cstate, n.disk_state()),
+            (ConnState::SyncTarget, DiskState::Inconsistent)
+        );
+        // A blank disk, or an older copy of this data: every block.
+        for current in [GenerationUuids::JUST_CREATED, 0x5eed_0000_0000_0004] {
+            let mut n = diskless_primary();
+            if let Some(u) = n.uuids.as_mut() {
+                u.history[0] = 0x5eed_0000_0000_0004;
+                u.current = 0x7777_0000_0000_0009;
+            }
+            n.attach(disk_of(current)).unwrap();
+            assert!(n.resync_attached_disk());
+            let a = drain(&mut n);
+            assert!(
+                a.contains(&Action::SendPeer(Message::StartResync {
+                    source_is_sender: false,
+                    full: true
+                })),
+                "{a:?}"
+            );
+        }
+        // A disk of a generation this Primary never had may hold writes
+        // made nowhere else: refused, saying what to do.
+        let mut n = diskless_primary();
+        let e = n.attach(disk_of(0x1234_0000_0000_0000)).unwrap_err();
+        assert!(
+            e.detail.contains("generation it never had") && e.detail.contains("create-md --force"),
+            "{e}"
+        );
+        assert_eq!(n.disk_state(), DiskState::Diskless);
+        assert!(!n.resync_attached_disk());
     }
 
     #[test]

@@ -653,7 +653,11 @@ impl Daemon {
         })?;
         *res.disk.borrow_mut() = Some(Rc::new(disk));
         *res.meta.borrow_mut() = Some(store);
-        if let Err(e) = res.node.borrow_mut().attach(info) {
+        let attached = res.node.borrow_mut().attach(info);
+        if let Err(e) = attached {
+            // Refused: the disk and metadata stay closed, as before.
+            *res.disk.borrow_mut() = None;
+            *res.meta.borrow_mut() = None;
             return Err(Response::err(exit::STATE_CHANGE_REFUSED, format!("{}: {e}", res.name)));
         }
         if res.node.borrow().has_peer() {
