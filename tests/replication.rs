@@ -430,6 +430,17 @@ fn c_min_rate_holds_a_resync_back_while_the_application_writes_and_adjust_lets_i
         "{moved} KiB in sync after 3 s with c-min-rate 1M under load"
     );
     assert!(p.alpha.status().contains("cs:SyncSource"), "{}", p.alpha.status());
+    // The operator asks why it crawls. (The resync moves a chunk now and
+    // then; between two it says it yields. Look a few times, as one would.)
+    let says = (0..20).find_map(|_| {
+        let verbose = p.alpha.adm_ok(&["status", "--verbose", "r0"]);
+        if verbose.contains("yielding to application I/O: c-min-rate 1024 KiB/s") {
+            return Some(verbose);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        None
+    });
+    assert!(says.is_some(), "{}", p.alpha.adm_ok(&["status", "--verbose", "r0"]));
     // The operator lets it go while the load goes on.
     for d in [&p.alpha, &p.beta] {
         let text = std::fs::read_to_string(&d.conf)

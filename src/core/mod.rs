@@ -448,6 +448,9 @@ pub struct Snapshot {
     pub split_brain: bool,
     /// Why application writes are held (fencing), if they are.
     pub suspended: Option<String>,
+    /// While this node's resync or verify holds back for application
+    /// I/O: the `c-min-rate` (KiB/s) it yields down to.
+    pub resync_yielding_kib_s: Option<u64>,
 }
 
 #[cfg(test)]

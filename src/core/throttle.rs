@@ -129,16 +129,29 @@ impl Throttle {
         slot.kib = slot.kib.saturating_add(kib);
     }
 
+    /// `c-min-rate`, while the resync holds back for the application
+    /// (what the operator sees when a resync crawls under load).
+    pub fn yielding_to(&self, chunk_kib: u64, app_in_flight: bool) -> Option<u64> {
+        match self.min_under_load_kib_s {
+            Some(min) if min > 0 && self.app_busy(app_in_flight) && self.next_chunk_above(min, chunk_kib) => Some(min),
+            _ => None,
+        }
+    }
+
+    /// Whether the application is using the disk.
+    fn app_busy(&self, app_in_flight: bool) -> bool {
+        self.app_active || self.app_seen || app_in_flight
+    }
+
     /// How many resync requests of `chunk_kib` may be in flight now, of at
     /// most `max`; 0 = hold until the next tick.
     pub fn allowance(&self, max: usize, chunk_kib: u64, app_in_flight: bool) -> usize {
         if self.cap_kib_s > 0 && self.budget_kib < chunk_kib {
             return 0; // the next tick refills the budget
         }
-        let busy = self.app_active || self.app_seen || app_in_flight;
         match self.min_under_load_kib_s {
             Some(0) => max,
-            _ if !busy => max,
+            _ if !self.app_busy(app_in_flight) => max,
             Some(min) if self.next_chunk_above(min, chunk_kib) => 0,
             _ => max.min(INFLIGHT_UNDER_LOAD),
         }
@@ -222,6 +235,20 @@ mod tests {
         // 2 MiB/s for 10 s, to a chunk.
         let want = 2048 * 10;
         assert!(moved >= want - CHUNK && moved <= want + CHUNK, "moved {moved} KiB");
+    }
+
+    #[test]
+    fn it_says_when_it_holds_the_resync_back() {
+        let mut t = Throttle::default();
+        t.configure(0, Some(1024));
+        assert_eq!(t.yielding_to(CHUNK, true), None, "below c-min-rate");
+        run(&mut t, 1_000, true, 16);
+        assert_eq!(t.yielding_to(CHUNK, true), Some(1024));
+        t.tick(10_000, false);
+        assert_eq!(t.yielding_to(CHUNK, false), None, "the load stopped");
+        t.configure(0, None);
+        run(&mut t, 1_000, true, 16);
+        assert_eq!(t.yielding_to(CHUNK, true), None, "unset: only narrower");
     }
 
     #[test]

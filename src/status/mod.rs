@@ -226,6 +226,9 @@ pub fn render_status(s: &Snapshot, verbose: bool, color: bool) -> String {
                         pm % 10
                     );
                     let _ = writeln!(out, "    {} {} KiB left", progress_bar(pm), left);
+                    if let (true, Some(rate)) = (verbose, s.resync_yielding_kib_s) {
+                        let _ = writeln!(out, "    yielding to application I/O: c-min-rate {rate} KiB/s");
+                    }
                 }
                 _ => {
                     let _ = writeln!(out, "    peer-disk:{}", s.peer_disk);
@@ -277,6 +280,7 @@ mod tests {
             verify_found_kib: None,
             split_brain: false,
             suspended: None,
+            resync_yielding_kib_s: None,
         }
     }
 
