@@ -20,6 +20,12 @@
 /// Resync requests in flight while the application is busy.
 pub const INFLIGHT_UNDER_LOAD: usize = 2;
 
+/// The application counts as busy until it has left the disk alone this
+/// long. A database pauses between transactions; a resync that took the
+/// full width in every such pause (16 requests of 256 KiB within one 10 ms
+/// tick) would put 4 MiB of disk work ahead of the next transaction.
+const APP_QUIET_US: u64 = 100_000;
+
 /// One slot of the window the resync's recent rate is measured over.
 const SLOT_US: u64 = 100_000;
 /// The window: this many full slots and the current one, so it always
@@ -50,8 +56,8 @@ pub struct Throttle {
     min_under_load_kib_s: Option<u64>,
     /// An application request arrived since the last tick.
     app_seen: bool,
-    /// The application was busy during the last tick's interval.
-    app_active: bool,
+    /// How long the application has left the disk alone, µs.
+    app_quiet_us: u64,
     /// What the resync issued recently, by slot; `at` is the current one.
     window: [Slot; WINDOW_SLOTS],
     at: usize,
@@ -65,7 +71,7 @@ impl Default for Throttle {
             refill_rem: 0,
             min_under_load_kib_s: None,
             app_seen: false,
-            app_active: false,
+            app_quiet_us: APP_QUIET_US,
             window: [Slot::default(); WINDOW_SLOTS],
             at: 0,
         }
@@ -93,7 +99,11 @@ impl Throttle {
             self.refill_rem = refill % 1_000_000;
             self.budget_kib = self.budget_kib.saturating_add(refill / 1_000_000).min(cap);
         }
-        self.app_active = self.app_seen || app_in_flight;
+        self.app_quiet_us = if self.app_seen || app_in_flight {
+            0
+        } else {
+            self.app_quiet_us.saturating_add(elapsed_us)
+        };
         self.app_seen = false;
         let mut left = elapsed_us;
         // A long gap (a stalled loop) empties the window rather than
@@ -140,7 +150,7 @@ impl Throttle {
 
     /// Whether the application is using the disk.
     fn app_busy(&self, app_in_flight: bool) -> bool {
-        self.app_active || self.app_seen || app_in_flight
+        self.app_seen || app_in_flight || self.app_quiet_us < APP_QUIET_US
     }
 
     /// How many resync requests of `chunk_kib` may be in flight now, of at
@@ -244,7 +254,7 @@ mod tests {
         assert_eq!(t.yielding_to(CHUNK, true), None, "below c-min-rate");
         run(&mut t, 1_000, true, 16);
         assert_eq!(t.yielding_to(CHUNK, true), Some(1024));
-        t.tick(10_000, false);
+        t.tick(100_000, false);
         assert_eq!(t.yielding_to(CHUNK, false), None, "the load stopped");
         t.configure(0, None);
         run(&mut t, 1_000, true, 16);
@@ -257,8 +267,12 @@ mod tests {
         t.configure(0, Some(256));
         run(&mut t, 2_000, true, 16);
         assert_eq!(t.allowance(16, CHUNK, false), 0, "the last tick saw the load");
+        for _ in 0..9 {
+            t.tick(10_000, false);
+            assert_eq!(t.allowance(16, CHUNK, false), 0, "a pause between transactions");
+        }
         t.tick(10_000, false);
-        assert_eq!(t.allowance(16, CHUNK, false), 16);
+        assert_eq!(t.allowance(16, CHUNK, false), 16, "quiet for 100 ms");
     }
 
     #[test]
@@ -274,8 +288,8 @@ mod tests {
             INFLIGHT_UNDER_LOAD,
             "seen during that tick"
         );
-        t.tick(10_000, false);
-        assert_eq!(t.allowance(16, CHUNK, false), 16);
+        t.tick(100_000, false);
+        assert_eq!(t.allowance(16, CHUNK, false), 16, "quiet for 100 ms");
     }
 
     #[test]
