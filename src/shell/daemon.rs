@@ -434,7 +434,7 @@ impl Daemon {
             Command::Down => {
                 self.disconnect(res).await;
                 if res.node.borrow().is_up() {
-                    self.demote(res, req.force).map_err(refused)?;
+                    self.demote(res, req.force).await.map_err(refused)?;
                     self.detach(res).await.map_err(refused)?;
                 }
                 Ok(String::new())
@@ -494,7 +494,7 @@ impl Daemon {
                 Ok(String::new())
             }
             Command::Secondary => {
-                self.demote(res, req.force).map_err(refused)?;
+                self.demote(res, req.force).await.map_err(refused)?;
                 Ok(String::new())
             }
             Command::Role | Command::Cstate | Command::Dstate => {
@@ -828,7 +828,18 @@ impl Daemon {
         }
     }
 
-    fn demote(&self, res: &Rc<Resource>, force: bool) -> Result<(), Refusal> {
+    async fn demote(&self, res: &Rc<Resource>, force: bool) -> Result<(), Refusal> {
+        // A client that has just closed its connection (a cluster agent
+        // demotes right after unmounting) is seen closing a moment later,
+        // when its connection's task reads the end of the stream. One that
+        // stays is refused after this grace.
+        const CLOSING_CLIENT_GRACE: Duration = Duration::from_millis(250);
+        if !force && res.node.borrow().role() == crate::core::Role::Primary {
+            let deadline = std::time::Instant::now() + CLOSING_CLIENT_GRACE;
+            while !res.clients.borrow().is_empty() && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
         let holders: Vec<String> = res.clients.borrow().values().cloned().collect();
         let holders = if holders.is_empty() {
             String::new()
