@@ -1488,6 +1488,12 @@ impl Node {
             }));
         }
         self.counters.ua += 1;
+        if !resync {
+            // The peer's application at work: on a SyncSource whose peer
+            // is the Primary (its disk was replaced), the resync yields to
+            // it as to our own, on our disk and on the peer's.
+            self.throttle.app_request();
+        }
         if self.peer_disk <= DiskState::Failed {
             // The peer has no disk: it lacks this write.
             self.mark_out_of_sync(offset, len);
@@ -2881,6 +2887,66 @@ mod tests {
         assert_eq!(
             (kib, most),
             (all_but_the_written, crate::core::throttle::INFLIGHT_UNDER_LOAD)
+        );
+    }
+
+    #[test]
+    fn a_secondary_resyncing_its_primary_gives_way_to_the_primarys_writes() {
+        // The Primary's disk was replaced: this Secondary is the source.
+        let mut n = connected_in_sync_sized(crate::wire::handshake::FEATURES, 64 << 20);
+        n.handle(Event::PeerState {
+            primary: true,
+            disk: DiskState::UpToDate,
+        });
+        drain(&mut n);
+        n.handle(Event::PeerStartResync {
+            source_is_sender: false,
+            full: true,
+        });
+        let reads = |a: &[Action]| -> Vec<ReqId> {
+            a.iter()
+                .filter_map(|a| match a {
+                    Action::Disk {
+                        id,
+                        op: DiskOp::Read { .. },
+                    } if *id >= CORE_ID_BASE => Some(*id),
+                    _ => None,
+                })
+                .collect()
+        };
+        let first = reads(&drain(&mut n));
+        assert_eq!(first.len(), RESYNC_INFLIGHT_MAX, "idle: full width");
+        // The Primary's application writes, replicated here.
+        n.handle(Event::PeerWrite {
+            id: 7,
+            seq: 1 << 40,
+            offset: 60 << 20,
+            len: 4096,
+            flags: 0,
+        });
+        drain(&mut n);
+        // As the reads finish and their data is acknowledged, no more than
+        // two take their place.
+        let mut next = Vec::new();
+        for id in first {
+            n.handle(Event::DiskDone { id, result: Ok(()) });
+            for a in drain(&mut n) {
+                if let Action::SendPeerData {
+                    msg: Message::Data { seq, .. },
+                    ..
+                } = a
+                {
+                    n.handle(Event::PeerAck { seq, status: 0 });
+                }
+            }
+            next.extend(reads(&drain(&mut n)));
+            let inflight = n.resync.as_ref().map_or(0, |r| r.inflight.len() + r.sent.len());
+            assert!(inflight <= RESYNC_INFLIGHT_MAX, "{inflight}");
+        }
+        let width = n.resync.as_ref().map_or(0, |r| r.inflight.len() + r.sent.len());
+        assert!(
+            !next.is_empty() && width <= crate::core::throttle::INFLIGHT_UNDER_LOAD,
+            "{width} in flight"
         );
     }
 

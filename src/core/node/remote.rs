@@ -129,6 +129,8 @@ impl Node {
         }
         let id = self.core_id();
         self.counters.ua += 1;
+        // A read the peer's application could not serve itself.
+        self.throttle.app_request();
         self.admit(Inflight {
             id,
             io: IoRequest {
