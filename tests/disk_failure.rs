@@ -189,6 +189,49 @@ fn on_io_error_pass_on_keeps_the_disk_and_marks_what_it_missed() {
 }
 
 #[test]
+fn a_primary_refuses_to_attach_a_disk_of_other_data_and_keeps_serving() {
+    let scratch = tempfile::Builder::new().prefix("tandem-eio-").tempdir().expect("tmp");
+    let (disk, p, uri) = faulty_pair(scratch.path(), "c-max-rate 4G;", "", "alpha");
+    qemu_io(&uri, &["write -P 0x44 0 64k"]);
+    disk.fail(true);
+    qemu_io(&uri, &["write -P 0x45 64k 64k"]);
+    p.alpha.wait_for("ds:Diskless/UpToDate", 10);
+    disk.fail(false);
+
+    // Metadata of other data: a resource that was Primary somewhere else.
+    let mut other = Node::configured(SMALL, "meta-disk DIR/other.md;");
+    other.adm_ok(&["create-md", "r0"]);
+    other.start();
+    other.adm_ok(&["up", "r0"]);
+    other.adm_ok(&["primary", "--force", "r0"]);
+    other.adm_ok(&["down", "r0"]);
+    other.stop();
+    let alpha_md = p.dir.path().join("alpha.md");
+    std::fs::copy(other.dir.path().join("other.md"), &alpha_md).expect("copy metadata");
+
+    let out = p.alpha.adm(&["attach", "r0"]);
+    assert_eq!(out.status.code(), Some(11));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("this disk holds data of a generation it never had") && err.contains("create-md --force r0"),
+        "{err}"
+    );
+    // Nothing changed: the Primary serves through beta, over the same link.
+    assert!(p
+        .alpha
+        .status()
+        .contains("cs:Connected ro:Primary/Secondary ds:Diskless/UpToDate"));
+    qemu_io(&uri, &["read -P 0x44 0 64k", "read -P 0x45 64k 64k"]);
+
+    // The way out the refusal names.
+    p.alpha.adm_ok(&["create-md", "--force", "r0"]);
+    p.alpha.adm_ok(&["attach", "r0"]);
+    p.alpha
+        .wait_for("cs:Connected ro:Primary/Secondary ds:UpToDate/UpToDate", 60);
+    p.assert_identical();
+}
+
+#[test]
 fn a_secondary_whose_disk_fails_detaches_and_a_replacement_is_resynced_in_full() {
     require_tool("fio", "fio");
     let scratch = tempfile::Builder::new().prefix("tandem-eio-").tempdir().expect("tmp");

@@ -445,10 +445,7 @@ fn c_min_rate_holds_a_resync_back_while_the_application_writes_and_adjust_lets_i
     assert!(says.is_some(), "{}", p.alpha.adm_ok(&["status", "--verbose", "r0"]));
     // The operator lets it go while the load goes on.
     for d in [&p.alpha, &p.beta] {
-        let text = std::fs::read_to_string(&d.conf)
-            .expect("conf")
-            .replace("c-min-rate 1M;", "c-min-rate 0;");
-        std::fs::write(&d.conf, text).expect("conf");
+        d.edit_conf("c-min-rate 1M;", "c-min-rate 0;");
     }
     let out = p.alpha.adm_ok(&["adjust", "r0"]);
     assert!(out.contains("disk options"), "{out}");
@@ -506,10 +503,7 @@ fn an_outdated_secondary_refuses_to_be_promoted_alone() {
 fn adjust_applies_a_new_secret_and_refuses_to_move_an_attached_disk() {
     let p = Pair::synced();
     for d in [&p.alpha, &p.beta] {
-        let text = std::fs::read_to_string(&d.conf)
-            .expect("conf")
-            .replace("s3cret", "n3w-s3cret");
-        std::fs::write(&d.conf, text).expect("conf");
+        d.edit_conf("s3cret", "n3w-s3cret");
     }
     let out = p.alpha.adm_ok(&["adjust", "r0"]);
     assert!(out.contains("applied net options; peer link restarted"), "{out}");
@@ -520,10 +514,7 @@ fn adjust_applies_a_new_secret_and_refuses_to_move_an_attached_disk() {
     qemu_io(&p.uri(), &["write -P 0x7e 0 64k"]);
     p.assert_identical();
 
-    let text = std::fs::read_to_string(&p.alpha.conf)
-        .expect("conf")
-        .replace("alpha.img", "alpha2.img");
-    std::fs::write(&p.alpha.conf, text).expect("conf");
+    p.alpha.edit_conf("alpha.img", "alpha2.img");
     let out = p.alpha.adm(&["adjust", "r0"]);
     assert_eq!(out.status.code(), Some(11));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot move an attached resource"));

@@ -645,7 +645,8 @@ impl Node {
         let Some(full) = self.attached_while_primary.take() else {
             return false;
         };
-        if self.role != Role::Primary || self.cstate != ConnState::Connected || self.peer_disk != DiskState::UpToDate {
+        // Set only on a Primary; the link must still stand, to a good copy.
+        if self.cstate != ConnState::Connected || self.peer_disk != DiskState::UpToDate {
             return false;
         }
         if full {
@@ -2686,14 +2687,7 @@ mod tests {
         let mut n = attached(MdFlags::CONSISTENT);
         n.promote(false, 2).unwrap();
         drain(&mut n);
-        n.handle(Event::NbdRequest {
-            id: 1,
-            io: IoRequest {
-                kind: IoKind::Write { fua: false },
-                offset: 0,
-                len: 4096,
-            },
-        });
+        write_4k(&mut n, 1, 0);
         drain(&mut n);
         n.handle(Event::DiskDone { id: 1, result: Err(5) });
         let acts = drain(&mut n);
@@ -2766,15 +2760,33 @@ mod tests {
         n
     }
 
-    #[test]
-    fn a_replicated_write_and_flush_leave_for_the_peer_before_their_local_disk_operation() {
-        let mut n = connected_in_sync();
+    /// Primary, connected to an UpToDate Secondary, on a disk of `data_bytes`.
+    fn connected_primary(data_bytes: u64) -> Node {
+        let mut n = connected_in_sync_sized(crate::wire::handshake::FEATURES, data_bytes);
         n.handle(Event::PeerState {
             primary: false,
             disk: DiskState::UpToDate,
         });
         n.promote(false, 9).unwrap();
         drain(&mut n);
+        n
+    }
+
+    /// An NBD client's 4 KiB write at `offset`.
+    fn write_4k(n: &mut Node, id: ReqId, offset: u64) {
+        n.handle(Event::NbdRequest {
+            id,
+            io: IoRequest {
+                kind: IoKind::Write { fua: false },
+                offset,
+                len: 4096,
+            },
+        });
+    }
+
+    #[test]
+    fn a_replicated_write_and_flush_leave_for_the_peer_before_their_local_disk_operation() {
+        let mut n = connected_primary(1 << 20);
         let position = |actions: &[Action], what: &dyn Fn(&Action) -> bool| {
             actions.iter().position(what).unwrap_or_else(|| panic!("{actions:?}"))
         };
@@ -2802,23 +2814,10 @@ mod tests {
     /// write stays in flight if `loaded`. Returns the KiB the resync read
     /// and the most resync reads it had in flight at once.
     fn resync_for(secs: u64, c_min_rate: Option<u64>, loaded: bool) -> (u64, usize) {
-        let mut n = connected_in_sync_sized(crate::wire::handshake::FEATURES, 256 << 20);
-        n.handle(Event::PeerState {
-            primary: false,
-            disk: DiskState::UpToDate,
-        });
-        n.promote(false, 9).unwrap();
+        let mut n = connected_primary(256 << 20);
         n.set_resync_rate(0, c_min_rate);
-        drain(&mut n);
         if loaded {
-            n.handle(Event::NbdRequest {
-                id: 1,
-                io: IoRequest {
-                    kind: IoKind::Write { fua: false },
-                    offset: 0,
-                    len: 4096,
-                },
-            });
+            write_4k(&mut n, 1, 0);
             drain(&mut n);
         }
         n.invalidate(false, 7).unwrap();
@@ -2953,21 +2952,8 @@ mod tests {
     /// A Primary whose disk failed under a write, serving through its
     /// UpToDate peer; its lineage is `connected_in_sync`'s.
     fn diskless_primary() -> Node {
-        let mut n = connected_in_sync();
-        n.handle(Event::PeerState {
-            primary: false,
-            disk: DiskState::UpToDate,
-        });
-        n.promote(false, 9).unwrap();
-        drain(&mut n);
-        n.handle(Event::NbdRequest {
-            id: 1,
-            io: IoRequest {
-                kind: IoKind::Write { fua: false },
-                offset: 0,
-                len: 4096,
-            },
-        });
+        let mut n = connected_primary(1 << 20);
+        write_4k(&mut n, 1, 0);
         let seq = drain(&mut n)
             .iter()
             .find_map(|a| match a {

@@ -159,11 +159,12 @@ impl Throttle {
         if self.cap_kib_s > 0 && self.budget_kib < chunk_kib {
             return 0; // the next tick refills the budget
         }
-        match self.min_under_load_kib_s {
-            Some(0) => max,
-            _ if !self.app_busy(app_in_flight) => max,
-            Some(min) if self.next_chunk_above(min, chunk_kib) => 0,
-            _ => max.min(INFLIGHT_UNDER_LOAD),
+        if self.min_under_load_kib_s == Some(0) || !self.app_busy(app_in_flight) {
+            max
+        } else if self.yielding_to(chunk_kib, app_in_flight).is_some() {
+            0
+        } else {
+            max.min(INFLIGHT_UNDER_LOAD)
         }
     }
 

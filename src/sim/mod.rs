@@ -209,6 +209,29 @@ impl SimNode {
     }
 }
 
+/// What the shell does at `attach`: the metadata's UUIDs and flags (marked
+/// in use; a crash is what left them so), then the on-disk bitmap and the
+/// activity log.
+fn attach_from(n: &mut Node, m: &mut Persisted) -> Result<(), crate::core::Refusal> {
+    let crashed = !m.flags.contains(MdFlags::AL_CLEAN);
+    m.flags.remove(MdFlags::AL_CLEAN);
+    n.attach(AttachInfo {
+        data_bytes: DATA_BYTES,
+        uuids: m.uuids,
+        flags: m.flags,
+        divergence: m.divergence,
+    })?;
+    for p in 0..n.bitmap_pages() {
+        if let Some(bytes) = m.pages.get(&p) {
+            n.load_bitmap_page(p, bytes);
+        }
+    }
+    let _ = n.take_bitmap_pages();
+    let (extents, last) = m.al.clone().unwrap_or_default();
+    n.apply_activity_log(&extents, m.al.as_ref().map(|_| last), crashed);
+    Ok(())
+}
+
 impl Sim {
     pub fn new(seed: u64) -> Sim {
         Sim {
@@ -271,25 +294,9 @@ impl Sim {
             m.created = true;
             m.uuids = GenerationUuids::new_created();
         }
-        let crashed = !m.flags.contains(MdFlags::AL_CLEAN);
-        m.flags.remove(MdFlags::AL_CLEAN);
-        let info = AttachInfo {
-            data_bytes: DATA_BYTES,
-            uuids: m.uuids,
-            flags: m.flags,
-            divergence: m.divergence,
-        };
-        if let Err(e) = n.attach(info) {
+        if let Err(e) = attach_from(&mut n, m) {
             self.note(format!("{name}: attach refused: {e}"));
         }
-        for p in 0..n.bitmap_pages() {
-            if let Some(bytes) = self.nodes[i].meta.pages.get(&p) {
-                n.load_bitmap_page(p, bytes);
-            }
-        }
-        let _ = n.take_bitmap_pages();
-        let (extents, last) = self.nodes[i].meta.al.clone().unwrap_or_default();
-        n.apply_activity_log(&extents, self.nodes[i].meta.al.as_ref().map(|_| last), crashed);
         self.nodes[i].node = Some(n);
         self.nodes[i].wants_link = true;
         self.drain_actions(i);
@@ -1207,29 +1214,12 @@ impl Sim {
             self.note(format!("{name}: the same disk attached again"));
         }
         let s = &mut self.nodes[i];
-        let crashed = !s.meta.flags.contains(MdFlags::AL_CLEAN);
-        s.meta.flags.remove(MdFlags::AL_CLEAN);
-        let info = AttachInfo {
-            data_bytes: DATA_BYTES,
-            uuids: s.meta.uuids,
-            flags: s.meta.flags,
-            divergence: s.meta.divergence,
-        };
         let Some(n) = s.node.as_mut() else { return false };
-        if let Err(e) = n.attach(info) {
+        if let Err(e) = attach_from(n, &mut s.meta) {
             let why = format!("{name}: attach of the disk refused: {e}");
             self.fail_later(why);
             return false;
         }
-        // What the shell does at attach: the on-disk bitmap and activity log.
-        for p in 0..n.bitmap_pages() {
-            if let Some(bytes) = s.meta.pages.get(&p) {
-                n.load_bitmap_page(p, bytes);
-            }
-        }
-        let _ = n.take_bitmap_pages();
-        let (extents, last) = s.meta.al.clone().unwrap_or_default();
-        n.apply_activity_log(&extents, s.meta.al.as_ref().map(|_| last), crashed);
         let in_band = self.link_up && n.resync_attached_disk();
         if in_band {
             self.report.attached_in_band += 1;

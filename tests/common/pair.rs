@@ -110,6 +110,14 @@ impl Daemon {
         let _ = std::fs::remove_file(self.run_dir.join("tandemd.sock"));
     }
 
+    /// The operator's edit of this node's configuration file: `from`
+    /// (which must be there) becomes `to`. Apply it with `adjust`.
+    pub fn edit_conf(&self, from: &str, to: &str) {
+        let text = std::fs::read_to_string(&self.conf).expect("conf");
+        assert!(text.contains(from), "no {from:?} in {text}");
+        std::fs::write(&self.conf, text.replace(from, to)).expect("conf");
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
