@@ -48,7 +48,7 @@ BIN = ROOT / "target" / "release"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PERCENTILES = [1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 99, 99.5, 99.9, 99.99]
 SWEEP_DEPTHS = [1, 2, 4, 8, 16, 32, 64]
-TARGETS = ["file", "qemu-nbd", "standalone", "replicated", "mirror"]
+TARGETS = ["file", "file-pair", "qemu-nbd", "standalone", "replicated", "mirror"]
 
 # (key, label, fio arguments)
 WORKLOADS = [
@@ -132,21 +132,32 @@ def wait_nbd(uri):
 
 
 def fio(where, args, size, runtime):
-    """One fio job; returns its parsed JSON job record."""
-    if where.startswith("file:"):
-        io = ["--ioengine=io_uring", "--direct=1", f"--filename={where[5:]}"]
+    """One fio job; returns its parsed JSON job record. `files:A,B` runs
+    one job per file at once and returns every job's record."""
+    if where.startswith("files:"):
+        io = ["--ioengine=io_uring", "--direct=1"]
+        jobs = [a for i, f in enumerate(where[6:].split(",")) for a in (f"--name=bench{i}", f"--filename={f}")]
+    elif where.startswith("file:"):
+        io, jobs = ["--ioengine=io_uring", "--direct=1", f"--filename={where[5:]}"], ["--name=bench"]
     else:
-        io = ["--ioengine=nbd", f"--uri={where}"]
+        io, jobs = ["--ioengine=nbd", f"--uri={where}"], ["--name=bench"]
     pl = ":".join(str(p) for p in PERCENTILES)
-    cmd = ["fio", "--name=bench", *io, f"--size={size}", "--time_based", f"--runtime={runtime}",
+    # Options before the first --name apply to every job.
+    cmd = ["fio", *io, f"--size={size}", "--time_based", f"--runtime={runtime}",
            "--ramp_time=1", "--lat_percentiles=1", f"--percentile_list={pl}", "--output-format=json",
-           *args]
+           *args, *jobs]
     out = run(*cmd).stdout
     # fio's nbd engine prints "fio: connected to NBD server" before the JSON.
-    return json.loads(out[out.index("{"):])["jobs"][0]
+    records = json.loads(out[out.index("{"):])["jobs"]
+    return records if where.startswith("files:") else records[0]
 
 
 def summarise(job, key):
+    if isinstance(job, list):
+        # Several files at once: the figures of one file (the jobs'
+        # average), the CDF of the first.
+        each = [summarise(j, key) for j in job]
+        return {k: (each[0][k] if k == "cdf" else sum(e[k] for e in each) / len(each)) for k in each[0]}
     side = job["read"] if job["read"]["io_bytes"] > 0 else job["write"]
     pct = side["lat_ns"].get("percentile", {})
     r = {
@@ -193,6 +204,25 @@ class FileTarget(Target):
 
     def uri(self):
         return f"file:{self.img}"
+
+    def pids(self):
+        return []
+
+
+class FilePairTarget(Target):
+    """What a pair on this machine is up against before any software: its
+    two replicas are two files on one virtual disk, written at once. Two
+    fio jobs, one per file, each with the row's queue depth; the figures
+    are one file's."""
+    name = "file-pair"
+    desc = "two files written at once (fio io_uring, O_DIRECT): the limit of two replicas on one disk"
+
+    def __init__(self, work, img, size, port, other):
+        super().__init__(work, img, size, port)
+        self.other = other
+
+    def uri(self):
+        return f"files:{self.img},{self.other}"
 
     def pids(self):
         return []
@@ -597,8 +627,12 @@ def limits(args, results):
     j = json.loads(run("iperf3", "-c", "127.0.0.1", "-p", port, "-t", "5", "-J").stdout)
     PROCS.stop([srv])
     lim["loopback_mbs"] = j["end"]["sum_received"]["bits_per_second"] / 8e6
+    # The round trip a protocol-C write adds at least: 4 KiB out, an ack
+    # back, one at a time (examples/loopback_rtt.rs).
+    lim["loopback_rtt"] = json.loads(run(BIN / "examples" / "loopback_rtt").stdout)
     log(f"limits: disk copy {lim['copy_mbs']:,.0f} MB/s, "
-        f"loopback TCP {lim['loopback_mbs']:,.0f} MB/s; a one-request copy at {lim['gentle_copy_mbs']:,.0f} MB/s "
+        f"loopback TCP {lim['loopback_mbs']:,.0f} MB/s, a 4 KiB round trip {lim['loopback_rtt']['mean_us']:.0f} µs; "
+        f"a one-request copy at {lim['gentle_copy_mbs']:,.0f} MB/s "
         f"takes a QD1 writer's p99 from {idle_p99:.0f} to {during_p99:.0f} µs")
 
 
@@ -651,7 +685,7 @@ def fmt(v, digits=0):
 
 def report(args, results):
     r = results
-    q, s, p, m, f = (r[k] for k in ("qemu-nbd", "standalone", "replicated", "mirror", "file"))
+    q, s, p, m, f, f2 = (r[k] for k in ("qemu-nbd", "standalone", "replicated", "mirror", "file", "file-pair"))
     cpu = run("sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").stdout.strip()
     lines = [f"Machine: {platform.node()}, {os.cpu_count()} vCPU ({cpu}), kernel {platform.release()}; "
              f"{args.size} preallocated random-filled files; fio {args.runtime} s per row after a 1 s ramp, "
@@ -667,21 +701,23 @@ def report(args, results):
     ]
     # The performance issue's bar for replicated / qemu-nbd on each row.
     bars = {"w1": 1.25, "w2": 0.80, "w3": 0.80, "w4": 1.00, "w5": 1.25}
-    lines += ["| workload | file (limit) | qemu-nbd | Tandem standalone | Tandem replicated (C) | qemu mirror | "
-              "replicated / qemu-nbd | target | mirror / qemu-nbd |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["| workload | file (limit) | two files at once (a pair's limit) | qemu-nbd | Tandem standalone | "
+              "Tandem replicated (C) | qemu mirror | replicated / qemu-nbd | target | mirror / qemu-nbd |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, w, key, higher in rows:
         qv, rv, mv = q[w][key], p[w][key], m[w][key]
         ratio = rv / qv if qv else float("nan")
         bar = bars[w]
         ok = (ratio >= bar if higher else ratio <= bar) and (rv > mv if higher else rv < mv)
-        lines.append(f"| {name} | {fmt(f[w][key])} | {fmt(qv)} | {fmt(s[w][key])} | {fmt(rv)} | {fmt(mv)} | "
+        lines.append(f"| {name} | {fmt(f[w][key])} | {fmt(f2[w][key])} | {fmt(qv)} | {fmt(s[w][key])} | {fmt(rv)} | {fmt(mv)} | "
                      f"**{ratio:.2f}** {'✓' if ok else '✗'} | {'≥' if higher else '≤'} {bar:.2f}, ahead of the mirror | "
                      f"{mv / qv:.2f} |")
     lines += ["", "4k random write IOPS by queue depth (the plot `iops-by-queue-depth.png`):", "",
               "| QD | " + " | ".join(TARGETS) + " | replicated / qemu-nbd |", "|---" * (len(TARGETS) + 2) + "|"]
     for qd in SWEEP_DEPTHS:
         vals = [r[t]["sweep"][str(qd)] for t in TARGETS]
-        lines.append(f"| {qd} | " + " | ".join(fmt(v) for v in vals) + f" | {vals[3] / vals[1]:.2f} |")
+        ratio = r["replicated"]["sweep"][str(qd)] / r["qemu-nbd"]["sweep"][str(qd)]
+        lines.append(f"| {qd} | " + " | ".join(fmt(v) for v in vals) + f" | {ratio:.2f} |")
 
     lines += ["", "Where a replicated write's time goes (means from the Primary's metrics over each row; the "
               "network part is the round trip less the peer's disk time):", "",
@@ -745,6 +781,20 @@ def report(args, results):
               f"(iperf3, one stream) carries {lim['loopback_mbs']:,.0f} MB/s. The disk alone, copying with one "
               f"request in flight ({lim['gentle_copy_mbs']:,.0f} MB/s), takes the p99 of a QD1 4k writer on "
               f"another file from {gi:.0f} to {gd:.0f} µs ({gd / gi:.2f}×).", ""]
+    # What the pair cannot go below on this machine, whatever its software:
+    # the standalone path, plus the round trip to the peer, plus what a
+    # second writer on the shared disk costs the first.
+    rtt = lim["loopback_rtt"]["mean_us"]
+    second = f2["w1"]["mean_us"] - f["w1"]["mean_us"]
+    floor = s["w1"]["mean_us"] + rtt + second
+    lines += [f"The floor of a replicated 4 KiB QD1 write here: Tandem standalone's {s['w1']['mean_us']:.0f} µs, "
+              f"plus a loopback round trip of 4 KiB and an ack ({rtt:.0f} µs, `examples/loopback_rtt.rs`), plus "
+              f"what a second writer on the disk adds to the first ({second:.0f} µs, the two-file column): "
+              f"{floor:.0f} µs, **{floor / q['w1']['mean_us']:.2f}×** qemu-nbd. The pair took "
+              f"{p['w1']['mean_us']:.0f} µs, {p['w1']['mean_us'] / floor:.2f}× that floor. "
+              f"For 1M writes the two replicas share the disk's bandwidth: two files written at once get "
+              f"{f2['w3']['mbs']:,.0f} MB/s each, **{f2['w3']['mbs'] / q['w3']['mbs']:.2f}×** qemu-nbd; the pair "
+              f"got {p['w3']['mbs'] / f2['w3']['mbs']:.2f} of that.", ""]
     checks = [("after the workloads", p["identical_after_workloads"]),
               ("after the full resyncs", p["identical_after_resync"]),
               ("after the 1%-dirty resync", p["identical_after_dirty_resync"])]
@@ -886,10 +936,11 @@ def main():
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.no_build:
         subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+        subprocess.run(["cargo", "build", "--release", "--quiet", "--example", "loopback_rtt"], cwd=ROOT, check=True)
     w = args.workdir
     # Each target has its own files, all filled with the same random data,
     # so that every target stays up and the rows can be interleaved.
-    files = {n: w / f"{n}.img" for n in ("file", "qemu-nbd", "qemu-nbd-wb", "standalone", "alpha", "beta", "mirror",
+    files = {n: w / f"{n}.img" for n in ("file", "file-pair", "qemu-nbd", "qemu-nbd-wb", "standalone", "alpha", "beta", "mirror",
                                            "mirror-target")}
     prepare(files["file"], args.bytes)
     for n, f in files.items():
@@ -902,6 +953,7 @@ def main():
             limits(args, results)
         port = args.port
         targets = [FileTarget(w, files["file"], args.size, port),
+                   FilePairTarget(w, files["file"], args.size, port, files["file-pair"]),
                    QemuNbd(w, files["qemu-nbd"], args.size, port + 1),
                    QemuNbdWriteback(w, files["qemu-nbd-wb"], args.size, port + 30),
                    Tandem(w, files["standalone"], args.size, port + 2),
