@@ -456,6 +456,46 @@ fn c_min_rate_holds_a_resync_back_while_the_application_writes_and_adjust_lets_i
 }
 
 #[test]
+fn a_resync_beside_the_application_says_how_it_steers_by_the_applications_latency() {
+    // Capped so that the resync lasts long enough to be looked at.
+    let p = Pair::up_with("s3cret", SIZE, "c-max-rate 8M;");
+    p.alpha.wait_for("cs:Connected", 20);
+    p.alpha.adm_ok(&["primary", "--force", "r0"]);
+    p.alpha.adm_ok(&["wait-sync", "--timeout", "60", "r0"]);
+    // The application alone first: the controller learns its latency.
+    let load = Load::start(&p.uri(), 6);
+    std::thread::sleep(Duration::from_millis(1000));
+    p.alpha.adm_ok(&["invalidate-remote", "r0"]);
+    let line = (0..40).find_map(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        let verbose = p.alpha.adm_ok(&["status", "--verbose", "r0"]);
+        let line = verbose
+            .lines()
+            .find(|l| l.contains("beside application I/O:"))?
+            .to_owned();
+        // Both figures known: the latency now and without the resync.
+        (!line.contains(" -")).then_some(line)
+    });
+    let line = line.unwrap_or_else(|| p.alpha.adm_ok(&["status", "--verbose", "r0"]));
+    let figures: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert!(
+        line.contains("resync requests in flight; application latency") && figures.len() == 3,
+        "{line}"
+    );
+    let (width, now_us, alone_us) = (figures[0], figures[1], figures[2]);
+    assert!((1..=16).contains(&width), "{line}");
+    assert!(now_us > 0 && alone_us > 0, "{line}");
+    // The load ran to its end unharmed; the resync does too.
+    assert!(load.succeeded(), "fio saw a failed write");
+    p.alpha.adm_ok(&["wait-sync", "--timeout", "60", "r0"]);
+    p.alpha.wait_for("oos:0", 10);
+    p.assert_identical();
+}
+
+#[test]
 fn invalidate_resyncs_everything_from_the_peer() {
     let p = Pair::synced();
     // Damage beta's copy behind Tandem's back, then have beta throw it away.

@@ -161,10 +161,13 @@ pub enum Event {
         /// Every block, or only those of the bitmap the peer just sent.
         full: bool,
     },
-    /// Time passed (the shell ticks while a resync runs): refills the
-    /// resync rate budget.
+    /// Time passed (the shell ticks while connected: every 10 ms while a
+    /// resync runs, else every 100 ms): refills the resync rate budget and
+    /// steers the resync by the latency of the application's requests that
+    /// finished since the last tick.
     Tick {
         elapsed_us: u64,
+        latency: throttle::AppLatency,
     },
     /// A [`DiskOp::Digest`] finished: the digest, or the OS errno.
     DigestDone {
@@ -451,6 +454,20 @@ pub struct Snapshot {
     /// While this node's resync or verify holds back for application
     /// I/O: the `c-min-rate` (KiB/s) it yields down to.
     pub resync_yielding_kib_s: Option<u64>,
+    /// While this node's resync or verify runs beside application I/O:
+    /// how the resync controller steers it.
+    pub resync_under_load: Option<ResyncUnderLoad>,
+}
+
+/// The resync controller under application load (see [`throttle`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ResyncUnderLoad {
+    /// Resync requests it lets be in flight.
+    pub width: usize,
+    /// The application's mean latency over the last 100 ms, µs.
+    pub app_us: Option<u64>,
+    /// The application's mean latency without the resync, µs.
+    pub alone_us: Option<u64>,
 }
 
 #[cfg(test)]

@@ -485,6 +485,17 @@ impl Node {
             } else {
                 None
             },
+            resync_under_load: if matches!(self.cstate, ConnState::SyncSource | ConnState::VerifyS) {
+                self.throttle
+                    .under_load(self.counters.ap > 0)
+                    .map(|(width, app_us, alone_us)| crate::core::ResyncUnderLoad {
+                        width: width.min(RESYNC_INFLIGHT_MAX),
+                        app_us,
+                        alone_us,
+                    })
+            } else {
+                None
+            },
         }
     }
 
@@ -917,8 +928,9 @@ impl Node {
                     self.start_resync_source(seed);
                 }
             }
-            Event::Tick { elapsed_us } => {
-                self.throttle.tick(elapsed_us, self.counters.ap > 0);
+            Event::Tick { elapsed_us, latency } => {
+                let resyncing = self.resync_active();
+                self.throttle.tick(elapsed_us, self.counters.ap > 0, latency, resyncing);
                 self.pump_resync();
                 self.pump_verify();
             }
@@ -2823,7 +2835,10 @@ mod tests {
         n.invalidate(false, 7).unwrap();
         let (mut read_kib, mut most) = (0, 0);
         for _ in 0..secs * 100 {
-            n.handle(Event::Tick { elapsed_us: 10_000 });
+            n.handle(Event::Tick {
+                elapsed_us: 10_000,
+                latency: Default::default(),
+            });
             loop {
                 let actions = drain(&mut n);
                 let reads: Vec<_> = actions

@@ -438,6 +438,7 @@ async fn read_requests(
         let mut hdr = [0u8; REQUEST_HEADER_LEN];
         hdr.copy_from_slice(stage.take(REQUEST_HEADER_LEN));
         let req = Request::decode(&hdr).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        let started = std::time::Instant::now();
 
         if let Err(error) = validate(&req, export, structured) {
             tracing::debug!(resource = %res.name, ?req, error, "NBD request refused");
@@ -501,6 +502,7 @@ async fn read_requests(
                 structured,
                 offset: req.offset,
                 len: req.length,
+                started,
                 _permit: Some(permit),
             },
             payload,

@@ -612,7 +612,8 @@ async fn run_link(res: &Rc<Resource>, link: &Link, stream: PeerStream, met: Met)
         }
     });
     drop(tx);
-    // The resync controller's clock: ticks while blocks are moving.
+    // The resync controller's clock: fine while blocks are moving, coarse
+    // otherwise (it then learns the application's latency without them).
     let ticker_res = Rc::clone(res);
     let ticker = tokio_uring::spawn(async move {
         const TICK: Duration = Duration::from_millis(10);
@@ -623,9 +624,8 @@ async fn run_link(res: &Rc<Resource>, link: &Link, stream: PeerStream, met: Met)
             let now = std::time::Instant::now();
             let elapsed_us = now.duration_since(last).as_micros() as u64;
             last = now;
-            if !idle {
-                ticker_res.event(Event::Tick { elapsed_us });
-            }
+            let latency = ticker_res.app_latency.take();
+            ticker_res.event(Event::Tick { elapsed_us, latency });
         }
     });
     res.event(Event::PeerConnected {

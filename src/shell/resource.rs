@@ -14,6 +14,7 @@ use super::meta_store::MetaStore;
 use super::peer::PeerOut;
 use super::task_pool::{Job, TaskPool};
 use crate::config;
+use crate::core::throttle::AppLatency;
 use crate::core::{Action, DiskOp, Event, IoRequest, Node, ReqId};
 use crate::wire::Message;
 use std::cell::{Cell, RefCell};
@@ -33,6 +34,8 @@ pub struct Pending {
     pub structured: bool,
     pub offset: u64,
     pub len: u32,
+    /// When the request was read off the socket.
+    pub started: Instant,
     /// Held until the reply is queued: bounds requests per connection.
     pub _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
@@ -93,6 +96,10 @@ pub struct Resource {
     pub discard_my_data: Cell<bool>,
     /// Write latency split (status --verbose / --json).
     pub latency: RefCell<LatencyStats>,
+    /// How long the application's requests took since the resync
+    /// controller's last tick: the NBD clients' reads and writes on a
+    /// Primary, the peer's writes on this disk on a Secondary.
+    pub app_latency: Cell<AppLatency>,
     /// Where a split-brain victim's diverged blocks are saved.
     pub save_dir: std::path::PathBuf,
     /// When each disk write started, by request.
@@ -201,6 +208,7 @@ impl Resource {
             save_dir,
             peer_reads: RefCell::new(HashMap::new()),
             latency: RefCell::new(LatencyStats::default()),
+            app_latency: Cell::new(AppLatency::default()),
             disk_started: RefCell::new(HashMap::new()),
             peer_seq_of: RefCell::new(HashMap::new()),
             peer_disk_us: RefCell::new(HashMap::new()),
@@ -217,6 +225,12 @@ impl Resource {
             l.network.record(rtt.saturating_sub(u64::from(disk_us)));
             l.peer_disk.record(u64::from(disk_us));
         }
+    }
+
+    fn record_app_latency(&self, us: u64) {
+        let mut l = self.app_latency.get();
+        l.record(us);
+        self.app_latency.set(l);
     }
 
     /// The link went down: nothing sent on it will be acknowledged.
@@ -472,6 +486,7 @@ impl Resource {
             let us = t0.elapsed().as_micros() as u64;
             match self.peer_seq_of.borrow_mut().remove(&id) {
                 Some(seq) => {
+                    self.record_app_latency(us);
                     self.peer_disk_us
                         .borrow_mut()
                         .insert(seq, us.min(u64::from(u32::MAX)) as u32);
@@ -502,6 +517,11 @@ impl Resource {
         let Some(mut p) = self.pending.borrow_mut().remove(&id) else {
             return;
         };
+        // Data requests only: a flush's time is the disk cache's, whatever
+        // the resync does.
+        if p.len > 0 {
+            self.record_app_latency(p.started.elapsed().as_micros() as u64);
+        }
         let out = match (p.is_read, error, p.read_buf.take()) {
             (true, 0, Some(buf)) => Outgoing::Data {
                 cookie: p.cookie,

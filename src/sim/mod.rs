@@ -23,6 +23,7 @@
 //!
 //! Pure, like the core: no clock, no I/O, no OS randomness.
 
+use crate::core::throttle::AppLatency;
 use crate::core::{Action, AttachInfo, ConnState, DiskOp, DiskState, Event, IoKind, IoRequest, Node, ReqId, Role};
 use crate::meta::{Divergence, GenerationUuids, MdFlags, BM_BLOCK_BYTES};
 use crate::wire::Message;
@@ -136,6 +137,8 @@ struct SimNode {
     /// Values a block may hold besides the expected one: writes of this
     /// lineage whose outcome the client never learned.
     maybe: BTreeMap<u64, Vec<u64>>,
+    /// How long this node's application requests took since the last tick.
+    latency: AppLatency,
 }
 
 #[derive(Debug, Clone)]
@@ -162,6 +165,8 @@ struct AppIo {
     first: u64,
     blocks: u64,
     write: Option<u64>,
+    /// When it was issued (simulated µs).
+    at: u64,
 }
 
 pub struct Sim {
@@ -205,6 +210,7 @@ impl SimNode {
             peer_reads: BTreeMap::new(),
             expected: BTreeMap::new(),
             maybe: BTreeMap::new(),
+            latency: AppLatency::default(),
         }
     }
 }
@@ -751,7 +757,16 @@ impl Sim {
             },
         };
         let blocks = if kind == IoKind::Flush { 0 } else { blocks };
-        self.app.insert((i, id), AppIo { first, blocks, write });
+        let at = self.now;
+        self.app.insert(
+            (i, id),
+            AppIo {
+                first,
+                blocks,
+                write,
+                at,
+            },
+        );
         if let Some(n) = self.node(i) {
             n.handle(Event::NbdRequest { id, io });
         }
@@ -765,6 +780,7 @@ impl Sim {
 
     fn app_reply(&mut self, i: usize, id: ReqId, error: u32) {
         let Some(io) = self.app.remove(&(i, id)) else { return };
+        self.nodes[i].latency.record(self.now - io.at);
         for b in io.first..io.first + io.blocks {
             self.busy.remove(&b);
         }
@@ -829,8 +845,12 @@ impl Sim {
             }
             Pending::Tick => {
                 for i in 0..2 {
+                    let latency = std::mem::take(&mut self.nodes[i].latency);
                     if let Some(n) = self.node(i) {
-                        n.handle(Event::Tick { elapsed_us: 1000 });
+                        n.handle(Event::Tick {
+                            elapsed_us: 1000,
+                            latency,
+                        });
                     }
                     self.drain_actions(i);
                 }

@@ -229,6 +229,17 @@ pub fn render_status(s: &Snapshot, verbose: bool, color: bool) -> String {
                     if let (true, Some(rate)) = (verbose, s.resync_yielding_kib_s) {
                         let _ = writeln!(out, "    yielding to application I/O: c-min-rate {rate} KiB/s");
                     }
+                    if let (true, Some(u)) = (verbose, s.resync_under_load) {
+                        let us = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v}us"));
+                        let _ = writeln!(
+                            out,
+                            "    beside application I/O: {} resync requests in flight; application latency {} \
+                             ({} without the resync)",
+                            u.width,
+                            us(u.app_us),
+                            us(u.alone_us)
+                        );
+                    }
                 }
                 _ => {
                     let _ = writeln!(out, "    peer-disk:{}", s.peer_disk);
@@ -281,6 +292,7 @@ mod tests {
             split_brain: false,
             suspended: None,
             resync_yielding_kib_s: None,
+            resync_under_load: None,
         }
     }
 
