@@ -615,6 +615,9 @@ async fn run_link(res: &Rc<Resource>, link: &Link, stream: PeerStream, met: Met)
     // The resync controller's clock: fine while blocks are moving, coarse
     // otherwise (it then learns the application's latency without them).
     let ticker_res = Rc::clone(res);
+    // What the application did while the link was down says nothing about
+    // its latency with a peer.
+    res.app_latency.take();
     let ticker = tokio_uring::spawn(async move {
         const TICK: Duration = Duration::from_millis(10);
         let mut last = std::time::Instant::now();
