@@ -179,8 +179,9 @@ class Target:
     name = ""
     desc = ""
 
-    def __init__(self, work, img, size, port):
-        self.work, self.img, self.size, self.port = work, img, size, port
+    def __init__(self, work, img, size, port, other=None):
+        # `other`: a second file (the two-file limit's, the mirror's target).
+        self.work, self.img, self.size, self.port, self.other = work, img, size, port, other
         self.procs = []
         self.extras = {}
 
@@ -199,10 +200,13 @@ class Target:
 
     def files(self):
         """The backing files this target runs on."""
-        return [self.img]
+        return [self.img, self.other] if self.other else [self.img]
 
     def set_files(self, files):
-        (self.img,) = files
+        if self.other:
+            self.img, self.other = files
+        else:
+            (self.img,) = files
 
 
 class FileTarget(Target):
@@ -224,18 +228,8 @@ class FilePairTarget(Target):
     name = "file-pair"
     desc = "two files written at once (fio io_uring, O_DIRECT): the limit of two replicas on one disk"
 
-    def __init__(self, work, img, size, port, other):
-        super().__init__(work, img, size, port)
-        self.other = other
-
     def uri(self):
         return f"files:{self.img},{self.other}"
-
-    def files(self):
-        return [self.img, self.other]
-
-    def set_files(self, files):
-        self.img, self.other = files
 
     def pids(self):
         return []
@@ -371,16 +365,6 @@ class Mirror(Target):
     name = "mirror"
     desc = "qemu-storage-daemon write-blocking mirror to a second qemu-nbd"
 
-    def __init__(self, work, img, size, port, mirror_img):
-        super().__init__(work, img, size, port)
-        self.mirror_img = mirror_img
-
-    def files(self):
-        return [self.img, self.mirror_img]
-
-    def set_files(self, files):
-        self.img, self.mirror_img = files
-
     def start(self):
         d = self.work / "qsd"
         shutil.rmtree(d, ignore_errors=True)
@@ -388,7 +372,7 @@ class Mirror(Target):
         tp = self.port + 1
         self.procs.append(PROCS.spawn(
             ["qemu-nbd", "-t", "-p", tp, "-b", "127.0.0.1", "-f", "raw", "-x", "r0b", "--cache=none",
-             "--aio=io_uring", "--shared=8", self.mirror_img], d / "target.log"))
+             "--aio=io_uring", "--shared=8", self.other], d / "target.log"))
         wait_nbd(f"nbd://127.0.0.1:{tp}/r0b")
         qmp = d / "qmp.sock"
         # The export exists from the start, on src: the mirror moves src's
