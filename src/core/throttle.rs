@@ -247,7 +247,7 @@ impl Throttle {
                 self.probe_slots = PROBE_SLOTS;
             }
             (Some(m), Some(b)) => {
-                if m * den <= b * num {
+                if m.saturating_mul(den) <= b.saturating_mul(num) {
                     let grown = if self.slow_start {
                         self.width * 2
                     } else {
