@@ -29,3 +29,16 @@ fn seeded_runs_keep_every_invariant() {
     assert!(total.writes_acked > 0 && total.reads_verified > 0, "{total:?}");
     println!("{total:?}");
 }
+
+/// Seeds that found a bug, kept beyond the range CI runs.
+#[test]
+fn seeds_that_once_failed_keep_every_invariant() {
+    // 17961: a Primary re-attached its disk while serving through its
+    // peer and read, from its own disk, a block written while it was
+    // diskless (only the peer's bitmap had it).
+    for seed in [17961] {
+        if let Err(e) = tandem::sim::run_watching(seed, None) {
+            panic!("{e}");
+        }
+    }
+}

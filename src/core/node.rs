@@ -140,6 +140,10 @@ pub struct Node {
     /// Set by `attach` on a Primary that served through its peer while
     /// diskless: whether its new disk needs every block (else the bitmap's).
     attached_while_primary: Option<bool>,
+    /// A Primary resyncing its re-attached disk from its peer, before the
+    /// peer's bitmap arrived: the blocks written while it was diskless are
+    /// in that bitmap only, so every read goes to the peer until then.
+    awaiting_source_bitmap: bool,
     throttle: Throttle,
     /// `after-sb-*` policies.
     policies: Policies,
@@ -253,6 +257,7 @@ impl Node {
             al_extents: 1237,
             discard_my_data: false,
             attached_while_primary: None,
+            awaiting_source_bitmap: false,
             throttle: Throttle::default(),
             policies: Policies::default(),
             divergence: Divergence::default(),
@@ -663,8 +668,11 @@ impl Node {
         if full {
             self.mark_all_out_of_sync();
         } else {
-            // The peer resyncs the union of both bitmaps, as on a connect.
+            // The peer resyncs the union of both bitmaps, as on a connect,
+            // and sends it back: what this node wrote while diskless is in
+            // the peer's half only.
             self.send_bitmap();
+            self.awaiting_source_bitmap = true;
         }
         self.act(Action::SendPeer(Message::StartResync {
             source_is_sender: false,
@@ -924,6 +932,12 @@ impl Node {
                 if source_is_sender {
                     self.become_sync_target();
                 } else {
+                    if !full {
+                        // A Primary's re-attached disk: the target learns
+                        // what moves, ahead of the blocks (its own bitmap
+                        // came before this request and is in the union).
+                        self.send_bitmap();
+                    }
                     let seed = self.uuids.map_or(0, |u| u.current).rotate_left(17) | 2;
                     self.start_resync_source(seed);
                 }
@@ -2141,6 +2155,12 @@ impl Node {
             return;
         }
         self.peer_bitmap_done = true;
+        if std::mem::take(&mut self.awaiting_source_bitmap) {
+            let weight = self.bitmap.as_ref().map_or(0, Bitmap::weight);
+            if let Some(rs) = self.resync.as_mut() {
+                rs.total_blocks = rs.total_blocks.max(weight);
+            }
+        }
         match self.pending_sync.take() {
             Some(Sync::SourceBitmap | Sync::SourceFull) => {
                 // Fresh bitmap UUID for this resync, from the current one.
@@ -2405,6 +2425,8 @@ impl Node {
     }
 
     fn on_resync_done_target(&mut self, source: GenerationUuids) {
+        // (A source that never sent its bitmap back: an older build.)
+        self.awaiting_source_bitmap = false;
         if let Some(u) = self.uuids.as_mut() {
             let role = u.current & 1;
             *u = source;
@@ -2435,6 +2457,7 @@ impl Node {
         if self.peer.is_none() {
             return;
         }
+        self.awaiting_source_bitmap = false;
         let was_connected = self.connected();
         let peer_had_data = self.peer_disk >= DiskState::Consistent;
         if was_connected
@@ -3051,6 +3074,76 @@ mod tests {
         );
         assert_eq!(n.disk_state(), DiskState::Diskless);
         assert!(!n.resync_attached_disk());
+    }
+
+    #[test]
+    fn a_primary_resyncing_its_reattached_disk_reads_from_the_peer_what_only_the_peers_bitmap_knows() {
+        let ours = diskless_primary().uuids.map(|u| u.current).unwrap();
+        let mut n = diskless_primary();
+        n.attach(disk_of(ours)).unwrap();
+        assert!(n.resync_attached_disk());
+        drain(&mut n);
+        let read_from = |n: &mut Node, id: ReqId, block: u64| -> &'static str {
+            n.handle(Event::NbdRequest {
+                id,
+                io: IoRequest {
+                    kind: IoKind::Read,
+                    offset: block * BM_BLOCK_BYTES,
+                    len: 4096,
+                },
+            });
+            let a = drain(n);
+            if a.iter().any(|a| matches!(a, Action::ForwardRead { .. })) {
+                "peer"
+            } else if a.iter().any(|a| {
+                matches!(
+                    a,
+                    Action::Disk {
+                        op: DiskOp::Read { .. },
+                        ..
+                    }
+                )
+            }) {
+                "disk"
+            } else {
+                panic!("{a:?}")
+            }
+        };
+        // Block 200 was written while this node was diskless: only the
+        // peer's bitmap says so, and it has not arrived.
+        assert_eq!(read_from(&mut n, 10, 200), "peer");
+        n.handle(Event::PeerBitmap {
+            runs: vec![(200, 1)],
+            last: true,
+        });
+        drain(&mut n);
+        assert_eq!(read_from(&mut n, 11, 200), "peer", "out of sync until resynced");
+        assert_eq!(read_from(&mut n, 12, 201), "disk", "in sync on both sides");
+        // The source's side: asked to resync a re-attached disk, it sends
+        // the union of both bitmaps back before any block.
+        let mut src = connected_in_sync_sized(crate::wire::handshake::FEATURES, 1 << 20);
+        src.handle(Event::PeerBitmap {
+            runs: vec![(3, 1)],
+            last: true,
+        });
+        src.handle(Event::PeerStartResync {
+            source_is_sender: false,
+            full: false,
+        });
+        let a = drain(&mut src);
+        let back = a
+            .iter()
+            .position(|a| matches!(a, Action::SendPeer(Message::Bitmap { runs, last: true }) if runs == &vec![(3, 1)]));
+        let first_block = a.iter().position(|a| {
+            matches!(
+                a,
+                Action::Disk {
+                    op: DiskOp::Read { .. },
+                    ..
+                }
+            )
+        });
+        assert!(back.is_some() && back < first_block, "{a:?}");
     }
 
     #[test]

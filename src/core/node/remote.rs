@@ -46,6 +46,9 @@ impl Node {
         if self.disk != DiskState::Inconsistent {
             return false;
         }
+        if self.awaiting_source_bitmap {
+            return true;
+        }
         let Some(bm) = self.bitmap.as_ref() else { return false };
         let first = io.offset / BM_BLOCK_BYTES;
         let end = (io.offset + u64::from(io.len)).div_ceil(BM_BLOCK_BYTES);
