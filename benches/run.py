@@ -270,10 +270,9 @@ class Tandem(Target):
 
     def __init__(self, work, img, size, port, peer_img=None, name="standalone", desc="one tandemd, no peer",
                  bin_dir=BIN):
-        super().__init__(work, img, size, port)
+        super().__init__(work, img, size, port, other=peer_img)
         self.bin = bin_dir
         self.name, self.desc = name, desc
-        self.peer_img = peer_img
         self.dir = work / name
         self.nodes = ["alpha", "beta"] if peer_img else ["bench"]
         # More `disk` options of the pair (set_disk_extra).
@@ -300,14 +299,10 @@ class Tandem(Target):
     def conf(self, node):
         return self.dir / f"{node}.conf"
 
-    def files(self):
-        return [self.img, self.peer_img] if self.peer_img else [self.img]
-
-    def set_files(self, files):
-        if self.peer_img:
-            self.img, self.peer_img = files
-        else:
-            (self.img,) = files
+    @property
+    def peer_img(self):
+        """The Secondary's file (a pair's second file)."""
+        return self.other
 
     def set_disk_extra(self, text):
         """Rewrites both nodes' configuration with these `disk` options

@@ -108,6 +108,9 @@ fn a_primary_reattaching_its_disk_keeps_serving_and_resyncs_only_what_it_missed(
     qemu_io(&uri, &["write -P 0x5a 1M 256k"]);
     p.alpha.wait_for("ds:Diskless/UpToDate", 10);
     disk.fail(false);
+    // Written while diskless, in an extent the activity log never held:
+    // only beta's bitmap knows that alpha's disk lacks it.
+    qemu_io(&uri, &["write -P 0x6b 8M 64k"]);
 
     // A client reads on while the same disk is attached again: every read
     // must succeed, whether it is served by beta or by alpha's own disk.
@@ -120,6 +123,7 @@ fn a_primary_reattaching_its_disk_keeps_serving_and_resyncs_only_what_it_missed(
                 let out = Command::new("qemu-io")
                     .args(["-f", "raw", "-r", &uri])
                     .args(["-c", "read -P 0x33 0 1M", "-c", "read -P 0x5a 1M 256k"])
+                    .args(["-c", "read -P 0x6b 8M 64k"])
                     .output()
                     .expect("qemu-io");
                 let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
@@ -148,18 +152,22 @@ fn a_primary_reattaching_its_disk_keeps_serving_and_resyncs_only_what_it_missed(
     assert!(ok >= 3, "only {ok} reads");
 
     // Beta sent what alpha may have missed, not the 16 MiB device, over
-    // the link that stayed up: the block written while alpha was diskless
-    // and, as after a crash, the 4 MiB extent the activity log held hot
-    // (the writes in flight when the disk failed may or may not be on it).
+    // the link that stayed up: as after a crash, the 4 MiB extent the
+    // activity log held hot (the writes in flight when the disk failed may
+    // or may not be on it), and the 64 KiB written while alpha was
+    // diskless, which alpha learns of from beta.
     let log = p.beta.log_text();
-    assert!(log.contains("resync started: 4096 KiB to send"), "{log}");
+    assert!(log.contains("resync started: 4160 KiB to send"), "{log}");
     let log = p.alpha.log_text();
     assert!(
         log.contains("disk attached while Primary; beta sends the 4096 KiB it may have missed, the link stays up"),
         "{log}"
     );
     p.assert_identical();
-    qemu_io(&uri, &["read -P 0x33 0 1M", "read -P 0x5a 1M 256k"]);
+    qemu_io(
+        &uri,
+        &["read -P 0x33 0 1M", "read -P 0x5a 1M 256k", "read -P 0x6b 8M 64k"],
+    );
 }
 
 #[test]

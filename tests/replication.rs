@@ -488,6 +488,18 @@ fn a_resync_beside_the_application_says_how_it_steers_by_the_applications_latenc
     let (width, now_us, alone_us) = (figures[0], figures[1], figures[2]);
     assert!((1..=16).contains(&width), "{line}");
     assert!(now_us > 0 && alone_us > 0, "{line}");
+    // The same for monitoring, in `status --json`.
+    let steering = (0..20).find_map(|_| {
+        let json: serde_json::Value = serde_json::from_str(&p.alpha.adm_ok(&["status", "--json", "r0"])).expect("json");
+        let u = json[0]["resync_under_load"].clone();
+        if u["alone_us"].as_u64().is_some() {
+            return Some(u);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        None
+    });
+    let steering = steering.expect("status --json never showed resync_under_load");
+    assert!(steering["width"].as_u64().is_some_and(|w| w <= 16), "{steering}");
     // The load ran to its end unharmed; the resync does too.
     assert!(load.succeeded(), "fio saw a failed write");
     p.alpha.adm_ok(&["wait-sync", "--timeout", "60", "r0"]);

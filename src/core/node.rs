@@ -37,7 +37,7 @@ const CORE_ID_BASE: ReqId = 1 << 62;
 /// Resync moves at most this much per request.
 const RESYNC_CHUNK_BYTES: u64 = 256 * 1024;
 /// Resync requests in flight at once.
-const RESYNC_INFLIGHT_MAX: usize = 16;
+const RESYNC_INFLIGHT_MAX: usize = crate::core::throttle::INFLIGHT_MAX;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Origin {
@@ -491,13 +491,7 @@ impl Node {
                 None
             },
             resync_under_load: if matches!(self.cstate, ConnState::SyncSource | ConnState::VerifyS) {
-                self.throttle
-                    .under_load(self.counters.ap > 0)
-                    .map(|(width, app_us, alone_us)| crate::core::ResyncUnderLoad {
-                        width: width.min(RESYNC_INFLIGHT_MAX),
-                        app_us,
-                        alone_us,
-                    })
+                self.throttle.under_load(self.counters.ap > 0)
             } else {
                 None
             },
@@ -3021,14 +3015,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_primary_attaching_a_disk_resyncs_it_over_the_link_and_never_one_of_another_generation() {
+    /// `diskless_primary` with the disk it detached attached again, and
+    /// what that attach did.
+    fn reattached_primary() -> (Node, Vec<Action>) {
         let ours = diskless_primary().uuids.map(|u| u.current).unwrap();
-        // The disk it detached: the peer sends what the bitmap says.
         let mut n = diskless_primary();
         n.attach(disk_of(ours)).unwrap();
         assert!(n.resync_attached_disk());
         let a = drain(&mut n);
+        (n, a)
+    }
+
+    #[test]
+    fn a_primary_attaching_a_disk_resyncs_it_over_the_link_and_never_one_of_another_generation() {
+        // The disk it detached: the peer sends what the bitmap says.
+        let (n, a) = reattached_primary();
         let bitmap = a
             .iter()
             .position(|a| matches!(a, Action::SendPeer(Message::Bitmap { last: true, .. })));
@@ -3078,11 +3079,7 @@ mod tests {
 
     #[test]
     fn a_primary_resyncing_its_reattached_disk_reads_from_the_peer_what_only_the_peers_bitmap_knows() {
-        let ours = diskless_primary().uuids.map(|u| u.current).unwrap();
-        let mut n = diskless_primary();
-        n.attach(disk_of(ours)).unwrap();
-        assert!(n.resync_attached_disk());
-        drain(&mut n);
+        let (mut n, _) = reattached_primary();
         let read_from = |n: &mut Node, id: ReqId, block: u64| -> &'static str {
             n.handle(Event::NbdRequest {
                 id,

@@ -48,9 +48,9 @@ pub const BASE_MAX_AGE_US: u64 = 10_000_000;
 /// resync requests in flight, one to measure.
 const PROBE_SLOTS: u8 = 2;
 
-/// The widest the width under load grows: the node's most resync requests
-/// in flight (a width it never uses would take halvings to come down).
-const WIDTH_MAX: usize = 16;
+/// The most resync requests in flight, idle or under load (a width under
+/// load wider than that would take halvings to come down).
+pub const INFLIGHT_MAX: usize = 16;
 
 /// The latency of the application's requests that finished during one
 /// tick: what the width under load is steered by.
@@ -253,7 +253,7 @@ impl Throttle {
                     } else {
                         self.width + 1
                     };
-                    self.width = grown.min(WIDTH_MAX);
+                    self.width = grown.min(INFLIGHT_MAX);
                 } else {
                     self.width = (self.width / 2).max(1);
                     self.slow_start = false;
@@ -274,13 +274,14 @@ impl Throttle {
         }
     }
 
-    /// Resync requests in flight while the application is busy, the
-    /// application's mean latency over the last slot and without the
-    /// resync (µs), for the operator; None while the application is idle.
-    pub fn under_load(&self, app_in_flight: bool) -> Option<(usize, Option<u64>, Option<u64>)> {
-        let width = if self.probe_slots > 0 { 0 } else { self.width };
-        self.app_busy(app_in_flight)
-            .then_some((width, self.last_mean_us, self.base_us))
+    /// How the resync is steered, for the operator; None while the
+    /// application is idle.
+    pub fn under_load(&self, app_in_flight: bool) -> Option<super::ResyncUnderLoad> {
+        self.app_busy(app_in_flight).then_some(super::ResyncUnderLoad {
+            width: if self.probe_slots > 0 { 0 } else { self.width },
+            app_us: self.last_mean_us,
+            alone_us: self.base_us,
+        })
     }
 
     /// An application request arrived.
@@ -423,7 +424,14 @@ mod tests {
         assert_eq!(widths[..9], [2; 9]);
         assert_eq!(widths[9..19], [4; 10]);
         assert_eq!(widths[29..], [16; 71]);
-        assert_eq!(t.under_load(true), Some((16, Some(410), Some(400))));
+        assert_eq!(
+            t.under_load(true),
+            Some(super::super::ResyncUnderLoad {
+                width: 16,
+                app_us: Some(410),
+                alone_us: Some(400)
+            })
+        );
     }
 
     #[test]
@@ -459,7 +467,7 @@ mod tests {
         assert_eq!(widths[9..29], [0; 20]);
         assert_eq!(widths[29..39], [INFLIGHT_UNDER_LOAD; 10]);
         assert_eq!(widths[99..109], [16; 10]);
-        assert_eq!(t.under_load(true).and_then(|u| u.2), Some(400));
+        assert_eq!(t.under_load(true).and_then(|u| u.alone_us), Some(400));
         // Ten seconds on, the figure is measured again.
         let pause = widths[39..].iter().position(|&w| w == 0).map(|p| p + 39);
         assert_eq!(pause, Some(1029), "{widths:?}");
