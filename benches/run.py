@@ -10,9 +10,14 @@ interleaved with this one's, an A/B comparison in one run.
 
 Targets, one after another on the same machine and the same kind of file:
   file        the preallocated file itself through fio's io_uring, O_DIRECT: the physical limit
+  file-pair   two files written at once by two fio jobs: the limit of two replicas on one disk
+  lockstep    each write to two files at once, done when both are (examples/lockstep_writes.rs):
+              the limit of any synchronous mirror on one disk
   qemu-nbd    qemu-nbd --cache=none --aio=io_uring on the same file, unreplicated: the bar
   standalone  one tandemd, no peer (external metadata, so the file holds only data)
   replicated  two tandemd on loopback, protocol C, each on its own preallocated file
+  ram-peer    the same pair with the Secondary's disk in RAM (tmpfs): replication without
+              the shared disk, as with a peer on a machine of its own
   mirror      qemu-storage-daemon with a write-blocking blockdev-mirror to a second
               qemu-nbd: the replicated peer that exists today
 
@@ -31,6 +36,7 @@ OUT/results.json, OUT/iops-by-queue-depth.png and OUT/latency-cdf.png
 """
 
 import argparse
+import atexit
 import json
 import os
 import platform
@@ -48,7 +54,7 @@ BIN = ROOT / "target" / "release"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PERCENTILES = [1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 99, 99.5, 99.9, 99.99]
 SWEEP_DEPTHS = [1, 2, 4, 8, 16, 32, 64]
-TARGETS = ["file", "file-pair", "qemu-nbd", "standalone", "replicated", "mirror"]
+TARGETS = ["file", "file-pair", "lockstep", "qemu-nbd", "standalone", "replicated", "ram-peer", "mirror"]
 
 # (key, label, fio arguments)
 WORKLOADS = [
@@ -134,6 +140,10 @@ def wait_nbd(uri):
 def fio(where, args, size, runtime):
     """One fio job; returns its parsed JSON job record. `files:A,B` runs
     one job per file at once and returns every job's record."""
+    if where.startswith("lockstep:"):
+        a, b = where[9:].split(",")
+        out = run(BIN / "examples" / "lockstep_writes", a, b, *args, f"--runtime={runtime}", "--ramp_time=1").stdout
+        return json.loads(out)["jobs"][0]
     if where.startswith("files:"):
         io = ["--ioengine=io_uring", "--direct=1"]
         jobs = [a for i, f in enumerate(where[6:].split(",")) for a in (f"--name=bench{i}", f"--filename={f}")]
@@ -230,6 +240,24 @@ class FilePairTarget(Target):
 
     def uri(self):
         return f"files:{self.img},{self.other}"
+
+    def pids(self):
+        return []
+
+
+class LockstepTarget(Target):
+    """What any synchronous mirror on this machine is up against: each
+    write goes to both files at once and is done when both are, with no
+    network or NBD in between (examples/lockstep_writes.rs). Unlike the
+    two independent jobs of file-pair, a request holds its slot until the
+    slower copy lands, as a replicated write does. Write rows only: a
+    mirror reads one copy, whose limit is the file's."""
+    name = "lockstep"
+    desc = "each write to two files at once, done when both are: the limit of a synchronous mirror on one disk"
+    skips = ("w4",)
+
+    def uri(self):
+        return f"lockstep:{self.img},{self.other}"
 
     def pids(self):
         return []
@@ -348,6 +376,31 @@ class Tandem(Target):
 
     def uri(self):
         return f"nbd://127.0.0.1:{self.port}/r0"
+
+
+class RamPeer(Tandem):
+    """The pair with its Secondary's disk in RAM (a file on tmpfs, through
+    the page cache): what replication costs when the two copies do not
+    share one disk, as when the peer is a machine of its own. Only the
+    Primary's file moves round the targets."""
+
+    def __init__(self, work, img, size, port, src):
+        super().__init__(work, img, size, port, peer_img=Path("/dev/shm") / f"tandem-bench-ram-peer-{os.getpid()}.img",
+                         name="ram-peer",
+                         desc="two tandemd on loopback, protocol C, the Secondary's disk in RAM (tmpfs)")
+        self.src = src
+
+    def start(self):
+        if not self.peer_img.exists():
+            run("cp", "--sparse=never", self.src, self.peer_img)
+            atexit.register(lambda: self.peer_img.unlink(missing_ok=True))
+        super().start()
+
+    def files(self):
+        return [self.img]
+
+    def set_files(self, files):
+        (self.img,) = files
 
 
 class QemuNbdWriteback(QemuNbd):
@@ -471,6 +524,8 @@ def run_rows(targets, args, results):
             if key not in args.rows:
                 continue
             for t in order:
+                if key in getattr(t, "skips", ()):
+                    continue
                 c0 = cpu_ticks(t.pids())
                 primary = [t.daemons["alpha"].pid] if getattr(t, "peer_img", None) else []
                 cp0 = cpu_ticks(primary)
@@ -736,7 +791,8 @@ def fmt(v, digits=0):
 
 def report(args, results):
     r = results
-    q, s, p, m, f, f2 = (r[k] for k in ("qemu-nbd", "standalone", "replicated", "mirror", "file", "file-pair"))
+    q, s, p, m, f, f2, ls = (r[k] for k in ("qemu-nbd", "standalone", "replicated", "mirror", "file", "file-pair",
+                                             "lockstep"))
     cpu = run("sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").stdout.strip()
     lines = [f"Machine: {platform.node()}, {os.cpu_count()} vCPU ({cpu}), kernel {platform.release()}; "
              f"{args.size} preallocated random-filled files; fio {args.runtime} s per row after a 1 s ramp, "
@@ -752,17 +808,33 @@ def report(args, results):
     ]
     # The performance issue's bar for replicated / qemu-nbd on each row.
     bars = {"w1": 1.25, "w2": 0.80, "w3": 0.80, "w4": 1.00, "w5": 1.25}
-    lines += ["| workload | file (limit) | two files at once (a pair's limit) | qemu-nbd | Tandem standalone | "
-              "Tandem replicated (C) | qemu mirror | replicated / qemu-nbd | target | mirror / qemu-nbd |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["| workload | file (limit) | two files at once | two files in lockstep (a mirror's limit) | qemu-nbd | "
+              "Tandem standalone | Tandem replicated (C) | qemu mirror | replicated / qemu-nbd | target | "
+              "mirror / qemu-nbd | replicated / lockstep |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, w, key, higher in rows:
         qv, rv, mv = q[w][key], p[w][key], m[w][key]
         ratio = rv / qv if qv else float("nan")
         bar = bars[w]
         ok = (ratio >= bar if higher else ratio <= bar) and (rv > mv if higher else rv < mv)
-        lines.append(f"| {name} | {fmt(f[w][key])} | {fmt(f2[w][key])} | {fmt(qv)} | {fmt(s[w][key])} | {fmt(rv)} | {fmt(mv)} | "
-                     f"**{ratio:.2f}** {'✓' if ok else '✗'} | {'≥' if higher else '≤'} {bar:.2f}, ahead of the mirror | "
-                     f"{mv / qv:.2f} |")
+        lv = ls.get(w, {}).get(key)
+        lines.append(f"| {name} | {fmt(f[w][key])} | {fmt(f2[w][key])} | {fmt(lv)} | {fmt(qv)} | {fmt(s[w][key])} | "
+                     f"{fmt(rv)} | {fmt(mv)} | **{ratio:.2f}** {'✓' if ok else '✗'} | {'≥' if higher else '≤'} "
+                     f"{bar:.2f}, ahead of the mirror | {mv / qv:.2f} | {fmt(rv / lv if lv else None, 2)} |")
+    # The same bars for the pair whose Secondary's disk is in RAM: what the
+    # software costs once the copies stop sharing one disk.
+    rp = r["ram-peer"]
+    lines += ["", "The pair with its Secondary's disk in RAM (tmpfs), as if the peer were a machine of its own: "
+              "replication without the shared disk:", "",
+              "| workload | qemu-nbd | Tandem replicated, Secondary in RAM | / qemu-nbd | target |", "|---|---|---|---|---|"]
+    for name, w, key, higher in rows:
+        if w == "w4":
+            continue
+        qv, rv = q[w][key], rp[w][key]
+        ratio = rv / qv if qv else float("nan")
+        ok = ratio >= bars[w] if higher else ratio <= bars[w]
+        lines.append(f"| {name} | {fmt(qv)} | {fmt(rv)} | **{ratio:.2f}** {'✓' if ok else '✗'} | "
+                     f"{'≥' if higher else '≤'} {bars[w]:.2f} |")
     lines += ["", "4k random write IOPS by queue depth (the plot `iops-by-queue-depth.png`):", "",
               "| QD | " + " | ".join(TARGETS) + " | replicated / qemu-nbd |", "|---" * (len(TARGETS) + 2) + "|"]
     for qd in SWEEP_DEPTHS:
@@ -847,7 +919,13 @@ def report(args, results):
               f"{p['w1']['mean_us']:.0f} µs, {p['w1']['mean_us'] / floor:.2f}× that floor. "
               f"For 1M writes the two replicas share the disk's bandwidth: two files written at once get "
               f"{f2['w3']['mbs']:,.0f} MB/s each, **{f2['w3']['mbs'] / q['w3']['mbs']:.2f}×** qemu-nbd; the pair "
-              f"got {p['w3']['mbs'] / f2['w3']['mbs']:.2f} of that.", ""]
+              f"got {p['w3']['mbs'] / f2['w3']['mbs']:.2f} of that.", "",
+              f"A synchronous mirror with nothing between its two copies (`examples/lockstep_writes.rs`: each "
+              f"write to both files at once, done when both are) reaches {ls['w2']['iops']:,.0f} IOPS at QD32, "
+              f"**{ls['w2']['iops'] / q['w2']['iops']:.2f}×** qemu-nbd (the pair: "
+              f"{p['w2']['iops'] / ls['w2']['iops']:.2f} of it), and {ls['w3']['mbs']:,.0f} MB/s for 1M writes, "
+              f"**{ls['w3']['mbs'] / q['w3']['mbs']:.2f}×** (the pair: {p['w3']['mbs'] / ls['w3']['mbs']:.2f}); "
+              f"a QD1 write takes it {ls['w1']['mean_us']:.0f} µs, the slower of two.", ""]
     checks = [("after the workloads", p["identical_after_workloads"]),
               ("after the full resyncs", p["identical_after_resync"]),
               ("after the 1%-dirty resync", p["identical_after_dirty_resync"])]
@@ -878,8 +956,8 @@ def short_report(args, results, targets):
             ref = results.get("qemu-nbd", {}).get(key, {}).get(k)
             cells = []
             for n in names:
-                v = results[n][key][k]
-                cells.append(fmt(v) + (f" ({v / ref:.2f})" if ref and n != "qemu-nbd" else ""))
+                v = results[n].get(key, {}).get(k)
+                cells.append(fmt(v) + (f" ({v / ref:.2f})" if ref and v and n != "qemu-nbd" else ""))
             lines.append(f"| {label} {k} | " + " | ".join(cells) + " |")
     for pair in names:
         if pair != "replicated" and not pair.startswith("baseline"):
@@ -996,11 +1074,12 @@ def main():
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.no_build:
         subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
-        subprocess.run(["cargo", "build", "--release", "--quiet", "--example", "loopback_rtt"], cwd=ROOT, check=True)
+        subprocess.run(["cargo", "build", "--release", "--quiet", "--example", "loopback_rtt", "--example",
+                        "lockstep_writes"], cwd=ROOT, check=True)
     w = args.workdir
     # Each target has its own files, all filled with the same random data,
     # so that every target stays up and the rows can be interleaved.
-    files = {n: w / f"{n}.img" for n in ("file", "file-pair", "file-pair-b", "qemu-nbd", "qemu-nbd-wb", "standalone", "alpha", "beta", "mirror",
+    files = {n: w / f"{n}.img" for n in ("file", "file-pair", "file-pair-b", "lockstep", "lockstep-b", "ram-peer", "qemu-nbd", "qemu-nbd-wb", "standalone", "alpha", "beta", "mirror",
                                            "mirror-target")}
     prepare(files["file"], args.bytes)
     for n, f in files.items():
@@ -1018,11 +1097,13 @@ def main():
         port = args.port
         targets = [FileTarget(w, files["file"], args.size, port),
                    FilePairTarget(w, files["file-pair"], args.size, port, files["file-pair-b"]),
+                   LockstepTarget(w, files["lockstep"], args.size, port, files["lockstep-b"]),
                    QemuNbd(w, files["qemu-nbd"], args.size, port + 1),
                    QemuNbdWriteback(w, files["qemu-nbd-wb"], args.size, port + 30),
                    Tandem(w, files["standalone"], args.size, port + 2),
                    Tandem(w, files["alpha"], args.size, port + 10, peer_img=files["beta"], name="replicated",
                           desc="two tandemd on loopback, protocol C"),
+                   RamPeer(w, files["ram-peer"], args.size, port + 100, files["file"]),
                    Mirror(w, files["mirror"], args.size, port + 20, files["mirror-target"])]
         # qemu-nbd-wb (qemu-nbd's defaults: the page cache) runs only when
         # asked for by name: the report's bar is qemu-nbd with O_DIRECT, as
