@@ -797,7 +797,8 @@ def report(args, results):
     lines = [f"Machine: {platform.node()}, {os.cpu_count()} vCPU ({cpu}), kernel {platform.release()}; "
              f"{args.size} preallocated random-filled files; fio {args.runtime} s per row after a 1 s ramp, "
              f"{args.sweep_runtime} s per queue depth; each row run {args.repeat} times on every target, interleaved, "
-             f"medians shown.", ""]
+             f"medians shown; the guest's idle vCPUs poll {fmt(r.get('halt_poll_ns'))} ns before halting "
+             f"(guest_halt_poll_ns).", ""]
     rows = [
         ("4k randwrite QD1, mean latency (µs)", "w1", "mean_us", False),
         ("4k randwrite QD1, p99 latency (µs)", "w1", "p99_us", False),
@@ -948,7 +949,8 @@ def short_report(args, results, targets):
     ratio to qemu-nbd where it ran."""
     main_key = {"w1": "mean_us", "w2": "iops", "w3": "mbs", "w4": "iops", "w5": "cycle_us"}
     names = [t.name for t in targets]
-    lines = ["| row | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    lines = [f"guest_halt_poll_ns: {fmt(results.get('halt_poll_ns'))}", "",
+             "| row | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for key, label, _ in WORKLOADS:
         if key not in args.rows:
             continue
@@ -1025,6 +1027,25 @@ def prepare(path, nbytes, src=None):
     run("sync")
 
 
+HALT_POLL = Path("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
+
+
+def set_halt_poll(ns):
+    """The guest's idle polling for this run (None: as it is); returns the
+    value the run uses, None where the guest has no haltpoll."""
+    if not HALT_POLL.exists():
+        if ns is not None:
+            sys.exit(f"--halt-poll-ns: {HALT_POLL} does not exist (the guest's cpuidle driver is not haltpoll)")
+        return None
+    before = int(HALT_POLL.read_text())
+    if ns is not None and ns != before:
+        HALT_POLL.write_text(str(ns))
+        atexit.register(lambda: HALT_POLL.write_text(str(before)))
+        log(f"guest_halt_poll_ns {before} → {ns} for this run")
+        return ns
+    return before
+
+
 def save(args, results):
     """Keep what was measured so far: a later step's failure loses nothing."""
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
@@ -1050,6 +1071,10 @@ def main():
                     help="with --rows-only: the rows to run (w1..w5)")
     ap.add_argument("--targets", default=",".join(TARGETS),
                     help="with --rows-only: the targets to run, of " + ", ".join(TARGETS + ["qemu-nbd-wb"]))
+    ap.add_argument("--halt-poll-ns", type=int, default=None,
+                    help="set the guest's cpuidle-haltpoll guest_halt_poll_ns for the run, restored after: an idle "
+                         "vCPU then polls that long before it halts, and a wake-up within it costs no trip "
+                         "through the host (see BENCHMARKS.md)")
     ap.add_argument("--baseline", type=Path, action="append", default=[],
                     help="with --rows-only: a directory with another build's tandemd and tandemadm, run as one more "
                          "replicated pair ('baseline', then 'baseline2', ...) interleaved with this build's, for an "
@@ -1090,7 +1115,8 @@ def main():
     for n in ("copy-src", "copy-dst"):
         prepare(w / f"{n}.img", args.bytes, src=files["file"])
     args.copy_files = (w / "copy-src.img", w / "copy-dst.img")
-    results = {"machine": platform.node(), "size": args.size, "runtime": args.runtime, "repeat": args.repeat}
+    results = {"machine": platform.node(), "size": args.size, "runtime": args.runtime, "repeat": args.repeat,
+               "halt_poll_ns": set_halt_poll(args.halt_poll_ns)}
     try:
         if not args.rows_only:
             limits(args, results)
