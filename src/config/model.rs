@@ -346,7 +346,8 @@ pub struct DiskOptions {
 
 impl DiskOptions {
     /// The resync's rate cap, KiB/s: `c-max-rate` under the default
-    /// `c-plan-ahead` (Tandem has no dynamic controller below the cap),
+    /// `c-plan-ahead` (below the cap, `core::throttle` sizes the resync by
+    /// the application's latency, not by DRBD's fill or delay targets),
     /// `resync-rate` with `c-plan-ahead 0`, as in DRBD.
     pub fn resync_cap_kib_s(&self) -> u64 {
         if self.c_plan_ahead_ds > 0 {

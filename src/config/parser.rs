@@ -577,7 +577,7 @@ const PARSED_NO_EFFECT: &[(&str, &str)] = &[
     ),
     (
         "c-fill-target",
-        "there is no dynamic resync controller: the resync is capped at c-max-rate and gives way to the application by c-min-rate",
+        "the resync's requests in flight follow the application's latency instead (within twice its latency without the resync), capped at c-max-rate and held down by c-min-rate",
     ),
     ("al-updates", "the activity log is always written"),
     ("disk-flushes", "flushes always reach the disk"),
