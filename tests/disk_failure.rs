@@ -4,7 +4,9 @@
 //! writes; fio's verify stays green), a Secondary detaches and stays
 //! connected; a replaced disk attached afterwards is resynced in full, the
 //! same disk attached again only where it missed writes, and a Primary's
-//! clients read on throughout.
+//! clients read on throughout. A Secondary's disk that hangs (nbdkit's
+//! pause filter) costs the Primary its link after `timeout × ko-count`,
+//! not its writes.
 
 mod common;
 
@@ -319,4 +321,57 @@ fn a_secondary_whose_disk_runs_full_detaches_and_catches_up_by_bitmap_once_reatt
     // 384 KiB written while it was away, rounded to bitmap blocks and
     // activity-log replay; far from the device's 16 MiB.
     assert!((384..SMALL / 1024 / 2).contains(&moved), "{moved} KiB moved:\n{status}");
+}
+
+#[test]
+fn a_secondary_whose_disk_hangs_is_dropped_after_timeout_times_ko_count_and_resynced_once_it_answers() {
+    let scratch = tempfile::Builder::new().prefix("tandem-hang-").tempdir().expect("tmp");
+    // alpha's disk is the one that hangs; beta is the Primary, and waits
+    // for one request at most 1 s × 3.
+    let disk = FaultyDisk::start(scratch.path(), "alpha", SMALL);
+    let p = Pair::up_on(
+        Some(&disk.file()),
+        "s3cret",
+        SMALL,
+        "c-max-rate 4G;",
+        "timeout 10; ko-count 3;",
+        "",
+    );
+    p.beta.wait_for("cs:Connected", 20);
+    p.beta.adm_ok(&["primary", "--force", "r0"]);
+    p.beta.wait_for("ds:UpToDate/UpToDate", 60);
+    let uri = format!("nbd://127.0.0.1:{}/r0", p.nbd_beta);
+    qemu_io(&uri, &["write -P 0x11 0 64k"]);
+
+    // alpha's disk stops answering; alpha's process, the link and its
+    // pings stay alive, so only ko-count can tell. The client's write
+    // completes on beta alone instead of waiting forever.
+    disk.hang(true);
+    let out = run(Command::new("timeout").args([
+        "60",
+        "qemu-io",
+        "-f",
+        "raw",
+        "-c",
+        "write -P 0x22 1M 64k",
+        "-c",
+        "read -P 0x22 1M 64k",
+        &uri,
+    ]));
+    assert!(out.status.success(), "the write never completed: {out:?}");
+    let log = p.beta.log_text();
+    assert!(
+        log.contains("alpha did not complete a request in") && log.contains("(timeout × ko-count): dropping the link"),
+        "{log}"
+    );
+    p.beta.wait_for("oos:64", 10);
+
+    // The disk answers again: alpha finishes what it held, the link comes
+    // back and the resync brings alpha the write it missed.
+    disk.hang(false);
+    p.beta
+        .wait_for("cs:Connected ro:Primary/Secondary ds:UpToDate/UpToDate", 60);
+    p.beta.wait_for("oos:0", 30);
+    p.assert_identical();
+    qemu_io(&uri, &["read -P 0x11 0 64k", "read -P 0x22 1M 64k"]);
 }

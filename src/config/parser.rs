@@ -561,8 +561,6 @@ pub const HANDLERS_RUN: &[&str] = &[
 /// Options parsed and range-checked (so a typo is still an error) that
 /// Tandem does not act on, with what it does instead: never silently.
 const PARSED_NO_EFFECT: &[(&str, &str)] = &[
-    ("timeout", "a dead peer is detected by ping-int and ping-timeout"),
-    ("ko-count", "a dead peer is detected by ping-int and ping-timeout"),
     ("max-buffers", "Tandem sizes its buffers itself"),
     ("max-epoch-size", "Tandem sizes its epochs itself"),
     ("sndbuf-size", "the kernel auto-tunes the socket buffers"),

@@ -197,12 +197,7 @@ fn contract_example_parses_warning_only_about_what_tandem_does_not_do() {
     let c = parse(CONTRACT_EXAMPLE).unwrap();
     // DRBD options without effect here are named, never silently dropped.
     let named: Vec<&str> = c.warnings.iter().filter_map(|w| w.message.split('\'').nth(1)).collect();
-    assert_eq!(
-        named,
-        ["timeout", "wfc-timeout", "degr-wfc-timeout"],
-        "{:?}",
-        c.warnings
-    );
+    assert_eq!(named, ["wfc-timeout", "degr-wfc-timeout"], "{:?}", c.warnings);
     let r = &c.resources[0];
     assert_eq!(r.protocol, Protocol::C);
     assert_eq!(r.net.shared_secret.as_deref(), Some("s3cret"));
@@ -398,7 +393,7 @@ fn every_net_disk_and_startup_option_reaches_the_model() {
     ))
     .unwrap();
     // Parsed into the model, and each one Tandem does not act on is named.
-    assert_eq!(c.warnings.len(), 15, "{:?}", c.warnings);
+    assert_eq!(c.warnings.len(), 13, "{:?}", c.warnings);
     assert!(
         c.warnings
             .iter()

@@ -334,6 +334,11 @@ pub enum Action {
     Disconnect {
         reason: String,
     },
+    /// Drop the peer link as if it had failed, and reconnect: the peer did
+    /// not complete a request within `timeout × ko-count`.
+    ResetLink {
+        reason: String,
+    },
     /// Something the operator must read in the log.
     Log {
         warn: bool,

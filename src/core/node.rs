@@ -132,6 +132,12 @@ pub struct Node {
     resync: Option<Resync>,
     /// Seq of app writes awaiting peer acks → request id.
     peer_pending: BTreeMap<u64, ReqId>,
+    /// DRBD's `timeout × ko-count`, µs: how long the peer may take to
+    /// complete one request before the link is dropped (0: forever).
+    ko_limit_us: u64,
+    /// The oldest request the peer has not completed (its seq) and how long
+    /// it has been the oldest, µs, by the ticks.
+    peer_wait: Option<(u64, u64)>,
     /// Hot extents (only when a peer is configured).
     al: Option<ActivityLog>,
     al_extents: u32,
@@ -253,6 +259,8 @@ impl Node {
             peer_bitmap_done: false,
             resync: None,
             peer_pending: BTreeMap::new(),
+            ko_limit_us: 42_000_000,
+            peer_wait: None,
             al: None,
             al_extents: 1237,
             discard_my_data: false,
@@ -355,6 +363,13 @@ impl Node {
             }
         }
         bm.weight() + extra
+    }
+
+    /// `timeout` (tenths of a second) and `ko-count` from the configuration:
+    /// a peer that does not complete one request within their product is
+    /// dropped like a failed link. `ko-count 0` waits forever.
+    pub fn set_ko_limit(&mut self, timeout_ds: u32, ko_count: u32) {
+        self.ko_limit_us = u64::from(timeout_ds) * 100_000 * u64::from(ko_count);
     }
 
     /// `protocol` from the configuration (`adjust` may change it).
@@ -939,6 +954,7 @@ impl Node {
             Event::Tick { elapsed_us, latency } => {
                 let resyncing = self.resync_active();
                 self.throttle.tick(elapsed_us, self.counters.ap > 0, latency, resyncing);
+                self.watch_peer(elapsed_us);
                 self.pump_resync();
                 self.pump_verify();
             }
@@ -2112,6 +2128,41 @@ impl Node {
         }
     }
 
+    /// DRBD's ko-count. A peer whose disk hangs still answers pings, so
+    /// the link looks alive while the Primary's writes wait for it forever;
+    /// once one request has waited `timeout × ko-count` the link is dropped
+    /// as a failed one: the waiting writes complete here, their blocks
+    /// marked out of sync, and the link reconnects and resyncs them.
+    fn watch_peer(&mut self, elapsed_us: u64) {
+        let oldest = [
+            self.peer_pending.keys().next().copied(),
+            self.barriers.keys().min().copied(),
+            self.remote.keys().min().copied(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        self.peer_wait = match (oldest, self.peer_wait) {
+            (None, _) => None,
+            (Some(seq), Some((waiting, waited))) if seq == waiting => Some((seq, waited.saturating_add(elapsed_us))),
+            (Some(seq), _) => Some((seq, 0)),
+        };
+        let Some((_, waited)) = self.peer_wait else {
+            return;
+        };
+        if self.ko_limit_us == 0 || waited < self.ko_limit_us || !self.connected() {
+            return;
+        }
+        self.peer_wait = None;
+        let reason = format!(
+            "{}: {} did not complete a request in {:.1} s (timeout × ko-count): dropping the link",
+            self.resource,
+            self.peer.clone().unwrap_or_default(),
+            waited as f64 / 1e6
+        );
+        self.act(Action::ResetLink { reason });
+    }
+
     fn refuse_link(&mut self, reason: String) {
         self.cstate = ConnState::StandAlone;
         self.act(Action::Disconnect { reason });
@@ -2811,6 +2862,92 @@ mod tests {
                 len: 4096,
             },
         });
+    }
+
+    /// A tick of 100 ms; the actions it caused.
+    fn tick_100ms(n: &mut Node) -> Vec<Action> {
+        n.handle(Event::Tick {
+            elapsed_us: 100_000,
+            latency: Default::default(),
+        });
+        drain(n)
+    }
+
+    fn resets(actions: &[Action]) -> Vec<&str> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::ResetLink { reason } => Some(reason.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_peer_that_completes_no_write_for_timeout_times_ko_count_is_dropped_and_the_write_completes_here() {
+        let mut n = connected_primary(1 << 20);
+        n.set_ko_limit(10, 3); // timeout 1 s, ko-count 3
+        write_4k(&mut n, 1, 8192);
+        drain(&mut n);
+        n.handle(Event::DiskDone { id: 1, result: Ok(()) });
+        assert!(
+            !drain(&mut n).iter().any(|a| matches!(a, Action::Reply { .. })),
+            "protocol C waits for the peer"
+        );
+        // The first tick finds the write waiting; 3 s after it the link goes.
+        for i in 0..30 {
+            let a = tick_100ms(&mut n);
+            assert!(resets(&a).is_empty(), "tick {i}: {a:?}");
+        }
+        let a = tick_100ms(&mut n);
+        let reasons = resets(&a);
+        assert_eq!(reasons.len(), 1, "{a:?}");
+        assert!(
+            reasons[0].contains("did not complete a request in 3.0 s (timeout × ko-count)"),
+            "{}",
+            reasons[0]
+        );
+        // The shell drops the link: the write completes here, its block out of sync.
+        n.handle(Event::PeerDisconnected {
+            fresh_uuid: 0x5eed_0000_0003_0000,
+        });
+        let a = drain(&mut n);
+        assert!(
+            a.iter().any(|a| matches!(a, Action::Reply { id: 1, error: 0 })),
+            "{a:?}"
+        );
+        assert_eq!(n.snapshot().counters.oos, 4);
+        assert!(resets(&tick_100ms(&mut n)).is_empty(), "once");
+    }
+
+    #[test]
+    fn a_slow_peer_that_keeps_completing_writes_and_a_ko_count_of_0_keep_the_link() {
+        for (ko_count, acks) in [(3, true), (0, false)] {
+            let mut n = connected_primary(1 << 20);
+            n.set_ko_limit(10, ko_count);
+            let mut sent = VecDeque::new();
+            for id in 1..=100u64 {
+                // A write a tick, each acknowledged two ticks later: the
+                // peer is always busy, never stuck on one request.
+                write_4k(&mut n, id, (id % 64) * 4096);
+                for a in drain(&mut n) {
+                    if let Action::SendPeerData {
+                        msg: Message::Data { seq, .. },
+                        ..
+                    } = a
+                    {
+                        sent.push_back(seq);
+                    }
+                }
+                n.handle(Event::DiskDone { id, result: Ok(()) });
+                if acks && sent.len() > 2 {
+                    let seq = sent.pop_front().unwrap_or_default();
+                    n.handle(Event::PeerAck { seq, status: 0 });
+                }
+                let a = tick_100ms(&mut n);
+                assert!(resets(&a).is_empty(), "ko-count {ko_count}, write {id}: {a:?}");
+            }
+        }
     }
 
     #[test]

@@ -788,6 +788,7 @@ impl Daemon {
             n.set_protocol(new.protocol.to_string().chars().next().unwrap_or('C'));
             n.set_split_brain_policies(super::resource::split_brain_policies(new));
             n.set_fencing(new.net.fencing);
+            n.set_ko_limit(new.net.timeout_ds, new.net.ko_count);
             n.set_on_io_error(new.disk.on_io_error);
             let (verify, csums) = super::resource::digest_algs(new);
             n.set_digest_algs(verify, csums);

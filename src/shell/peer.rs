@@ -639,6 +639,8 @@ async fn run_link(res: &Rc<Resource>, link: &Link, stream: PeerStream, met: Met)
     let idle = link.ping_int + link.ping_timeout;
     let stopped = tokio::select! {
         _ = res.stop_peer.notified() => true,
+        // The node logged why (a peer that completes nothing).
+        _ = res.reset_link.notified() => false,
         r = read_loop(res, &stream, idle) => {
             if let Err(e) = r {
                 tracing::warn!(resource = %res.name, peer = %link.peer_name, "peer link lost: {e}");

@@ -90,6 +90,9 @@ pub struct Resource {
     pub peer_tx: RefCell<Option<mpsc::UnboundedSender<PeerOut>>>,
     /// Signalled to drop the peer link (disconnect, split brain).
     pub stop_peer: Rc<Notify>,
+    /// The node asks for the current link to be dropped as a failed one
+    /// (`Action::ResetLink`); the link loop then reconnects.
+    pub reset_link: Rc<Notify>,
     /// The link task is running (connecting or connected).
     pub peer_running: Cell<bool>,
     /// `connect --discard-my-data` was given for the next connection.
@@ -185,6 +188,7 @@ impl Resource {
                 n.set_resync_rate(cfg.disk.resync_cap_kib_s(), cfg.disk.c_min_rate_kib_s);
                 n.set_split_brain_policies(split_brain_policies(&cfg));
                 n.set_fencing(cfg.net.fencing);
+                n.set_ko_limit(cfg.net.timeout_ds, cfg.net.ko_count);
                 n.set_on_io_error(cfg.disk.on_io_error);
                 let (verify, csums) = digest_algs(&cfg);
                 n.set_digest_algs(verify, csums);
@@ -203,6 +207,7 @@ impl Resource {
             changed,
             peer_tx: RefCell::new(None),
             stop_peer: Rc::new(Notify::new()),
+            reset_link: Rc::new(Notify::new()),
             peer_running: Cell::new(false),
             discard_my_data: Cell::new(false),
             save_dir,
@@ -380,6 +385,12 @@ impl Resource {
                 Action::Disconnect { reason } => {
                     tracing::error!(resource = %self.name, "{reason}");
                     self.stop_peer.notify_one();
+                }
+                Action::ResetLink { reason } => {
+                    tracing::error!(resource = %self.name, "{reason}");
+                    // Only the link running now: no permit is left behind
+                    // for the next one.
+                    self.reset_link.notify_waiters();
                 }
                 Action::Log { warn: true, message } => tracing::warn!(resource = %self.name, "{message}"),
                 Action::Log { warn: false, message } => tracing::info!(resource = %self.name, "{message}"),

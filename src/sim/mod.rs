@@ -6,7 +6,8 @@
 //! may hold writes whose acknowledgements were lost and the reconnect sends
 //! them again), simulated disks (random latency; writes in flight at a
 //! crash land whole, torn or not at all; a power cut loses unflushed writes;
-//! a failing disk answers EIO, a full one ENOSPC), a workload of writes and
+//! a failing disk answers EIO, a full one ENOSPC, a hung one nothing until
+//! it recovers, which the peer's `ko-count` must notice), a workload of writes and
 //! verified reads on the Primary, and an operator who fails over, splits
 //! the pair, replaces failed disks and recovers it. One seeded
 //! random generator and a simulated clock drive everything, so a seed
@@ -73,6 +74,11 @@ pub struct Report {
     pub disks_replaced: u64,
     /// Disks a Primary attached while connected, resynced over that link.
     pub attached_in_band: u64,
+    /// Secondary disks that stopped answering for a while.
+    pub disks_hung: u64,
+    /// Links a node dropped because its peer left a request unanswered
+    /// for `timeout × ko-count`.
+    pub links_reset: u64,
 }
 
 impl Report {
@@ -89,6 +95,8 @@ impl Report {
         self.disk_faults += r.disk_faults;
         self.disks_replaced += r.disks_replaced;
         self.attached_in_band += r.attached_in_band;
+        self.disks_hung += r.disks_hung;
+        self.links_reset += r.links_reset;
     }
 }
 
@@ -182,6 +190,8 @@ pub struct Sim {
     partitioned: bool,
     /// Per node: the errno its data disk answers with, while it fails.
     failing: [Option<i32>; 2],
+    /// Per node: until when (µs) its data disk answers nothing.
+    hung_until: [u64; 2],
     /// Per direction: the last delivery time (TCP keeps order).
     last_delivery: [u64; 2],
     app: BTreeMap<(usize, ReqId), AppIo>,
@@ -251,6 +261,7 @@ impl Sim {
             dropping: false,
             partitioned: false,
             failing: [None; 2],
+            hung_until: [0; 2],
             last_delivery: [0; 2],
             app: BTreeMap::new(),
             busy: BTreeSet::new(),
@@ -295,6 +306,9 @@ impl Sim {
         // the rest of a seed's run is the same whichever it gets).
         let c_min_rate = [None, Some(0), Some(256)][(self.report.seed % 3) as usize];
         n.set_resync_rate(0, c_min_rate);
+        // A peer request unanswered for 100 ms drops the link (DRBD's
+        // timeout 1, ko-count 1): far beyond any answer but a hung disk's.
+        n.set_ko_limit(1, 1);
         let m = &mut self.nodes[i].meta;
         if !m.created {
             m.created = true;
@@ -557,7 +571,7 @@ impl Sim {
         match a {
             Action::Disk { id, op } => {
                 self.nodes[i].disk_ops.insert(id, op);
-                let delay = 30 + self.rng.below(400);
+                let delay = 30 + self.rng.below(400) + self.hung_until[i].saturating_sub(self.now);
                 self.schedule(delay, Pending::DiskDone { node: i, id });
             }
             Action::Reply { id, error } => self.app_reply(i, id, error),
@@ -572,6 +586,16 @@ impl Sim {
             Action::Disconnect { reason } => {
                 self.note(format!("{}: disconnect: {reason}", self.nodes[i].name));
                 self.nodes[i].wants_link = false;
+                self.drop_link();
+            }
+            Action::ResetLink { reason } => {
+                self.note(format!("{}: link reset: {reason}", self.nodes[i].name));
+                self.report.links_reset += 1;
+                // Only a disk that hangs (or just stopped hanging, its
+                // answers still on their way) keeps a request that long.
+                if self.now > self.hung_until[1 - i] + 5_000 {
+                    self.fail_later(format!("a peer that answers was dropped: {reason}"));
+                }
                 self.drop_link();
             }
             Action::Log { message, .. } => self.note(format!("{}: {message}", self.nodes[i].name)),
@@ -865,10 +889,13 @@ impl Sim {
         let end = self.now + us;
         while self.now < end && self.violation.is_none() {
             self.maybe_connect();
-            if self
-                .nodes
-                .iter()
-                .any(|s| s.node.as_ref().is_some_and(Node::resync_active))
+            // Ticks drive the resync's pace and ko-count's clock, as the
+            // shell's ticker does while a link is up.
+            if (self.link_up
+                || self
+                    .nodes
+                    .iter()
+                    .any(|s| s.node.as_ref().is_some_and(Node::resync_active)))
                 && !self.queue.values().any(|p| matches!(p, Pending::Tick))
             {
                 self.schedule(1000, Pending::Tick);
@@ -1157,6 +1184,22 @@ impl Sim {
     /// one with fresh metadata, or the same one is attached again. A Primary
     /// that served through its peer resyncs it over the link it has; any
     /// other node's link is bounced so the connect decides what moves.
+    /// The Secondary's disk stops answering for longer than the Primary's
+    /// ko-count allows, under load: the Primary must drop the link, finish
+    /// its writes alone, and resync once the disk is back.
+    fn hung_disk(&mut self, p: usize) {
+        self.settle();
+        let s = 1 - p;
+        if !self.link_up || !self.up(s) {
+            return;
+        }
+        let hang = 150_000 + self.rng.below(250_000);
+        self.note(format!("{}: data disk hangs for {hang} µs", self.nodes[s].name));
+        self.report.disks_hung += 1;
+        self.hung_until[s] = self.now + hang;
+        self.run_for(hang + 20_000, true);
+    }
+
     fn disk_trouble(&mut self, p: usize) {
         self.settle();
         let healthy_pair = self.link_up
@@ -1292,6 +1335,7 @@ pub fn run_watching(seed: u64, watch: Option<u64>) -> Result<Report, String> {
             1 => sim.crash_and_restart_secondary(p),
             2 => sim.failover(p),
             3 => sim.split_brain(p),
+            4 if sim.rng.chance(300) => sim.hung_disk(p),
             4 => sim.disk_trouble(p),
             5 => sim.resync_then_power_cut(p),
             _ => {}

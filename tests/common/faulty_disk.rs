@@ -1,9 +1,9 @@
-//! A backing disk that can fail on command: a sparse image file served by
-//! nbdkit's file plugin behind two error filters, shown to `tandemd` as a
-//! plain file by nbdfuse.
+//! A backing disk that can fail or hang on command: a sparse image file
+//! served by nbdkit's file plugin behind two error filters and a pause
+//! filter, shown to `tandemd` as a plain file by nbdfuse.
 //!
 //! ```text
-//! tandemd ── O_DIRECT ──► nbdfuse file ──► nbdkit (nbd → error ENOSPC on writes, `NAME.full`)
+//! tandemd ── O_DIRECT ──► nbdfuse file ──► nbdkit (nbd → pause, `NAME.pause` socket → error ENOSPC on writes, `NAME.full`)
 //!                                             └──► nbdkit (file NAME.img → error EIO on everything, `NAME.eio`)
 //! ```
 //!
@@ -57,7 +57,9 @@ impl FaultyDisk {
         d.nbdkit(
             "outer",
             &[
+                "--filter=pause".to_owned(),
                 "nbd".to_owned(),
+                format!("pause-control={}", d.path("pause").display()),
                 format!("socket={}", inner.display()),
                 "error=ENOSPC".to_owned(),
                 "error-pwrite-rate=100%".to_owned(),
@@ -107,11 +109,16 @@ impl FaultyDisk {
     fn nbdkit(&mut self, which: &str, plugin_args: &[String]) {
         let sock = self.path(&format!("{which}.sock"));
         let log = std::fs::File::create(self.path(&format!("{which}.log"))).expect("log");
+        // Filters named first sit nearest the client: the pause filter
+        // (outer only) holds requests before any error is decided.
+        let (filters, args): (Vec<&String>, Vec<&String>) =
+            plugin_args.iter().partition(|a| a.starts_with("--filter="));
         let child = Command::new("nbdkit")
             .args(["-f", "-U"])
             .arg(&sock)
+            .args(filters)
             .arg("--filter=error")
-            .args(plugin_args)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -159,10 +166,28 @@ impl FaultyDisk {
     pub fn fill(&self, on: bool) {
         self.trigger("full", on);
     }
+
+    /// While `on`, every request the disk receives waits, unanswered, as
+    /// on a disk whose controller stopped responding; requests already
+    /// running finish first.
+    pub fn hang(&self, on: bool) {
+        use std::io::{Read, Write};
+        let (cmd, ack) = if on { (b'p', b'P') } else { (b'r', b'R') };
+        let mut control = std::os::unix::net::UnixStream::connect(self.path("pause")).expect("pause control socket");
+        control.write_all(&[cmd]).expect("pause control");
+        let mut answer = [0u8];
+        control.read_exact(&mut answer).expect("pause control answer");
+        assert_eq!(answer[0], ack, "the pause filter answered {:?}", answer[0] as char);
+    }
 }
 
 impl Drop for FaultyDisk {
     fn drop(&mut self) {
+        // A hung request would keep the FUSE mount busy.
+        if let Ok(mut control) = std::os::unix::net::UnixStream::connect(self.path("pause")) {
+            use std::io::Write;
+            let _ = control.write_all(b"r");
+        }
         let _ = Command::new("fusermount3").arg("-u").arg(self.path("fuse")).status();
         for mut c in self.servers.drain(..).rev() {
             let _ = c.kill();
