@@ -43,8 +43,19 @@ fn fio(uri: &str, verify_only: bool) -> String {
 /// `primary` ("alpha" or "beta") is Primary and both are UpToDate. Returns
 /// the disk, the pair and the Primary's NBD URI.
 fn faulty_pair(scratch: &std::path::Path, disk_opts: &str, extra: &str, primary: &str) -> (FaultyDisk, Pair, String) {
+    faulty_pair_net(scratch, disk_opts, "", extra, primary)
+}
+
+/// [`faulty_pair`] with more `net` options.
+fn faulty_pair_net(
+    scratch: &std::path::Path,
+    disk_opts: &str,
+    net: &str,
+    extra: &str,
+    primary: &str,
+) -> (FaultyDisk, Pair, String) {
     let disk = FaultyDisk::start(scratch, "alpha", SMALL);
-    let p = Pair::up_on(Some(&disk.file()), "s3cret", SMALL, disk_opts, "", extra);
+    let p = Pair::up_on(Some(&disk.file()), "s3cret", SMALL, disk_opts, net, extra);
     let (d, port) = if primary == "alpha" {
         (&p.alpha, p.nbd_alpha)
     } else {
@@ -328,19 +339,7 @@ fn a_secondary_whose_disk_hangs_is_dropped_after_timeout_times_ko_count_and_resy
     let scratch = tempfile::Builder::new().prefix("tandem-hang-").tempdir().expect("tmp");
     // alpha's disk is the one that hangs; beta is the Primary, and waits
     // for one request at most 1 s × 3.
-    let disk = FaultyDisk::start(scratch.path(), "alpha", SMALL);
-    let p = Pair::up_on(
-        Some(&disk.file()),
-        "s3cret",
-        SMALL,
-        "c-max-rate 4G;",
-        "timeout 10; ko-count 3;",
-        "",
-    );
-    p.beta.wait_for("cs:Connected", 20);
-    p.beta.adm_ok(&["primary", "--force", "r0"]);
-    p.beta.wait_for("ds:UpToDate/UpToDate", 60);
-    let uri = format!("nbd://127.0.0.1:{}/r0", p.nbd_beta);
+    let (disk, p, uri) = faulty_pair_net(scratch.path(), "c-max-rate 4G;", "timeout 10; ko-count 3;", "", "beta");
     qemu_io(&uri, &["write -P 0x11 0 64k"]);
 
     // alpha's disk stops answering; alpha's process, the link and its
