@@ -2154,8 +2154,10 @@ impl Node {
             return;
         }
         self.peer_wait = None;
+        // DRBD's words, which operators grep their logs for.
         let reason = format!(
-            "{}: {} did not complete a request in {:.1} s (timeout × ko-count): dropping the link",
+            "{}: Remote failed to finish a request within ko-count * timeout: {} left one unanswered for {:.1} s; \
+             dropping the link (it reconnects)",
             self.resource,
             self.peer.clone().unwrap_or_default(),
             waited as f64 / 1e6
@@ -2903,7 +2905,9 @@ mod tests {
         let reasons = resets(&a);
         assert_eq!(reasons.len(), 1, "{a:?}");
         assert!(
-            reasons[0].contains("did not complete a request in 3.0 s (timeout × ko-count)"),
+            reasons[0].contains(
+                "Remote failed to finish a request within ko-count * timeout: beta left one unanswered for 3.0 s"
+            ),
             "{}",
             reasons[0]
         );
