@@ -105,11 +105,33 @@ fn uring_runtime() -> std::io::Result<tokio_uring::Runtime> {
     }
 }
 
+/// In a KVM guest whose idle vCPUs halt at once (`haltpoll` with
+/// `guest_halt_poll_ns` 0; the kernel's default is 200000), every hop of a
+/// replicated write that lands on an idle vCPU waits for the hypervisor to
+/// wake it: about 40% of a QD1 write on the VMs of BENCHMARKS.md. Worth a
+/// line in the log, since no Tandem setting changes it.
+fn idle_polling_hint() -> Option<String> {
+    const DRIVER: &str = "/sys/devices/system/cpu/cpuidle/current_driver";
+    const POLL_NS: &str = "/sys/module/haltpoll/parameters/guest_halt_poll_ns";
+    let driver = std::fs::read_to_string(DRIVER).ok()?;
+    let poll_ns = std::fs::read_to_string(POLL_NS).ok()?;
+    (driver.trim() == "haltpoll" && poll_ns.trim() == "0").then(|| {
+        format!(
+            "this VM's idle vCPUs halt without polling ({POLL_NS} is 0): each wake-up of one costs a trip \
+             through the hypervisor; 200000 takes about 40% off a replicated write at queue depth 1 \
+             (docs/troubleshooting.md, \"Writes are slower than expected\")"
+        )
+    })
+}
+
 /// Run the daemon until SIGTERM/SIGINT. Returns an error for start-up failures.
 pub fn run(opts: Options) -> anyhow::Result<()> {
     let config = config::load(&opts.config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
     for w in &config.warnings {
         tracing::warn!("{w}");
+    }
+    if let Some(hint) = idle_polling_hint() {
+        tracing::info!("{hint}");
     }
     std::fs::create_dir_all(&opts.run_dir)
         .map_err(|e| anyhow::anyhow!("cannot create run directory {}: {e}", opts.run_dir.display()))?;
