@@ -337,9 +337,14 @@ fn a_secondary_whose_disk_runs_full_detaches_and_catches_up_by_bitmap_once_reatt
 #[test]
 fn a_secondary_whose_disk_hangs_is_dropped_after_timeout_times_ko_count_and_resynced_once_it_answers() {
     let scratch = tempfile::Builder::new().prefix("tandem-hang-").tempdir().expect("tmp");
-    // alpha's disk is the one that hangs; beta is the Primary, and waits
-    // for one request at most 1 s × 3.
-    let (disk, p, uri) = faulty_pair_net(scratch.path(), "c-max-rate 4G;", "timeout 10; ko-count 3;", "", "beta");
+    // alpha's disk is the one that hangs; beta is the Primary. It starts
+    // with ko-count 0 (wait forever) and the operator shortens the wait to
+    // 1 s × 3 the way DRBD's would: edit the file, `adjust`.
+    let (disk, p, uri) = faulty_pair_net(scratch.path(), "c-max-rate 4G;", "timeout 10; ko-count 0;", "", "beta");
+    p.beta.edit_conf("ko-count 0;", "ko-count 3;");
+    p.beta.adm_ok(&["adjust", "r0"]);
+    p.beta
+        .wait_for("cs:Connected ro:Primary/Secondary ds:UpToDate/UpToDate", 20);
     qemu_io(&uri, &["write -P 0x11 0 64k"]);
 
     // alpha's disk stops answering; alpha's process, the link and its

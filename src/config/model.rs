@@ -344,6 +344,14 @@ pub struct DiskOptions {
     pub size_bytes: Option<u64>,
 }
 
+impl NetOptions {
+    /// `timeout × ko-count`, µs: how long the peer may leave one request
+    /// unanswered before the link is dropped; 0 (`ko-count 0`): forever.
+    pub fn ko_limit_us(&self) -> u64 {
+        u64::from(self.timeout_ds) * 100_000 * u64::from(self.ko_count)
+    }
+}
+
 impl DiskOptions {
     /// The resync's rate cap, KiB/s: `c-max-rate` under the default
     /// `c-plan-ahead` (below the cap, `core::throttle` sizes the resync by

@@ -204,6 +204,8 @@ fn contract_example_parses_warning_only_about_what_tandem_does_not_do() {
     assert_eq!(r.net.cram_hmac_alg.as_deref(), Some("sha256"));
     assert_eq!((r.net.ping_int_s, r.net.ping_timeout_ds), (10, 5));
     assert_eq!((r.net.connect_int_s, r.net.timeout_ds), (10, 60));
+    // ko-count left at DRBD's 7: 6 s × 7.
+    assert_eq!(r.net.ko_limit_us(), 42_000_000);
     assert_eq!(r.net.csums_alg.as_deref(), Some("crc32c"));
     assert_eq!(r.net.fencing, Fencing::ResourceOnly);
     assert_eq!(r.disk.resync_rate_kib_s, 102_400);
@@ -410,6 +412,7 @@ fn every_net_disk_and_startup_option_reaches_the_model() {
         (7, 9, 11, 50)
     );
     assert_eq!((n.ko_count, n.max_buffers, n.max_epoch_size), (0, 8000, 4000));
+    assert_eq!(n.ko_limit_us(), 0, "ko-count 0 waits forever");
     assert_eq!((n.sndbuf_size_bytes, n.rcvbuf_size_bytes), (512 << 10, 1 << 20));
     assert_eq!(n.after_sb_0pri, AfterSb0Pri::DiscardNode("alpha".into()));
     assert_eq!(n.after_sb_1pri, AfterSb1Pri::CallPriLostAfterSb);

@@ -259,7 +259,7 @@ impl Node {
             peer_bitmap_done: false,
             resync: None,
             peer_pending: BTreeMap::new(),
-            ko_limit_us: 42_000_000,
+            ko_limit_us: crate::config::NetOptions::default().ko_limit_us(),
             peer_wait: None,
             al: None,
             al_extents: 1237,
@@ -365,11 +365,11 @@ impl Node {
         bm.weight() + extra
     }
 
-    /// `timeout` (tenths of a second) and `ko-count` from the configuration:
-    /// a peer that does not complete one request within their product is
-    /// dropped like a failed link. `ko-count 0` waits forever.
-    pub fn set_ko_limit(&mut self, timeout_ds: u32, ko_count: u32) {
-        self.ko_limit_us = u64::from(timeout_ds) * 100_000 * u64::from(ko_count);
+    /// `timeout × ko-count` from the configuration (`NetOptions::ko_limit_us`):
+    /// a peer that does not complete one request within it is dropped like
+    /// a failed link. 0 waits forever.
+    pub fn set_ko_limit_us(&mut self, us: u64) {
+        self.ko_limit_us = us;
     }
 
     /// `protocol` from the configuration (`adjust` may change it).
@@ -2888,7 +2888,7 @@ mod tests {
     #[test]
     fn a_peer_that_completes_no_write_for_timeout_times_ko_count_is_dropped_and_the_write_completes_here() {
         let mut n = connected_primary(1 << 20);
-        n.set_ko_limit(10, 3); // timeout 1 s, ko-count 3
+        n.set_ko_limit_us(3_000_000); // timeout 1 s × ko-count 3
         write_4k(&mut n, 1, 8192);
         drain(&mut n);
         n.handle(Event::DiskDone { id: 1, result: Ok(()) });
@@ -2928,7 +2928,7 @@ mod tests {
     fn a_slow_peer_that_keeps_completing_writes_and_a_ko_count_of_0_keep_the_link() {
         for (ko_count, acks) in [(3, true), (0, false)] {
             let mut n = connected_primary(1 << 20);
-            n.set_ko_limit(10, ko_count);
+            n.set_ko_limit_us(ko_count * 1_000_000); // timeout 1 s
             let mut sent = VecDeque::new();
             for id in 1..=100u64 {
                 // A write a tick, each acknowledged two ticks later: the

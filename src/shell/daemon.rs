@@ -111,13 +111,19 @@ fn uring_runtime() -> std::io::Result<tokio_uring::Runtime> {
 /// wake it: about 40% of a QD1 write on the VMs of BENCHMARKS.md. Worth a
 /// line in the log, since no Tandem setting changes it.
 fn idle_polling_hint() -> Option<String> {
-    const DRIVER: &str = "/sys/devices/system/cpu/cpuidle/current_driver";
-    const POLL_NS: &str = "/sys/module/haltpoll/parameters/guest_halt_poll_ns";
-    let driver = std::fs::read_to_string(DRIVER).ok()?;
-    let poll_ns = std::fs::read_to_string(POLL_NS).ok()?;
+    let driver = std::fs::read_to_string("/sys/devices/system/cpu/cpuidle/current_driver").ok()?;
+    let poll_ns = std::fs::read_to_string(HALT_POLL_NS).ok()?;
+    idle_polling_hint_for(&driver, &poll_ns)
+}
+
+const HALT_POLL_NS: &str = "/sys/module/haltpoll/parameters/guest_halt_poll_ns";
+
+/// [`idle_polling_hint`] for the cpuidle driver and `guest_halt_poll_ns`
+/// as sysfs gives them.
+fn idle_polling_hint_for(driver: &str, poll_ns: &str) -> Option<String> {
     (driver.trim() == "haltpoll" && poll_ns.trim() == "0").then(|| {
         format!(
-            "this VM's idle vCPUs halt without polling ({POLL_NS} is 0): each wake-up of one costs a trip \
+            "this VM's idle vCPUs halt without polling ({HALT_POLL_NS} is 0): each wake-up of one costs a trip \
              through the hypervisor; 200000 takes about 40% off a replicated write at queue depth 1 \
              (docs/troubleshooting.md, \"Writes are slower than expected\")"
         )
@@ -810,7 +816,7 @@ impl Daemon {
             n.set_protocol(new.protocol.to_string().chars().next().unwrap_or('C'));
             n.set_split_brain_policies(super::resource::split_brain_policies(new));
             n.set_fencing(new.net.fencing);
-            n.set_ko_limit(new.net.timeout_ds, new.net.ko_count);
+            n.set_ko_limit_us(new.net.ko_limit_us());
             n.set_on_io_error(new.disk.on_io_error);
             let (verify, csums) = super::resource::digest_algs(new);
             n.set_digest_algs(verify, csums);
@@ -1008,4 +1014,22 @@ pub fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| "localhost".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::idle_polling_hint_for;
+
+    #[test]
+    fn the_idle_polling_hint_names_the_setting_only_where_a_guest_halts_without_polling() {
+        let hint = idle_polling_hint_for("haltpoll\n", "0\n").unwrap_or_default();
+        assert!(
+            hint.contains("guest_halt_poll_ns is 0") && hint.contains("docs/troubleshooting.md"),
+            "{hint}"
+        );
+        // Polling on (the kernel's default), or another idle driver (bare
+        // metal: intel_idle, acpi_idle): nothing to say.
+        assert_eq!(idle_polling_hint_for("haltpoll\n", "200000\n"), None);
+        assert_eq!(idle_polling_hint_for("intel_idle\n", "0\n"), None);
+    }
 }

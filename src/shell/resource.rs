@@ -188,7 +188,7 @@ impl Resource {
                 n.set_resync_rate(cfg.disk.resync_cap_kib_s(), cfg.disk.c_min_rate_kib_s);
                 n.set_split_brain_policies(split_brain_policies(&cfg));
                 n.set_fencing(cfg.net.fencing);
-                n.set_ko_limit(cfg.net.timeout_ds, cfg.net.ko_count);
+                n.set_ko_limit_us(cfg.net.ko_limit_us());
                 n.set_on_io_error(cfg.disk.on_io_error);
                 let (verify, csums) = digest_algs(&cfg);
                 n.set_digest_algs(verify, csums);

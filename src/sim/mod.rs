@@ -308,7 +308,7 @@ impl Sim {
         n.set_resync_rate(0, c_min_rate);
         // A peer request unanswered for 100 ms drops the link (DRBD's
         // timeout 1, ko-count 1): far beyond any answer but a hung disk's.
-        n.set_ko_limit(1, 1);
+        n.set_ko_limit_us(100_000);
         let m = &mut self.nodes[i].meta;
         if !m.created {
             m.created = true;
@@ -1178,12 +1178,6 @@ impl Sim {
         self.settle();
     }
 
-    /// One node's data disk fails (EIO) or fills up (ENOSPC) for a while
-    /// under load, with a random `on-io-error` policy; then the operator
-    /// repairs it the documented way: a detached disk is replaced by a blank
-    /// one with fresh metadata, or the same one is attached again. A Primary
-    /// that served through its peer resyncs it over the link it has; any
-    /// other node's link is bounced so the connect decides what moves.
     /// The Secondary's disk stops answering for longer than the Primary's
     /// ko-count allows, under load: the Primary must drop the link, finish
     /// its writes alone, and resync once the disk is back.
@@ -1200,6 +1194,12 @@ impl Sim {
         self.run_for(hang + 20_000, true);
     }
 
+    /// One node's data disk fails (EIO) or fills up (ENOSPC) for a while
+    /// under load, with a random `on-io-error` policy; then the operator
+    /// repairs it the documented way: a detached disk is replaced by a blank
+    /// one with fresh metadata, or the same one is attached again. A Primary
+    /// that served through its peer resyncs it over the link it has; any
+    /// other node's link is bounced so the connect decides what moves.
     fn disk_trouble(&mut self, p: usize) {
         self.settle();
         let healthy_pair = self.link_up

@@ -46,6 +46,7 @@ impl FaultyDisk {
         let inner = d.path("inner.sock");
         d.nbdkit(
             "inner",
+            &["error"],
             &[
                 "file".to_owned(),
                 d.image().display().to_string(),
@@ -54,10 +55,12 @@ impl FaultyDisk {
                 format!("error-file={}", d.path("eio").display()),
             ],
         );
+        // The pause filter sits nearest the client: it holds requests
+        // before any error is decided.
         d.nbdkit(
             "outer",
+            &["pause", "error"],
             &[
-                "--filter=pause".to_owned(),
                 "nbd".to_owned(),
                 format!("pause-control={}", d.path("pause").display()),
                 format!("socket={}", inner.display()),
@@ -106,19 +109,16 @@ impl FaultyDisk {
         self.dir.join(format!("{}.{what}", self.name))
     }
 
-    fn nbdkit(&mut self, which: &str, plugin_args: &[String]) {
+    /// `filters`, the first nearest the client, before the plugin and its
+    /// (and the filters') arguments.
+    fn nbdkit(&mut self, which: &str, filters: &[&str], plugin_args: &[String]) {
         let sock = self.path(&format!("{which}.sock"));
         let log = std::fs::File::create(self.path(&format!("{which}.log"))).expect("log");
-        // Filters named first sit nearest the client: the pause filter
-        // (outer only) holds requests before any error is decided.
-        let (filters, args): (Vec<&String>, Vec<&String>) =
-            plugin_args.iter().partition(|a| a.starts_with("--filter="));
         let child = Command::new("nbdkit")
             .args(["-f", "-U"])
             .arg(&sock)
-            .args(filters)
-            .arg("--filter=error")
-            .args(args)
+            .args(filters.iter().map(|f| format!("--filter={f}")))
+            .args(plugin_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
