@@ -379,3 +379,64 @@ fn a_secondary_whose_disk_hangs_is_dropped_after_timeout_times_ko_count_and_resy
     p.assert_identical();
     qemu_io(&uri, &["read -P 0x11 0 64k", "read -P 0x22 1M 64k"]);
 }
+
+#[test]
+fn a_primary_whose_disk_hangs_detaches_it_after_disk_timeout_serves_through_the_peer_and_resyncs_it_once_it_answers() {
+    let scratch = tempfile::Builder::new()
+        .prefix("tandem-disk-timeout-")
+        .tempdir()
+        .expect("tmp");
+    // alpha is the Primary and its own disk is the one that hangs: with
+    // disk-timeout 2 s the client's I/O goes on through beta instead of
+    // waiting for the disk forever.
+    let (disk, p, uri) = faulty_pair(scratch.path(), "c-max-rate 4G; disk-timeout 20;", "", "alpha");
+    qemu_io(&uri, &["write -P 0x11 0 64k"]);
+
+    disk.hang(true);
+    let out = run(Command::new("timeout").args([
+        "60",
+        "qemu-io",
+        "-f",
+        "raw",
+        "-c",
+        "write -P 0x22 1M 64k",
+        "-c",
+        "read -P 0x22 1M 64k",
+        "-c",
+        "read -P 0x11 0 64k",
+        &uri,
+    ]));
+    assert!(out.status.success(), "the client's I/O did not complete: {out:?}");
+    let log = p.alpha.log_text();
+    assert!(
+        log.contains("unanswered for") && log.contains("(disk-timeout 2.0 s): disk detached as failed"),
+        "{log}"
+    );
+    p.alpha
+        .wait_for("cs:Connected ro:Primary/Secondary ds:Diskless/UpToDate", 10);
+
+    // The old disk still holds the abandoned write: attaching it now could
+    // let that write land after the resync. Refused, saying why.
+    let refused = p.alpha.adm(&["attach", "r0"]);
+    let text = String::from_utf8_lossy(&refused.stderr).into_owned() + &String::from_utf8_lossy(&refused.stdout);
+    assert!(
+        !refused.status.success(),
+        "attach of a disk still hung was accepted: {text}"
+    );
+    assert!(text.contains("disk-timeout gave up on have not come back"), "{text}");
+
+    // The disk answers again: what was abandoned comes back (and is
+    // ignored), the same disk is attached and gets what it missed.
+    disk.hang(false);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !p.alpha.log_text().contains("none is outstanding now") {
+        assert!(std::time::Instant::now() < deadline, "{}", p.alpha.log_text());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    p.alpha.adm_ok(&["attach", "r0"]);
+    p.alpha
+        .wait_for("cs:Connected ro:Primary/Secondary ds:UpToDate/UpToDate", 60);
+    p.alpha.wait_for("oos:0", 30);
+    p.assert_identical();
+    qemu_io(&uri, &["read -P 0x11 0 64k", "read -P 0x22 1M 64k"]);
+}

@@ -326,6 +326,10 @@ pub enum OnIoError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskOptions {
     pub on_io_error: OnIoError,
+    /// `disk-timeout`, tenths of a second: a local request unanswered this
+    /// long fails the disk as an I/O error would (detached whatever
+    /// `on-io-error` says, as in DRBD); 0 = wait forever (DRBD's default).
+    pub disk_timeout_ds: u32,
     /// `resync-rate` (8.3: `syncer { rate }`); a bare number is KiB/s as in DRBD.
     pub resync_rate_kib_s: u64,
     pub c_plan_ahead_ds: u32,
@@ -353,6 +357,11 @@ impl NetOptions {
 }
 
 impl DiskOptions {
+    /// `disk-timeout`, µs; 0: forever.
+    pub fn disk_timeout_us(&self) -> u64 {
+        u64::from(self.disk_timeout_ds) * 100_000
+    }
+
     /// The resync's rate cap, KiB/s: `c-max-rate` under the default
     /// `c-plan-ahead` (below the cap, `core::throttle` sizes the resync by
     /// the application's latency, not by DRBD's fill or delay targets),
@@ -370,6 +379,7 @@ impl Default for DiskOptions {
     fn default() -> Self {
         DiskOptions {
             on_io_error: OnIoError::default(),
+            disk_timeout_ds: 0,
             resync_rate_kib_s: 250,
             c_plan_ahead_ds: 20,
             c_fill_target_sectors: 100,

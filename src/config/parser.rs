@@ -396,6 +396,7 @@ pub(super) const NET_NO_EFFECT: &[&str] = &[
 ];
 pub(super) const DISK_OPTIONS: &[&str] = &[
     "on-io-error",
+    "disk-timeout",
     "resync-rate",
     "rate",
     "c-plan-ahead",
@@ -419,7 +420,6 @@ pub(super) const DISK_NO_EFFECT: &[&str] = &[
     "resync-after",
     "after",
     "c-delay-target",
-    "disk-timeout",
     "discard-zeroes-if-aligned",
     "rs-discard-granularity",
     "read-balancing",
@@ -752,6 +752,7 @@ fn disk_option(ctx: &mut Ctx<'_>, d: &mut Options, o: &Stmt) -> Result<bool, Con
                 ],
             )?
         }
+        "disk-timeout" => dk.disk_timeout_ds = ranged(value(o)?, k, (0, 6000), "tenths of a second")?,
         "resync-rate" | "rate" => dk.resync_rate_kib_s = rate_kib(value(o)?, k, RATE)?,
         "c-plan-ahead" => dk.c_plan_ahead_ds = ranged(value(o)?, k, (0, 300), "tenths of a second")?,
         "c-fill-target" => {

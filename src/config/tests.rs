@@ -386,7 +386,7 @@ fn every_net_disk_and_startup_option_reaches_the_model() {
     fencing resource-and-stonith;
   }}
   disk {{
-    on-io-error call-local-io-error; rate 300; c-plan-ahead 0; c-fill-target 1M; c-max-rate 250;
+    on-io-error call-local-io-error; disk-timeout 45; rate 300; c-plan-ahead 0; c-fill-target 1M; c-max-rate 250;
     c-min-rate 1M; al-extents 6433; al-updates no; disk-flushes no; no-md-flushes; size 2048;
   }}
   startup {{ wfc-timeout 10; degr-wfc-timeout 20; outdated-wfc-timeout 30; become-primary-on both; }}
@@ -422,6 +422,7 @@ fn every_net_disk_and_startup_option_reaches_the_model() {
     assert_eq!(n.fencing, Fencing::ResourceAndStonith);
     let d = &r.disk;
     assert_eq!(d.on_io_error, OnIoError::CallLocalIoError);
+    assert_eq!(d.disk_timeout_us(), 4_500_000, "tenths of a second, as in DRBD");
     assert_eq!(
         (d.resync_rate_kib_s, d.c_plan_ahead_ds, d.c_fill_target_sectors),
         (300, 0, 2048)
@@ -598,6 +599,7 @@ fn syntax_and_meaning_errors_name_line_column_and_what_was_wrong() {
         ("resource r0 {\n  net { ping-int ten; }\n}", (2, 18), "ping-int must be a whole number, found 'ten'"),
         ("resource r0 {\n  net { ping-int 0; }\n}", (2, 18), "ping-int must be between 1 and 120 seconds, found '0'"),
         ("resource r0 {\n  disk { al-extents 3; }\n}", (2, 21), "al-extents must be between 7 and 65534, found '3'"),
+        ("resource r0 {\n  disk { disk-timeout 6001; }\n}", (2, 23), "disk-timeout must be between 0 and 6000 tenths of a second, found '6001'"),
         ("resource r0 {\n  disk { resync-rate 10X; }\n}", (2, 22), "optional K, M or G suffix"),
         ("resource r0 {\n  disk { size 1Q; }\n}", (2, 15), "size must be a number with an optional K, M or G suffix"),
         ("resource r0 {\n  disk { disk-flushes maybe; }\n}", (2, 23), "'disk-flushes' must be yes or no, found 'maybe'"),

@@ -48,6 +48,8 @@ pub mod errno {
     pub const EINVAL: u32 = 22;
     pub const ENOSPC: u32 = 28;
     pub const ESHUTDOWN: u32 = 108;
+    /// A local request `disk-timeout` gave up on.
+    pub const ETIMEDOUT: u32 = 110;
 }
 
 /// An I/O the application asked for, already validated against the export.
@@ -168,6 +170,11 @@ pub enum Event {
     Tick {
         elapsed_us: u64,
         latency: throttle::AppLatency,
+    },
+    /// Time passed for `disk-timeout` (the shell sends it every 100 ms while
+    /// the option is set, connected or not).
+    DiskClock {
+        elapsed_us: u64,
     },
     /// A [`DiskOp::Digest`] finished: the digest, or the OS errno.
     DigestDone {

@@ -60,6 +60,8 @@ struct Inflight {
     origin: Origin,
     /// Started on the disk (false while waiting behind an overlapping write).
     started: bool,
+    /// When it was started, by `Node::clock_us`: what `disk-timeout` measures.
+    issued_us: u64,
     local: Option<Result<(), i32>>,
     /// The peer's answer we wait for, if any.
     peer_seq: Option<u64>,
@@ -138,6 +140,16 @@ pub struct Node {
     /// The oldest request the peer has not completed (its seq) and how long
     /// it has been the oldest, µs, by the ticks.
     peer_wait: Option<(u64, u64)>,
+    /// DRBD's `disk-timeout`, µs: how long the local disk may take to
+    /// complete one request before it is failed and detached (0: forever).
+    disk_timeout_us: u64,
+    /// Time by [`Event::DiskClock`], µs.
+    clock_us: u64,
+    /// Local requests `disk-timeout` gave up on, still in the kernel's
+    /// hands, and when they were given up on (`clock_us`): their
+    /// completions are dropped, and no disk is attached until every one
+    /// has come back (it could still land on the old disk).
+    abandoned: BTreeMap<ReqId, u64>,
     /// Hot extents (only when a peer is configured).
     al: Option<ActivityLog>,
     al_extents: u32,
@@ -261,6 +273,9 @@ impl Node {
             peer_pending: BTreeMap::new(),
             ko_limit_us: crate::config::NetOptions::default().ko_limit_us(),
             peer_wait: None,
+            disk_timeout_us: 0,
+            clock_us: 0,
+            abandoned: BTreeMap::new(),
             al: None,
             al_extents: 1237,
             discard_my_data: false,
@@ -370,6 +385,38 @@ impl Node {
     /// a failed link. 0 waits forever.
     pub fn set_ko_limit_us(&mut self, us: u64) {
         self.ko_limit_us = us;
+    }
+
+    /// `disk-timeout` from the configuration (`DiskOptions::disk_timeout_us`):
+    /// a local disk that does not complete one request within it is failed
+    /// and detached. 0 waits forever.
+    pub fn set_disk_timeout_us(&mut self, us: u64) {
+        self.disk_timeout_us = us;
+    }
+
+    /// Local requests given up on by `disk-timeout` that have not come back.
+    pub fn abandoned_requests(&self) -> usize {
+        self.abandoned.len()
+    }
+
+    /// Whether `id` is a local request given up on by `disk-timeout`: the
+    /// shell drops what it kept for it when its completion comes.
+    pub fn is_abandoned(&self, id: ReqId) -> bool {
+        self.abandoned.contains_key(&id)
+    }
+
+    /// Why no disk may be attached now, if one may not.
+    pub fn attach_refusal(&self) -> Option<Refusal> {
+        let n = self.abandoned.len();
+        (n > 0).then(|| {
+            Refusal::new(
+                StateRv::InTransientState,
+                format!(
+                    "{n} request(s) that disk-timeout gave up on have not come back from the old disk: attached now, \
+                     the disk could still take one of them after the resync rewrote its blocks. The log says when the last returns"
+                ),
+            )
+        })
     }
 
     /// `protocol` from the configuration (`adjust` may change it).
@@ -578,6 +625,9 @@ impl Node {
     pub fn attach(&mut self, info: AttachInfo) -> Result<(), Refusal> {
         if self.is_attached() {
             return Ok(());
+        }
+        if let Some(refusal) = self.attach_refusal() {
+            return Err(refusal);
         }
         // A Primary that lost its disk kept the generation it ran on; the
         // disk it attaches now is overwritten from the peer wherever it
@@ -897,7 +947,10 @@ impl Node {
     pub fn handle(&mut self, event: Event) {
         match event {
             Event::NbdRequest { id, io } => self.on_request(id, io),
-            Event::DiskDone { id, result } => self.on_disk_done(id, result),
+            Event::DiskDone { id, result } => match self.abandoned.remove(&id) {
+                Some(at) => self.abandoned_came_back(result, at),
+                None => self.on_disk_done(id, result),
+            },
             Event::PeerConnected {
                 peer,
                 peer_data_bytes,
@@ -957,6 +1010,10 @@ impl Node {
                 self.watch_peer(elapsed_us);
                 self.pump_resync();
                 self.pump_verify();
+            }
+            Event::DiskClock { elapsed_us } => {
+                self.clock_us = self.clock_us.saturating_add(elapsed_us);
+                self.watch_disk();
             }
             Event::DivergedSaved { result } => self.on_diverged_saved(result),
             Event::DigestDone { id, result } => self.on_digest_done(id, result),
@@ -1045,6 +1102,7 @@ impl Node {
             io,
             origin: Origin::App,
             started: false,
+            issued_us: 0,
             local: None,
             peer_seq: None,
             peer_failed: false,
@@ -1083,6 +1141,7 @@ impl Node {
         };
         let r = self.inflight[i];
         self.inflight[i].started = true;
+        self.inflight[i].issued_us = self.clock_us;
         let io = r.io;
         let op = match io.kind {
             IoKind::Read => DiskOp::Read {
@@ -1540,6 +1599,7 @@ impl Node {
             io: IoRequest { kind, offset, len },
             origin: Origin::Peer { seq, resync },
             started: false,
+            issued_us: 0,
             local: None,
             peer_seq: None,
             peer_failed: false,
@@ -1568,6 +1628,7 @@ impl Node {
                 },
                 origin: Origin::PeerBarrier { epoch },
                 started: false,
+                issued_us: 0,
                 local: None,
                 peer_seq: None,
                 peer_failed: false,
@@ -2165,6 +2226,60 @@ impl Node {
         self.act(Action::ResetLink { reason });
     }
 
+    /// `disk-timeout`: a local request outstanding longer than the limit
+    /// fails the disk, as DRBD does, whatever `on-io-error` says: a disk
+    /// that does not answer cannot be trusted to answer right later. Every
+    /// request still on it is given up on and finishes as a failed one (a
+    /// write the peer holds completes; a read goes to the peer).
+    fn watch_disk(&mut self) {
+        if self.disk_timeout_us == 0 || self.disk == DiskState::Diskless {
+            return;
+        }
+        let now = self.clock_us;
+        let on_disk = || self.inflight.iter().filter(|r| r.started && r.local.is_none());
+        let Some(waited) = on_disk().map(|r| now.saturating_sub(r.issued_us)).max() else {
+            return;
+        };
+        if waited < self.disk_timeout_us {
+            return;
+        }
+        let hung: Vec<ReqId> = on_disk().map(|r| r.id).collect();
+        let what = format!(
+            "local disk left a request unanswered for {:.1} s (disk-timeout {:.1} s): disk detached as failed, \
+             {} request(s) on it abandoned to the kernel (their completions will be ignored)",
+            waited as f64 / 1e6,
+            self.disk_timeout_us as f64 / 1e6,
+            hung.len()
+        );
+        // Not the bitmap: a write to the hung disk would hang as well. The
+        // activity log on it covers what the abandoned writes touch.
+        self.fail_disk(what, false);
+        for id in hung {
+            self.abandoned.insert(id, now);
+            self.on_disk_done(id, Err(errno::ETIMEDOUT as i32));
+        }
+    }
+
+    /// A request given up on by `disk-timeout` came back.
+    fn abandoned_came_back(&mut self, result: Result<(), i32>, at_us: u64) {
+        let how = match result {
+            Ok(()) => "completed".to_owned(),
+            Err(e) => format!("failed (errno {e})"),
+        };
+        let left = match self.abandoned.len() {
+            0 => "none is outstanding now: the disk may be attached again".to_owned(),
+            n => format!("{n} still outstanding"),
+        };
+        self.log(
+            true,
+            format!(
+                "{}: a local request abandoned by disk-timeout {how} {:.1} s later (disk-timeout may be too aggressive); {left}",
+                self.resource,
+                self.clock_us.saturating_sub(at_us) as f64 / 1e6
+            ),
+        );
+    }
+
     fn refuse_link(&mut self, reason: String) {
         self.cstate = ConnState::StandAlone;
         self.act(Action::Disconnect { reason });
@@ -2357,6 +2472,7 @@ impl Node {
                 },
                 origin: Origin::ResyncRead,
                 started: true,
+                issued_us: self.clock_us,
                 local: None,
                 peer_seq: None,
                 peer_failed: false,
@@ -2922,6 +3038,137 @@ mod tests {
         );
         assert_eq!(n.snapshot().counters.oos, 4);
         assert!(resets(&tick_100ms(&mut n)).is_empty(), "once");
+    }
+
+    /// 100 ms of the `disk-timeout` clock; the actions it caused.
+    fn disk_clock_100ms(n: &mut Node) -> Vec<Action> {
+        n.handle(Event::DiskClock { elapsed_us: 100_000 });
+        drain(n)
+    }
+
+    fn logs(actions: &[Action]) -> String {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Log { message, .. } => Some(message.as_str()),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn an_attachable_disk() -> AttachInfo {
+        AttachInfo {
+            data_bytes: 1 << 20,
+            uuids: GenerationUuids::new_created(),
+            flags: MdFlags::CONSISTENT,
+            divergence: Divergence::default(),
+        }
+    }
+
+    #[test]
+    fn a_primary_disk_that_leaves_a_write_unanswered_for_disk_timeout_is_detached_and_the_write_completes_on_the_peer()
+    {
+        let mut n = connected_primary(1 << 20);
+        n.set_disk_timeout_us(2_000_000);
+        // A write that leaves at 1 s: the limit counts from it, not from
+        // the clock's start.
+        for _ in 0..10 {
+            disk_clock_100ms(&mut n);
+        }
+        write_4k(&mut n, 1, 8192);
+        let seq = drain(&mut n)
+            .iter()
+            .find_map(|a| match a {
+                Action::SendPeerData {
+                    msg: Message::Data { seq, .. },
+                    ..
+                } => Some(*seq),
+                _ => None,
+            })
+            .expect("shipped");
+        n.handle(Event::PeerAck { seq, status: 0 });
+        assert!(drain(&mut n).is_empty(), "protocol C waits for the local disk too");
+        for i in 0..19 {
+            let a = disk_clock_100ms(&mut n);
+            assert!(a.is_empty(), "tick {i}: {a:?}");
+        }
+        let a = disk_clock_100ms(&mut n);
+        assert!(
+            logs(&a).contains("local disk left a request unanswered for 2.0 s (disk-timeout 2.0 s): disk detached as failed, 1 request(s) on it abandoned"),
+            "{a:?}"
+        );
+        assert!(a.iter().any(|a| matches!(a, Action::DetachDisk)), "{a:?}");
+        // The hung disk would hang a bitmap write too.
+        assert!(!a.iter().any(|a| matches!(a, Action::PersistBitmap)), "{a:?}");
+        assert!(
+            a.iter().any(|a| matches!(a, Action::Reply { id: 1, error: 0 })),
+            "the peer holds it: {a:?}"
+        );
+        assert_eq!(n.disk_state(), DiskState::Diskless);
+        assert_eq!(n.snapshot().counters.lo, 0);
+
+        // Until the abandoned write comes back, no disk is attached: it
+        // could still land on the old one.
+        assert_eq!(n.abandoned_requests(), 1);
+        assert!(n.is_abandoned(1));
+        let refused = n.attach(an_attachable_disk()).expect_err("refused");
+        assert!(
+            refused
+                .to_string()
+                .contains("1 request(s) that disk-timeout gave up on have not come back"),
+            "{refused}"
+        );
+        n.handle(Event::DiskDone { id: 1, result: Ok(()) });
+        let a = drain(&mut n);
+        assert!(
+            !a.iter()
+                .any(|a| matches!(a, Action::Reply { .. } | Action::Release { .. })),
+            "{a:?}"
+        );
+        assert!(
+            logs(&a).contains("none is outstanding now: the disk may be attached again"),
+            "{a:?}"
+        );
+        assert_eq!(n.abandoned_requests(), 0);
+        n.attach(an_attachable_disk()).expect("attached");
+    }
+
+    #[test]
+    fn without_a_peer_a_write_the_disk_leaves_unanswered_fails_after_disk_timeout_and_disk_timeout_0_waits_forever() {
+        for (limit_us, fails) in [(500_000, true), (0, false)] {
+            let mut n = attached(MdFlags::CONSISTENT);
+            n.promote(false, 9).unwrap();
+            drain(&mut n);
+            n.set_disk_timeout_us(limit_us);
+            write_4k(&mut n, 1, 0);
+            drain(&mut n);
+            let mut replies = Vec::new();
+            for _ in 0..100 {
+                replies.extend(
+                    disk_clock_100ms(&mut n)
+                        .into_iter()
+                        .filter(|a| matches!(a, Action::Reply { .. })),
+                );
+            }
+            if fails {
+                // No good copy anywhere: the client is told, not left waiting.
+                assert!(
+                    matches!(
+                        replies[..],
+                        [Action::Reply {
+                            id: 1,
+                            error: errno::EIO
+                        }]
+                    ),
+                    "{replies:?}"
+                );
+                assert_eq!(n.disk_state(), DiskState::Diskless);
+            } else {
+                assert!(replies.is_empty(), "{replies:?}");
+                assert_ne!(n.disk_state(), DiskState::Diskless);
+            }
+        }
     }
 
     #[test]

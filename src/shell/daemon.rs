@@ -7,7 +7,7 @@ use super::{nbd_server, status_file};
 use crate::config::{self, Config};
 use crate::control::{exit, Command, Request, Response};
 use crate::core::limits;
-use crate::core::{Refusal, Snapshot};
+use crate::core::{Event, Refusal, Snapshot};
 use crate::status;
 use std::cell::RefCell;
 use std::os::unix::fs::PermissionsExt;
@@ -200,6 +200,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
             }
         }
         tokio_uring::spawn(status_file::keep_current(Rc::clone(&daemon)));
+        tokio_uring::spawn(disk_clock(Rc::clone(&daemon)));
         if let Some(addr) = daemon.config.metrics {
             let l = std::net::TcpListener::bind(addr)
                 .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))?;
@@ -238,6 +239,24 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
 }
 
 /// Serve the control socket: each connection in a task of its own.
+/// The clock `disk-timeout` runs on, for each resource that sets it,
+/// connected or not (the link's ticks stop with the link).
+async fn disk_clock(daemon: Rc<Daemon>) {
+    const PERIOD: std::time::Duration = std::time::Duration::from_millis(100);
+    let mut last = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(PERIOD).await;
+        let now = std::time::Instant::now();
+        let elapsed_us = now.duration_since(last).as_micros() as u64;
+        last = now;
+        for res in &daemon.resources {
+            if res.cfg.borrow().disk.disk_timeout_ds > 0 {
+                res.event(Event::DiskClock { elapsed_us });
+            }
+        }
+    }
+}
+
 async fn accept_control(daemon: Rc<Daemon>, listener: UnixListener) {
     loop {
         match listener.accept().await {
@@ -668,6 +687,13 @@ impl Daemon {
         if res.node.borrow().is_attached() {
             return Ok(());
         }
+        // Before the disk is even opened: it may be the one still hung.
+        if let Some(refusal) = res.node.borrow().attach_refusal() {
+            return Err(Response::err(
+                exit::STATE_CHANGE_REFUSED,
+                format!("{}: {refusal}", res.name),
+            ));
+        }
         let (store, info) = MetaStore::open(&res.cfg.borrow(), &res.host.borrow()).map_err(|e| meta_failure(res, e))?;
         let disk = super::disk::Disk::open(&res.host.borrow().disk).map_err(|e| {
             Response::err(
@@ -817,6 +843,7 @@ impl Daemon {
             n.set_split_brain_policies(super::resource::split_brain_policies(new));
             n.set_fencing(new.net.fencing);
             n.set_ko_limit_us(new.net.ko_limit_us());
+            n.set_disk_timeout_us(new.disk.disk_timeout_us());
             n.set_on_io_error(new.disk.on_io_error);
             let (verify, csums) = super::resource::digest_algs(new);
             n.set_digest_algs(verify, csums);

@@ -189,6 +189,7 @@ impl Resource {
                 n.set_split_brain_policies(split_brain_policies(&cfg));
                 n.set_fencing(cfg.net.fencing);
                 n.set_ko_limit_us(cfg.net.ko_limit_us());
+                n.set_disk_timeout_us(cfg.disk.disk_timeout_us());
                 n.set_on_io_error(cfg.disk.on_io_error);
                 let (verify, csums) = digest_algs(&cfg);
                 n.set_digest_algs(verify, csums);
@@ -417,7 +418,7 @@ impl Resource {
                     // finish (or fail) on the old disk.
                     *self.disk.borrow_mut() = None;
                     *self.meta.borrow_mut() = None;
-                    tracing::error!(resource = %self.name, "backing disk detached after an I/O error");
+                    tracing::error!(resource = %self.name, "backing disk detached");
                 }
                 Action::SaveDiverged { runs } => {
                     let result = self.save_diverged(&runs);
@@ -493,6 +494,17 @@ impl Resource {
     }
 
     fn complete(self: &Rc<Self>, id: ReqId, result: Result<(), i32>, read_buf: Option<AlignedBuf>) {
+        if self.node.borrow().is_abandoned(id) {
+            // disk-timeout gave up on it and the request was finished
+            // without it; only the node's note of it is left.
+            self.disk_started.borrow_mut().remove(&id);
+            self.peer_seq_of.borrow_mut().remove(&id);
+            if let Some(buf) = read_buf {
+                buf.recycle();
+            }
+            self.event(Event::DiskDone { id, result });
+            return;
+        }
         if let Some(t0) = self.disk_started.borrow_mut().remove(&id) {
             let us = t0.elapsed().as_micros() as u64;
             match self.peer_seq_of.borrow_mut().remove(&id) {

@@ -143,6 +143,7 @@ impl Node {
             },
             origin: Origin::PeerRead { seq },
             started: false,
+            issued_us: 0,
             local: None,
             peer_seq: None,
             peer_failed: false,
@@ -200,13 +201,28 @@ impl Node {
     /// `on-io-error detach`: stop using the local disk. A Primary with an
     /// UpToDate peer goes on serving through it.
     fn detach_failed_disk(&mut self, os_errno: i32) {
+        let policy = match self.on_io_error {
+            OnIoError::CallLocalIoError => "call-local-io-error",
+            _ => "detach",
+        };
+        self.fail_disk(
+            format!("local disk I/O error (errno {os_errno}): disk detached (on-io-error {policy})"),
+            true,
+        );
+    }
+
+    /// Stop using a failed local disk, saying `what` happened. The bitmap is
+    /// written first when the disk can still take it (`bitmap_writable`).
+    pub(super) fn fail_disk(&mut self, what: String, bitmap_writable: bool) {
         if self.disk == DiskState::Diskless {
             return;
         }
         // Best effort, while the metadata is still open: the bitmap as it
         // stands, so re-attaching the same disk (it was only full, say)
         // moves what it missed, not everything.
-        self.act(Action::PersistBitmap);
+        if bitmap_writable {
+            self.act(Action::PersistBitmap);
+        }
         self.disk = DiskState::Diskless;
         self.flags.remove(MdFlags::CONSISTENT);
         if self.on_io_error == OnIoError::CallLocalIoError {
@@ -220,14 +236,9 @@ impl Node {
         self.log(
             true,
             format!(
-                "{}: local disk I/O error (errno {os_errno}): disk detached (on-io-error {}){through_peer}; replace it, then 'tandemadm create-md {}' and 'tandemadm attach {}'",
-                self.resource,
-                match self.on_io_error {
-                    OnIoError::CallLocalIoError => "call-local-io-error",
-                    _ => "detach",
-                },
-                self.resource,
-                self.resource
+                "{res}: {what}{through_peer}; replace it, then 'tandemadm create-md {res}' and 'tandemadm attach {res}' \
+                 (or attach the same disk once it works again: it resyncs what it missed)",
+                res = self.resource,
             ),
         );
         self.act(Action::DetachDisk);
