@@ -350,7 +350,7 @@ fn a_secondary_whose_disk_hangs_is_dropped_after_timeout_times_ko_count_and_resy
     // alpha's disk stops answering; alpha's process, the link and its
     // pings stay alive, so only ko-count can tell. The client's write
     // completes on beta alone instead of waiting forever.
-    disk.hang(true);
+    let hung = disk.hung();
     let out = run(Command::new("timeout").args([
         "60",
         "qemu-io",
@@ -372,7 +372,7 @@ fn a_secondary_whose_disk_hangs_is_dropped_after_timeout_times_ko_count_and_resy
 
     // The disk answers again: alpha finishes what it held, the link comes
     // back and the resync brings alpha the write it missed.
-    disk.hang(false);
+    drop(hung);
     p.beta
         .wait_for("cs:Connected ro:Primary/Secondary ds:UpToDate/UpToDate", 60);
     p.beta.wait_for("oos:0", 30);
@@ -392,7 +392,7 @@ fn a_primary_whose_disk_hangs_detaches_it_after_disk_timeout_serves_through_the_
     let (disk, p, uri) = faulty_pair(scratch.path(), "c-max-rate 4G; disk-timeout 20;", "", "alpha");
     qemu_io(&uri, &["write -P 0x11 0 64k"]);
 
-    disk.hang(true);
+    let hung = disk.hung();
     let out = run(Command::new("timeout").args([
         "60",
         "qemu-io",
@@ -427,7 +427,7 @@ fn a_primary_whose_disk_hangs_detaches_it_after_disk_timeout_serves_through_the_
 
     // The disk answers again: what was abandoned comes back (and is
     // ignored), the same disk is attached and gets what it missed.
-    disk.hang(false);
+    drop(hung);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !p.alpha.log_text().contains("none is outstanding now") {
         assert!(std::time::Instant::now() < deadline, "{}", p.alpha.log_text());
@@ -439,4 +439,90 @@ fn a_primary_whose_disk_hangs_detaches_it_after_disk_timeout_serves_through_the_
     p.alpha.wait_for("oos:0", 30);
     p.assert_identical();
     qemu_io(&uri, &["read -P 0x11 0 64k", "read -P 0x22 1M 64k"]);
+}
+
+#[test]
+fn a_primary_whose_disk_hangs_under_an_activity_log_write_fails_it_after_disk_timeout_instead_of_hanging() {
+    let scratch = tempfile::Builder::new()
+        .prefix("tandem-md-timeout-")
+        .tempdir()
+        .expect("tmp");
+    let (disk, p, _) = faulty_pair(scratch.path(), "c-max-rate 4G; disk-timeout 20;", "", "alpha");
+    // The metadata on the disk that hangs: internal, on both nodes (the
+    // same data size), made afresh.
+    let dir = p.dir.path().display().to_string();
+    for d in [&p.beta, &p.alpha] {
+        d.adm_ok(&["down", "r0"]);
+        for node in ["alpha", "beta"] {
+            d.edit_conf(&format!("meta-disk {dir}/{node}.md;"), "meta-disk internal;");
+        }
+        d.adm_ok(&["create-md", "--force", "r0"]);
+        d.adm_ok(&["adjust", "r0"]);
+        d.adm_ok(&["up", "r0"]);
+    }
+    p.alpha.wait_for("cs:Connected", 20);
+    p.alpha.adm_ok(&["primary", "--force", "r0"]);
+    p.alpha.wait_for("ds:UpToDate/UpToDate", 60);
+    let uri = format!("nbd://127.0.0.1:{}/r0", p.nbd_alpha);
+    qemu_io(&uri, &["write -P 0x11 0 64k"]);
+
+    // A write into a cold 4 MiB extent needs an activity-log transaction
+    // first, on the disk that hangs: without a deadline on it, the whole
+    // daemon would wait with it.
+    let hung = disk.hung();
+    let out = run(Command::new("timeout").args([
+        "60",
+        "qemu-io",
+        "-f",
+        "raw",
+        "-c",
+        "write -P 0x33 8M 64k",
+        "-c",
+        "read -P 0x33 8M 64k",
+        &uri,
+    ]));
+    assert!(
+        out.status.success(),
+        "the client's I/O did not complete: {out:?}\nalpha:\n{}\nbeta:\n{}",
+        p.alpha.log_text(),
+        p.beta.log_text()
+    );
+    // The write queued behind it may be the first to reach disk-timeout:
+    // either way the disk is failed.
+    let log = p.alpha.log_text();
+    assert!(
+        log.contains("the activity log write did not finish within disk-timeout")
+            && log.contains("disk detached as failed"),
+        "{log}"
+    );
+    p.alpha
+        .wait_for("cs:Connected ro:Primary/Secondary ds:Diskless/UpToDate", 10);
+    let refused = p.alpha.adm(&["attach", "r0"]);
+    let text = String::from_utf8_lossy(&refused.stderr).into_owned() + &String::from_utf8_lossy(&refused.stdout);
+    assert!(
+        !refused.status.success(),
+        "attach of a disk still hung was accepted: {text}"
+    );
+    assert!(
+        text.contains("a metadata write that disk-timeout gave up on has not come back"),
+        "{text}"
+    );
+
+    drop(hung);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !p
+        .alpha
+        .log_text()
+        .contains("the activity log write abandoned by disk-timeout returned")
+    {
+        assert!(std::time::Instant::now() < deadline, "{}", p.alpha.log_text());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    p.alpha.adm_ok(&["attach", "r0"]);
+    p.alpha
+        .wait_for("cs:Connected ro:Primary/Secondary ds:UpToDate/UpToDate", 60);
+    p.alpha.wait_for("oos:0", 30);
+    let size = run_ok(Command::new("nbdinfo").args(["--size", &uri]));
+    p.assert_identical_up_to(Some(size.trim().parse().expect("nbdinfo --size")));
+    qemu_io(&uri, &["read -P 0x11 0 64k", "read -P 0x33 8M 64k"]);
 }

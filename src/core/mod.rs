@@ -171,6 +171,11 @@ pub enum Event {
         elapsed_us: u64,
         latency: throttle::AppLatency,
     },
+    /// A metadata write (and the flush before it) did not finish within
+    /// `disk-timeout`: the disk is as failed as if a request on it had not.
+    MetaHung {
+        what: &'static str,
+    },
     /// Time passed for `disk-timeout` (the shell sends it every 100 ms while
     /// the option is set, connected or not).
     DiskClock {

@@ -1011,6 +1011,13 @@ impl Node {
                 self.pump_resync();
                 self.pump_verify();
             }
+            Event::MetaHung { what } => {
+                let why = format!(
+                    "the {what} write did not finish within disk-timeout ({:.1} s)",
+                    self.disk_timeout_us as f64 / 1e6
+                );
+                self.disk_hung(why);
+            }
             Event::DiskClock { elapsed_us } => {
                 self.clock_us = self.clock_us.saturating_add(elapsed_us);
                 self.watch_disk();
@@ -2236,26 +2243,53 @@ impl Node {
             return;
         }
         let now = self.clock_us;
-        let on_disk = || self.inflight.iter().filter(|r| r.started && r.local.is_none());
-        let Some(waited) = on_disk().map(|r| now.saturating_sub(r.issued_us)).max() else {
+        let on_disk = self.inflight.iter().filter(|r| r.started && r.local.is_none());
+        let Some(waited) = on_disk.map(|r| now.saturating_sub(r.issued_us)).max() else {
             return;
         };
         if waited < self.disk_timeout_us {
             return;
         }
-        let hung: Vec<ReqId> = on_disk().map(|r| r.id).collect();
-        let what = format!(
-            "local disk left a request unanswered for {:.1} s (disk-timeout {:.1} s): disk detached as failed, \
-             {} request(s) on it abandoned to the kernel (their completions will be ignored)",
+        self.disk_hung(format!(
+            "local disk left a request unanswered for {:.1} s (disk-timeout {:.1} s)",
             waited as f64 / 1e6,
             self.disk_timeout_us as f64 / 1e6,
-            hung.len()
+        ));
+    }
+
+    /// The local disk stopped answering (`why`): failed and detached, and
+    /// every request still on it given up on and finished as a failed one.
+    fn disk_hung(&mut self, why: String) {
+        if self.disk == DiskState::Diskless {
+            return;
+        }
+        let hung: Vec<ReqId> = self
+            .inflight
+            .iter()
+            .filter(|r| r.started && r.local.is_none())
+            .map(|r| r.id)
+            .collect();
+        // What the shell has not started yet (queued behind a metadata write
+        // that hung) never reaches the disk; the rest is abandoned to it.
+        let mut queued = Vec::new();
+        self.actions.retain(|a| match a {
+            Action::Disk { id, .. } if hung.contains(id) => {
+                queued.push(*id);
+                false
+            }
+            _ => true,
+        });
+        let now = self.clock_us;
+        self.abandoned
+            .extend(hung.iter().filter(|id| !queued.contains(id)).map(|id| (*id, now)));
+        let what = format!(
+            "{why}: disk detached as failed, {} request(s) on it abandoned to the kernel (their completions will be ignored)",
+            hung.len() - queued.len()
         );
         // Not the bitmap: a write to the hung disk would hang as well. The
         // activity log on it covers what the abandoned writes touch.
         self.fail_disk(what, false);
         for id in hung {
-            self.abandoned.insert(id, now);
             self.on_disk_done(id, Err(errno::ETIMEDOUT as i32));
         }
     }
@@ -3132,6 +3166,50 @@ mod tests {
         );
         assert_eq!(n.abandoned_requests(), 0);
         n.attach(an_attachable_disk()).expect("attached");
+    }
+
+    #[test]
+    fn an_activity_log_write_that_hangs_fails_the_disk_and_the_write_behind_it_never_reaches_it() {
+        let mut n = connected_primary(1 << 20);
+        n.set_disk_timeout_us(2_000_000);
+        write_4k(&mut n, 1, 8192);
+        // The shell runs the actions in order; the activity-log write is
+        // the one that does not come back within disk-timeout.
+        let mut before = Vec::new();
+        loop {
+            let a = n.poll_action().expect("an activity-log write first");
+            let persist = matches!(a, Action::PersistAl(_));
+            before.push(a);
+            if persist {
+                break;
+            }
+        }
+        n.handle(Event::MetaHung { what: "activity log" });
+        let a = drain(&mut n);
+        assert!(
+            logs(&a).contains("the activity log write did not finish within disk-timeout (2.0 s): disk detached as failed, 0 request(s) on it abandoned"),
+            "{a:?}"
+        );
+        assert!(!a.iter().any(|a| matches!(a, Action::Disk { .. })), "{a:?}");
+        assert!(a.iter().any(|a| matches!(a, Action::DetachDisk)), "{a:?}");
+        assert_eq!(n.abandoned_requests(), 0, "it never reached the disk");
+        // The peer has it: the client's write completes.
+        let seq = before
+            .iter()
+            .chain(&a)
+            .find_map(|a| match a {
+                Action::SendPeerData {
+                    msg: Message::Data { seq, .. },
+                    ..
+                } => Some(*seq),
+                _ => None,
+            })
+            .expect("shipped");
+        n.handle(Event::PeerAck { seq, status: 0 });
+        assert!(drain(&mut n)
+            .iter()
+            .any(|a| matches!(a, Action::Reply { id: 1, error: 0 })));
+        n.attach(an_attachable_disk()).expect("nothing left on the old disk");
     }
 
     #[test]

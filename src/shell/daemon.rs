@@ -688,10 +688,11 @@ impl Daemon {
             return Ok(());
         }
         // Before the disk is even opened: it may be the one still hung.
-        if let Some(refusal) = res.node.borrow().attach_refusal() {
+        let refusal = res.node.borrow().attach_refusal().map(|r| r.to_string());
+        if let Some(why) = refusal.or_else(|| res.meta_attach_refusal()) {
             return Err(Response::err(
                 exit::STATE_CHANGE_REFUSED,
-                format!("{}: {refusal}", res.name),
+                format!("{}: {why}", res.name),
             ));
         }
         let (store, info) = MetaStore::open(&res.cfg.borrow(), &res.host.borrow()).map_err(|e| meta_failure(res, e))?;

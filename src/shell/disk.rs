@@ -19,6 +19,9 @@ const SECTOR: u64 = 512;
 pub struct Disk {
     path: PathBuf,
     direct: File,
+    /// The direct descriptor again, for flushes on another thread (the
+    /// metadata writes under `disk-timeout`, `shell::meta_worker`).
+    for_sync: std::sync::Arc<std::fs::File>,
     buffered: File,
     /// False when the filesystem refused O_DIRECT (tmpfs): both fds are buffered.
     has_direct: bool,
@@ -46,8 +49,10 @@ impl Disk {
             Err(e) => return Err(e),
         };
         let bytes = device_bytes(&buffered, is_block_device)?;
+        let for_sync = std::sync::Arc::new(direct.try_clone()?);
         Ok(Disk {
             path: path.to_owned(),
+            for_sync,
             direct: File::from_std(direct),
             buffered: File::from_std(buffered),
             has_direct,
@@ -120,18 +125,11 @@ impl Disk {
         (Ok(()), buf)
     }
 
-    /// Make every completed write durable (fdatasync covers both descriptors:
-    /// they share the inode, and the device cache is flushed with it).
-    /// fdatasync, synchronously: before an activity-log transaction (see
-    /// `Action::PersistAl`), where nothing may start until it is done.
-    pub fn flush_blocking(&self) -> io::Result<()> {
-        use std::os::fd::AsRawFd;
-        // SAFETY: the fd is open for as long as `self` lives.
-        if unsafe { libc::fdatasync(self.direct.as_raw_fd()) } == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
+    /// A descriptor of the disk that another thread may flush with
+    /// [`flush_file`] (fdatasync covers every descriptor of the inode, and
+    /// the device cache is flushed with it).
+    pub fn for_sync(&self) -> std::sync::Arc<std::fs::File> {
+        std::sync::Arc::clone(&self.for_sync)
     }
 
     pub async fn flush(&self) -> io::Result<()> {
@@ -189,6 +187,12 @@ impl Disk {
     pub fn is_block_device(&self) -> bool {
         self.is_block_device
     }
+}
+
+/// fdatasync, synchronously: before a metadata write (see
+/// `Action::PersistAl`), where nothing may start until it is done.
+pub fn flush_file(file: &std::fs::File) -> io::Result<()> {
+    file.sync_data()
 }
 
 /// The size of a file, or of a block device (whose metadata says 0).

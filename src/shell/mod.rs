@@ -10,6 +10,7 @@ pub mod diverged;
 pub mod handlers;
 pub mod latency;
 pub mod meta_store;
+pub mod meta_worker;
 pub mod metrics;
 pub mod nbd_server;
 pub mod peer;

@@ -11,6 +11,7 @@ use super::buf::{AlignedBuf, SharedBuf};
 use super::disk::Disk;
 use super::latency::LatencyStats;
 use super::meta_store::MetaStore;
+use super::meta_worker::MetaWorker;
 use super::peer::PeerOut;
 use super::task_pool::{Job, TaskPool};
 use crate::config;
@@ -74,6 +75,13 @@ pub struct Resource {
     pub node: RefCell<Node>,
     pub disk: RefCell<Option<Rc<Disk>>>,
     pub meta: RefCell<Option<MetaStore>>,
+    /// The thread metadata writes run on while `disk-timeout` is set.
+    meta_worker: RefCell<Option<MetaWorker>>,
+    /// Workers left holding a metadata write that `disk-timeout` gave up on.
+    hung_meta: RefCell<Vec<MetaWorker>>,
+    /// A metadata write is running on the worker: the node's actions wait
+    /// in its queue until it is done, in order.
+    meta_busy: std::cell::Cell<bool>,
     pending: RefCell<HashMap<ReqId, Pending>>,
     /// Data blocks by request: app writes, peer writes, resync reads, with
     /// the offset of the data inside the buffer.
@@ -199,6 +207,9 @@ impl Resource {
             host: RefCell::new(host),
             disk: RefCell::new(None),
             meta: RefCell::new(None),
+            meta_worker: RefCell::new(None),
+            hung_meta: RefCell::new(Vec::new()),
+            meta_busy: std::cell::Cell::new(false),
             pending: RefCell::new(HashMap::new()),
             bufs: RefCell::new(HashMap::new()),
             next_id: Cell::new(1),
@@ -331,6 +342,9 @@ impl Resource {
     /// reports back through [`Event::DiskDone`].
     pub fn run_actions(self: &Rc<Self>) {
         loop {
+            if self.meta_busy.get() {
+                return;
+            }
             let Some(action) = self.node.borrow_mut().poll_action() else {
                 return;
             };
@@ -346,7 +360,7 @@ impl Resource {
                     self.meta_failed(failed);
                 }
                 Action::PersistAl(tr) => {
-                    let failed = self.persist_al(&tr);
+                    let failed = self.persist_al(tr);
                     self.meta_failed(failed);
                 }
                 Action::StateChanged => self.changed.notify_one(),
@@ -577,60 +591,124 @@ impl Resource {
 
     /// Write the superblock after a flag or UUID change. Runs synchronously:
     /// it happens on role and connection changes, never per I/O, and the
-    /// change must be durable before it is reported.
-    /// Metadata never claims more than the data disk holds: every
-    /// superblock, bitmap or activity-log write is preceded by a flush, so
-    /// that a resync's writes are stable before the node calls itself
-    /// UpToDate or clears their bits, and an extent's writes are stable
-    /// before it goes cold. Returns the errno if the flush failed.
-    fn flush_before_meta(&self, what: &str) -> Option<i32> {
-        let disk = self.disk.borrow().clone()?;
-        let e = disk.flush_blocking().err()?;
-        tracing::error!(resource = %self.name, error = %e, "cannot flush the disk before writing the {what}");
-        Some(e.raw_os_error().unwrap_or(libc::EIO))
-    }
-
-    /// Write the superblock. Returns the errno if that failed.
-    pub fn persist_meta(&self) -> Option<i32> {
-        if let Some(e) = self.flush_before_meta("metadata") {
-            return Some(e);
-        }
-        let node = self.node.borrow();
-        let (Some(uuids), flags) = (node.uuids(), node.flags()) else {
-            return None;
+    /// change must be durable before it is reported. Returns the errno if
+    /// that failed.
+    pub fn persist_meta(self: &Rc<Self>) -> Option<i32> {
+        let (uuids, flags, divergence) = {
+            let node = self.node.borrow();
+            (node.uuids()?, node.flags(), node.divergence())
         };
-        let mut meta = self.meta.borrow_mut();
-        let e = meta.as_mut()?.update_with(uuids, flags, node.divergence()).err()?;
-        tracing::error!(resource = %self.name, error = %e, "failed to write metadata");
-        Some(e.raw_os_error().unwrap_or(libc::EIO))
+        self.write_meta("metadata", move |meta| meta.update_with(uuids, flags, divergence))
     }
 
     /// Write the dirty bitmap pages. Returns the errno if that failed.
-    pub fn persist_bitmap(&self) -> Option<i32> {
+    pub fn persist_bitmap(self: &Rc<Self>) -> Option<i32> {
         let pages = self.node.borrow_mut().take_bitmap_pages();
         if pages.is_empty() {
             return None;
         }
-        if let Some(e) = self.flush_before_meta("bitmap") {
-            return Some(e);
-        }
-        let mut meta = self.meta.borrow_mut();
-        let e = meta.as_mut()?.write_bitmap_pages(&pages).err()?;
-        tracing::error!(resource = %self.name, error = %e, "failed to write the bitmap");
-        Some(e.raw_os_error().unwrap_or(libc::EIO))
+        self.write_meta("bitmap", move |meta| meta.write_bitmap_pages(&pages))
     }
 
     /// One activity-log transaction. Returns the errno if it is not durable.
-    fn persist_al(&self, tr: &[crate::meta::al::AlTransaction]) -> Option<i32> {
+    fn persist_al(self: &Rc<Self>, tr: Vec<crate::meta::al::AlTransaction>) -> Option<i32> {
         // A transaction may make extents cold: writes in them are no longer
         // replayed after a crash.
-        if let Some(e) = self.flush_before_meta("activity log") {
-            return Some(e);
+        self.write_meta("activity log", move |meta| meta.write_al(&tr))
+    }
+
+    /// Flush the data disk, then `write` the metadata; the errno if either
+    /// failed, logged. Metadata never claims more than the data disk holds:
+    /// the flush makes a resync's writes stable before the node calls
+    /// itself UpToDate or clears their bits, and an extent's writes stable
+    /// before it goes cold. Under `disk-timeout` both run on the metadata
+    /// thread (`shell::meta_worker`) and the actions after them wait.
+    fn write_meta<F>(self: &Rc<Self>, what: &'static str, write: F) -> Option<i32>
+    where
+        F: FnOnce(&mut MetaStore) -> std::io::Result<()> + Send + 'static,
+    {
+        let mut meta = self.meta.borrow_mut().take()?;
+        let disk = self.disk.borrow().clone();
+        let for_sync = disk.as_ref().map(|d| d.for_sync());
+        let job = move || {
+            let flushed = for_sync.as_deref().map_or(Ok(()), super::disk::flush_file);
+            let result = match flushed {
+                Ok(()) => write(&mut meta).map_err(|e| (e, "write")),
+                Err(e) => Err((e, "flush the disk before writing")),
+            };
+            (meta, result)
+        };
+        let limit_us = self.cfg.borrow().disk.disk_timeout_us();
+        if limit_us == 0 || !self.meta_worker_ready() {
+            let (meta, result) = job();
+            *self.meta.borrow_mut() = Some(meta);
+            return self.meta_write_result(what, result);
         }
-        let mut meta = self.meta.borrow_mut();
-        let e = meta.as_mut()?.write_al(tr).err()?;
-        tracing::error!(resource = %self.name, error = %e, "cannot write the activity log");
+        let done = self.meta_worker.borrow().as_ref()?.start(&self.name, what, job);
+        self.meta_busy.set(true);
+        let res = Rc::clone(self);
+        tokio_uring::spawn(async move {
+            let limit = std::time::Duration::from_micros(limit_us);
+            let outcome = tokio::time::timeout(limit, done).await;
+            res.meta_busy.set(false);
+            match outcome {
+                Ok(Ok((meta, result))) => {
+                    // Unless the disk was detached (or replaced) meanwhile.
+                    let same_disk = match (&disk, res.disk.borrow().as_ref()) {
+                        (Some(a), Some(b)) => Rc::ptr_eq(a, b),
+                        _ => false,
+                    };
+                    if same_disk {
+                        *res.meta.borrow_mut() = Some(meta);
+                    }
+                    let failed = res.meta_write_result(what, result);
+                    res.meta_failed(failed);
+                }
+                Ok(Err(_)) | Err(_) => {
+                    tracing::error!(resource = %res.name, "the {what} write did not finish within disk-timeout");
+                    if let Some(w) = res.meta_worker.borrow_mut().take() {
+                        // Its thread is stuck in the kernel; the next write gets a new one.
+                        res.hung_meta.borrow_mut().push(w);
+                    }
+                    res.node.borrow_mut().handle(Event::MetaHung { what });
+                }
+            }
+            res.run_actions();
+        });
+        None
+    }
+
+    fn meta_write_result(&self, what: &str, result: Result<(), (std::io::Error, &str)>) -> Option<i32> {
+        let (e, step) = result.err()?;
+        tracing::error!(resource = %self.name, error = %e, "cannot {step} the {what}");
         Some(e.raw_os_error().unwrap_or(libc::EIO))
+    }
+
+    /// Whether the metadata thread runs (started now if there was none).
+    fn meta_worker_ready(&self) -> bool {
+        let mut worker = self.meta_worker.borrow_mut();
+        if worker.is_none() {
+            match MetaWorker::start_thread(&self.name) {
+                Ok(w) => *worker = Some(w),
+                Err(e) => {
+                    tracing::warn!(resource = %self.name, error = %e, "cannot start the metadata thread; writing without disk-timeout");
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Why no disk may be attached now, if one may not: a metadata write
+    /// `disk-timeout` gave up on could still land on the old disk.
+    pub fn meta_attach_refusal(&self) -> Option<String> {
+        let mut hung = self.hung_meta.borrow_mut();
+        hung.retain(|w| w.unfinished() > 0);
+        (!hung.is_empty()).then(|| {
+            "a metadata write that disk-timeout gave up on has not come back from the old disk: attached now, \
+             the disk could still take it over newer metadata. The log says when it returns"
+                .to_owned()
+        })
     }
 
     /// Not durable means not protected: the node treats the disk as failed.

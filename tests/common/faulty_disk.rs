@@ -169,25 +169,48 @@ impl FaultyDisk {
 
     /// While `on`, every request the disk receives waits, unanswered, as
     /// on a disk whose controller stopped responding; requests already
-    /// running finish first.
+    /// running finish first. See also [`FaultyDisk::hung`].
     pub fn hang(&self, on: bool) {
-        use std::io::{Read, Write};
         let (cmd, ack) = if on { (b'p', b'P') } else { (b'r', b'R') };
-        let mut control = std::os::unix::net::UnixStream::connect(self.path("pause")).expect("pause control socket");
-        control.write_all(&[cmd]).expect("pause control");
+        let answer = self.pause_control(cmd).expect("pause control");
+        assert_eq!(answer, ack, "the pause filter answered {:?}", answer as char);
+    }
+
+    /// The disk hangs until the guard is dropped, also when the test fails
+    /// first: a daemon with a thread stuck on the disk cannot be reaped, and
+    /// the test's clean-up would wait for it forever.
+    pub fn hung(&self) -> Hung<'_> {
+        self.hang(true);
+        Hung(self)
+    }
+
+    fn pause_control(&self, cmd: u8) -> std::io::Result<u8> {
+        use std::io::{Read, Write};
+        let mut control = std::os::unix::net::UnixStream::connect(self.path("pause"))?;
+        control.write_all(&[cmd])?;
         let mut answer = [0u8];
-        control.read_exact(&mut answer).expect("pause control answer");
-        assert_eq!(answer[0], ack, "the pause filter answered {:?}", answer[0] as char);
+        control.read_exact(&mut answer)?;
+        Ok(answer[0])
+    }
+}
+
+/// A [`FaultyDisk`] hanging until this is dropped.
+pub struct Hung<'a>(&'a FaultyDisk);
+
+impl Drop for Hung<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = self.0.pause_control(b'r');
+        } else {
+            self.0.hang(false);
+        }
     }
 }
 
 impl Drop for FaultyDisk {
     fn drop(&mut self) {
         // A hung request would keep the FUSE mount busy.
-        if let Ok(mut control) = std::os::unix::net::UnixStream::connect(self.path("pause")) {
-            use std::io::Write;
-            let _ = control.write_all(b"r");
-        }
+        let _ = self.pause_control(b'r');
         let _ = Command::new("fusermount3").arg("-u").arg(self.path("fuse")).status();
         for mut c in self.servers.drain(..).rev() {
             let _ = c.kill();

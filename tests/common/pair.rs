@@ -347,9 +347,19 @@ impl Pair {
     }
 
     pub fn assert_identical(&self) {
-        let a = std::fs::read(&self.alpha.image).expect("alpha image");
-        let b = std::fs::read(&self.beta.image).expect("beta image");
+        self.assert_identical_up_to(None);
+    }
+
+    /// The first `data_bytes` of the images identical (or all of them): with
+    /// internal metadata, each node's own metadata follows the data.
+    pub fn assert_identical_up_to(&self, data_bytes: Option<usize>) {
+        let mut a = std::fs::read(&self.alpha.image).expect("alpha image");
+        let mut b = std::fs::read(&self.beta.image).expect("beta image");
         assert_eq!(a.len(), b.len());
+        if let Some(n) = data_bytes {
+            a.truncate(n);
+            b.truncate(n);
+        }
         if a != b {
             let first = a.iter().zip(&b).position(|(x, y)| x != y).unwrap_or(0);
             panic!(
