@@ -31,6 +31,7 @@ fn seeded_runs_keep_every_invariant() {
     if seeds_run > 100 {
         // A hung disk is one fault among many; enough seeds meet it.
         assert!(total.disks_hung > 0 && total.links_reset > 0, "{total:?}");
+        assert!(total.disks_timed_out > 0, "{total:?}");
     }
     println!("{total:?}");
 }

@@ -79,6 +79,8 @@ pub struct Report {
     /// Links a node dropped because its peer left a request unanswered
     /// for `timeout × ko-count`.
     pub links_reset: u64,
+    /// Disks failed by `disk-timeout` (they stopped answering for longer).
+    pub disks_timed_out: u64,
 }
 
 impl Report {
@@ -97,6 +99,7 @@ impl Report {
         self.attached_in_band += r.attached_in_band;
         self.disks_hung += r.disks_hung;
         self.links_reset += r.links_reset;
+        self.disks_timed_out += r.disks_timed_out;
     }
 }
 
@@ -192,6 +195,8 @@ pub struct Sim {
     failing: [Option<i32>; 2],
     /// Per node: until when (µs) its data disk answers nothing.
     hung_until: [u64; 2],
+    /// A node's `disk-timeout` is set: the clock ticks, link or not.
+    disk_clock: bool,
     /// Per direction: the last delivery time (TCP keeps order).
     last_delivery: [u64; 2],
     app: BTreeMap<(usize, ReqId), AppIo>,
@@ -262,6 +267,7 @@ impl Sim {
             partitioned: false,
             failing: [None; 2],
             hung_until: [0; 2],
+            disk_clock: false,
             last_delivery: [0; 2],
             app: BTreeMap::new(),
             busy: BTreeSet::new(),
@@ -875,6 +881,7 @@ impl Sim {
                             elapsed_us: 1000,
                             latency,
                         });
+                        n.handle(Event::DiskClock { elapsed_us: 1000 });
                     }
                     self.drain_actions(i);
                 }
@@ -892,6 +899,7 @@ impl Sim {
             // Ticks drive the resync's pace and ko-count's clock, as the
             // shell's ticker does while a link is up.
             if (self.link_up
+                || self.disk_clock
                 || self
                     .nodes
                     .iter()
@@ -1194,6 +1202,77 @@ impl Sim {
         self.run_for(hang + 20_000, true);
     }
 
+    /// One node's data disk stops answering for longer than its
+    /// `disk-timeout`, under load: the node must fail the disk (a Primary
+    /// serving on through its peer), drop the late completions, refuse to
+    /// attach a disk while any is still out, and, the same disk attached
+    /// again once it answers, resync what it missed, the abandoned writes
+    /// that landed late included.
+    fn timed_out_disk(&mut self, p: usize) {
+        self.settle();
+        let healthy_pair = self.link_up
+            && (0..2).all(|i| {
+                self.nodes[i]
+                    .node
+                    .as_ref()
+                    .is_some_and(|n| n.disk_state() == DiskState::UpToDate)
+            });
+        // Losing the only good copy is a double fault no replication survives.
+        let x = if healthy_pair && self.rng.chance(500) { p } else { 1 - p };
+        if (x == p && !healthy_pair) || !self.up(x) {
+            return;
+        }
+        let limit = 20_000 + self.rng.below(30_000);
+        let hang = limit + 20_000 + self.rng.below(200_000);
+        let Some(n) = self.node(x) else { return };
+        n.set_disk_timeout_us(limit);
+        self.note(format!(
+            "{}: data disk hangs for {hang} µs (disk-timeout {limit} µs)",
+            self.nodes[x].name
+        ));
+        self.hung_until[x] = self.now + hang;
+        self.disk_clock = true;
+        let before_answer = limit + 5_000 + self.rng.below(15_000);
+        self.run_for(before_answer, true);
+        let name = self.nodes[x].name;
+        let s = &mut self.nodes[x];
+        if let Some(n) = s.node.as_mut() {
+            if n.abandoned_requests() > 0 {
+                // What the old disk still holds could land after a resync.
+                let mut meta = s.meta.clone();
+                if attach_from(n, &mut meta).is_ok() {
+                    self.fail_later(format!("{name}: a disk was attached with abandoned requests still out"));
+                }
+            }
+        }
+        self.run_for(hang - before_answer + 5_000, true);
+        self.disk_clock = false;
+        if let Some(n) = self.node(x) {
+            n.set_disk_timeout_us(0);
+        }
+        self.settle();
+        let Some(n) = self.nodes[x].node.as_ref() else { return };
+        if n.disk_state() != DiskState::Diskless {
+            // Nothing was on the disk for that long (the load paused).
+            return;
+        }
+        self.report.disks_timed_out += 1;
+        if n.abandoned_requests() > 0 {
+            let why = format!("{name}: abandoned requests still out after the disk answered again");
+            self.fail_later(why);
+            return;
+        }
+        if !self.attach_again(x, false) {
+            if self.link_up {
+                self.drop_link();
+            }
+            self.connect_both();
+        }
+        let pause = 1_000 + self.rng.below(10_000);
+        self.run_for(pause, true);
+        self.settle();
+    }
+
     /// One node's data disk fails (EIO) or fills up (ENOSPC) for a while
     /// under load, with a random `on-io-error` policy; then the operator
     /// repairs it the documented way: a detached disk is replaced by a blank
@@ -1335,8 +1414,11 @@ pub fn run_watching(seed: u64, watch: Option<u64>) -> Result<Report, String> {
             1 => sim.crash_and_restart_secondary(p),
             2 => sim.failover(p),
             3 => sim.split_brain(p),
-            4 if sim.rng.chance(300) => sim.hung_disk(p),
-            4 => sim.disk_trouble(p),
+            4 => match sim.rng.below(10) {
+                0..=2 => sim.hung_disk(p),
+                3..=5 => sim.timed_out_disk(p),
+                _ => sim.disk_trouble(p),
+            },
             5 => sim.resync_then_power_cut(p),
             _ => {}
         }
