@@ -388,8 +388,11 @@ fn a_primary_whose_disk_hangs_detaches_it_after_disk_timeout_serves_through_the_
         .expect("tmp");
     // alpha is the Primary and its own disk is the one that hangs: with
     // disk-timeout 2 s the client's I/O goes on through beta instead of
-    // waiting for the disk forever.
-    let (disk, p, uri) = faulty_pair(scratch.path(), "c-max-rate 4G; disk-timeout 20;", "", "alpha");
+    // waiting for the disk forever. It starts at 0 (forever, the default)
+    // and the operator sets it the DRBD way: edit the file, `adjust`.
+    let (disk, p, uri) = faulty_pair(scratch.path(), "c-max-rate 4G; disk-timeout 0;", "", "alpha");
+    p.alpha.edit_conf("disk-timeout 0;", "disk-timeout 20;");
+    p.alpha.adm_ok(&["adjust", "r0"]);
     qemu_io(&uri, &["write -P 0x11 0 64k"]);
 
     let hung = disk.hung();
