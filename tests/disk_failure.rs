@@ -39,6 +39,47 @@ fn fio(uri: &str, verify_only: bool) -> String {
     run_ok(Command::new("fio").args(&args))
 }
 
+/// qemu-io's `cmds` on `uri` complete, within 60 s: a client a hung disk
+/// left waiting fails the test instead of hanging it.
+fn client_io_completes(p: &Pair, uri: &str, cmds: &[&str]) {
+    let mut c = Command::new("timeout");
+    c.args(["60", "qemu-io", "-f", "raw"]);
+    for cmd in cmds {
+        c.args(["-c", cmd]);
+    }
+    let out = run(c.arg(uri));
+    assert!(
+        out.status.success(),
+        "the client's I/O did not complete: {out:?}\nalpha:\n{}\nbeta:\n{}",
+        p.alpha.log_text(),
+        p.beta.log_text()
+    );
+}
+
+/// `tandemadm attach r0` on `d` is refused, saying `why`.
+fn attach_is_refused(d: &Daemon, why: &str) {
+    let out = d.adm(&["attach", "r0"]);
+    let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success(),
+        "attach of a disk still hung was accepted: {text}"
+    );
+    assert!(text.contains(why), "{text}");
+}
+
+/// Wait up to `secs` for `d`'s log to say `what`.
+fn wait_for_log(d: &Daemon, what: &str, secs: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !d.log_text().contains(what) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {what:?} in:\n{}",
+            d.log_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// alpha's disk is a [`FaultyDisk`] in `scratch`; the pair is connected,
 /// `primary` ("alpha" or "beta") is Primary and both are UpToDate. Returns
 /// the disk, the pair and the Primary's NBD URI.
@@ -351,18 +392,7 @@ fn a_secondary_whose_disk_hangs_is_dropped_after_timeout_times_ko_count_and_resy
     // pings stay alive, so only ko-count can tell. The client's write
     // completes on beta alone instead of waiting forever.
     let hung = disk.hung();
-    let out = run(Command::new("timeout").args([
-        "60",
-        "qemu-io",
-        "-f",
-        "raw",
-        "-c",
-        "write -P 0x22 1M 64k",
-        "-c",
-        "read -P 0x22 1M 64k",
-        &uri,
-    ]));
-    assert!(out.status.success(), "the write never completed: {out:?}");
+    client_io_completes(&p, &uri, &["write -P 0x22 1M 64k", "read -P 0x22 1M 64k"]);
     let log = p.beta.log_text();
     assert!(
         log.contains("Remote failed to finish a request within ko-count * timeout: alpha left one unanswered"),
@@ -396,20 +426,11 @@ fn a_primary_whose_disk_hangs_detaches_it_after_disk_timeout_serves_through_the_
     qemu_io(&uri, &["write -P 0x11 0 64k"]);
 
     let hung = disk.hung();
-    let out = run(Command::new("timeout").args([
-        "60",
-        "qemu-io",
-        "-f",
-        "raw",
-        "-c",
-        "write -P 0x22 1M 64k",
-        "-c",
-        "read -P 0x22 1M 64k",
-        "-c",
-        "read -P 0x11 0 64k",
+    client_io_completes(
+        &p,
         &uri,
-    ]));
-    assert!(out.status.success(), "the client's I/O did not complete: {out:?}");
+        &["write -P 0x22 1M 64k", "read -P 0x22 1M 64k", "read -P 0x11 0 64k"],
+    );
     let log = p.alpha.log_text();
     assert!(
         log.contains("unanswered for") && log.contains("(disk-timeout 2.0 s): disk detached as failed"),
@@ -420,22 +441,12 @@ fn a_primary_whose_disk_hangs_detaches_it_after_disk_timeout_serves_through_the_
 
     // The old disk still holds the abandoned write: attaching it now could
     // let that write land after the resync. Refused, saying why.
-    let refused = p.alpha.adm(&["attach", "r0"]);
-    let text = String::from_utf8_lossy(&refused.stderr).into_owned() + &String::from_utf8_lossy(&refused.stdout);
-    assert!(
-        !refused.status.success(),
-        "attach of a disk still hung was accepted: {text}"
-    );
-    assert!(text.contains("disk-timeout gave up on have not come back"), "{text}");
+    attach_is_refused(&p.alpha, "disk-timeout gave up on have not come back");
 
     // The disk answers again: what was abandoned comes back (and is
     // ignored), the same disk is attached and gets what it missed.
     drop(hung);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !p.alpha.log_text().contains("none is outstanding now") {
-        assert!(std::time::Instant::now() < deadline, "{}", p.alpha.log_text());
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    wait_for_log(&p.alpha, "none is outstanding now", 30);
     p.alpha.adm_ok(&["attach", "r0"]);
     p.alpha
         .wait_for("cs:Connected ro:Primary/Secondary ds:UpToDate/UpToDate", 60);
@@ -473,23 +484,7 @@ fn a_primary_whose_disk_hangs_under_an_activity_log_write_fails_it_after_disk_ti
     // first, on the disk that hangs: without a deadline on it, the whole
     // daemon would wait with it.
     let hung = disk.hung();
-    let out = run(Command::new("timeout").args([
-        "60",
-        "qemu-io",
-        "-f",
-        "raw",
-        "-c",
-        "write -P 0x33 8M 64k",
-        "-c",
-        "read -P 0x33 8M 64k",
-        &uri,
-    ]));
-    assert!(
-        out.status.success(),
-        "the client's I/O did not complete: {out:?}\nalpha:\n{}\nbeta:\n{}",
-        p.alpha.log_text(),
-        p.beta.log_text()
-    );
+    client_io_completes(&p, &uri, &["write -P 0x33 8M 64k", "read -P 0x33 8M 64k"]);
     // The write queued behind it may be the first to reach disk-timeout:
     // either way the disk is failed.
     let log = p.alpha.log_text();
@@ -500,15 +495,9 @@ fn a_primary_whose_disk_hangs_under_an_activity_log_write_fails_it_after_disk_ti
     );
     p.alpha
         .wait_for("cs:Connected ro:Primary/Secondary ds:Diskless/UpToDate", 10);
-    let refused = p.alpha.adm(&["attach", "r0"]);
-    let text = String::from_utf8_lossy(&refused.stderr).into_owned() + &String::from_utf8_lossy(&refused.stdout);
-    assert!(
-        !refused.status.success(),
-        "attach of a disk still hung was accepted: {text}"
-    );
-    assert!(
-        text.contains("a metadata write that disk-timeout gave up on has not come back"),
-        "{text}"
+    attach_is_refused(
+        &p.alpha,
+        "a metadata write that disk-timeout gave up on has not come back",
     );
 
     drop(hung);

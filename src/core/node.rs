@@ -3074,6 +3074,20 @@ mod tests {
         assert!(resets(&tick_100ms(&mut n)).is_empty(), "once");
     }
 
+    /// The seq of the write `actions` shipped to the peer.
+    fn shipped_seq(actions: &[Action]) -> u64 {
+        actions
+            .iter()
+            .find_map(|a| match a {
+                Action::SendPeerData {
+                    msg: Message::Data { seq, .. },
+                    ..
+                } => Some(*seq),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no data shipped: {actions:?}"))
+    }
+
     /// 100 ms of the `disk-timeout` clock; the actions it caused.
     fn disk_clock_100ms(n: &mut Node) -> Vec<Action> {
         n.handle(Event::DiskClock { elapsed_us: 100_000 });
@@ -3111,16 +3125,7 @@ mod tests {
             disk_clock_100ms(&mut n);
         }
         write_4k(&mut n, 1, 8192);
-        let seq = drain(&mut n)
-            .iter()
-            .find_map(|a| match a {
-                Action::SendPeerData {
-                    msg: Message::Data { seq, .. },
-                    ..
-                } => Some(*seq),
-                _ => None,
-            })
-            .expect("shipped");
+        let seq = shipped_seq(&drain(&mut n));
         n.handle(Event::PeerAck { seq, status: 0 });
         assert!(drain(&mut n).is_empty(), "protocol C waits for the local disk too");
         for i in 0..19 {
@@ -3194,17 +3199,7 @@ mod tests {
         assert!(a.iter().any(|a| matches!(a, Action::DetachDisk)), "{a:?}");
         assert_eq!(n.abandoned_requests(), 0, "it never reached the disk");
         // The peer has it: the client's write completes.
-        let seq = before
-            .iter()
-            .chain(&a)
-            .find_map(|a| match a {
-                Action::SendPeerData {
-                    msg: Message::Data { seq, .. },
-                    ..
-                } => Some(*seq),
-                _ => None,
-            })
-            .expect("shipped");
+        let seq = shipped_seq(&[before, a].concat());
         n.handle(Event::PeerAck { seq, status: 0 });
         assert!(drain(&mut n)
             .iter()
@@ -3452,16 +3447,7 @@ mod tests {
     fn diskless_primary() -> Node {
         let mut n = connected_primary(1 << 20);
         write_4k(&mut n, 1, 0);
-        let seq = drain(&mut n)
-            .iter()
-            .find_map(|a| match a {
-                Action::SendPeerData {
-                    msg: Message::Data { seq, .. },
-                    ..
-                } => Some(*seq),
-                _ => None,
-            })
-            .unwrap();
+        let seq = shipped_seq(&drain(&mut n));
         n.handle(Event::DiskDone { id: 1, result: Err(5) });
         n.handle(Event::PeerAck { seq, status: 0 });
         drain(&mut n);

@@ -1202,13 +1202,11 @@ impl Sim {
         self.run_for(hang + 20_000, true);
     }
 
-    /// One node's data disk stops answering for longer than its
-    /// `disk-timeout`, under load: the node must fail the disk (a Primary
-    /// serving on through its peer), drop the late completions, refuse to
-    /// attach a disk while any is still out, and, the same disk attached
-    /// again once it answers, resync what it missed, the abandoned writes
-    /// that landed late included.
-    fn timed_out_disk(&mut self, p: usize) {
+    /// Settle, then pick the node whose disk a fault hits: the Secondary, or
+    /// (half the time, while both disks are UpToDate and connected) the
+    /// Primary `p`. None when it would be the Primary's only good copy:
+    /// losing that is a double fault no replication survives.
+    fn faulty_node(&mut self, p: usize) -> Option<usize> {
         self.settle();
         let healthy_pair = self.link_up
             && (0..2).all(|i| {
@@ -1217,9 +1215,19 @@ impl Sim {
                     .as_ref()
                     .is_some_and(|n| n.disk_state() == DiskState::UpToDate)
             });
-        // Losing the only good copy is a double fault no replication survives.
         let x = if healthy_pair && self.rng.chance(500) { p } else { 1 - p };
-        if (x == p && !healthy_pair) || !self.up(x) {
+        (x != p || healthy_pair).then_some(x)
+    }
+
+    /// One node's data disk stops answering for longer than its
+    /// `disk-timeout`, under load: the node must fail the disk (a Primary
+    /// serving on through its peer), drop the late completions, refuse to
+    /// attach a disk while any is still out, and, the same disk attached
+    /// again once it answers, resync what it missed, the abandoned writes
+    /// that landed late included.
+    fn timed_out_disk(&mut self, p: usize) {
+        let Some(x) = self.faulty_node(p) else { return };
+        if !self.up(x) {
             return;
         }
         let limit = 20_000 + self.rng.below(30_000);
@@ -1262,15 +1270,7 @@ impl Sim {
             self.fail_later(why);
             return;
         }
-        if !self.attach_again(x, false) {
-            if self.link_up {
-                self.drop_link();
-            }
-            self.connect_both();
-        }
-        let pause = 1_000 + self.rng.below(10_000);
-        self.run_for(pause, true);
-        self.settle();
+        self.repair(x, Some(false));
     }
 
     /// One node's data disk fails (EIO) or fills up (ENOSPC) for a while
@@ -1280,19 +1280,7 @@ impl Sim {
     /// that served through its peer resyncs it over the link it has; any
     /// other node's link is bounced so the connect decides what moves.
     fn disk_trouble(&mut self, p: usize) {
-        self.settle();
-        let healthy_pair = self.link_up
-            && (0..2).all(|i| {
-                self.nodes[i]
-                    .node
-                    .as_ref()
-                    .is_some_and(|n| n.disk_state() == DiskState::UpToDate)
-            });
-        // Losing the only good copy is a double fault no replication survives.
-        let x = if healthy_pair && self.rng.chance(500) { p } else { 1 - p };
-        if x == p && !healthy_pair {
-            return;
-        }
+        let Some(x) = self.faulty_node(p) else { return };
         let errno = if self.rng.chance(300) { 28 } else { 5 };
         let policy = if self.rng.chance(500) {
             crate::config::OnIoError::Detach
@@ -1311,16 +1299,23 @@ impl Sim {
         self.run_for(pause, true);
         self.failing[x] = None;
         self.settle();
-        // A Primary's disk attached while connected resyncs over the link
-        // it has; anything else reconnects, and the connect decides.
+        self.repair(x, None);
+    }
+
+    /// The operator's repair of node `x`'s disk: if it was detached, the
+    /// same disk (working again) or a blank replacement (`blank`; None: at
+    /// random) is attached; a Primary's disk attached while connected
+    /// resyncs over the link it has, anything else reconnects and the
+    /// connect decides. The application does not wait for the resync,
+    /// wherever it runs (a repaired Primary is its own SyncTarget).
+    fn repair(&mut self, x: usize, blank: Option<bool>) {
         let mut in_band = false;
         if self.nodes[x]
             .node
             .as_ref()
             .is_some_and(|n| n.disk_state() == DiskState::Diskless)
         {
-            // The same disk, working again, or a blank replacement.
-            let blank = self.rng.chance(500);
+            let blank = blank.unwrap_or_else(|| self.rng.chance(500));
             in_band = self.attach_again(x, blank);
         }
         if !in_band {
@@ -1329,8 +1324,6 @@ impl Sim {
             }
             self.connect_both();
         }
-        // The application does not wait for the resync, wherever it runs
-        // (a repaired Primary is its own SyncTarget).
         let pause = 1_000 + self.rng.below(10_000);
         self.run_for(pause, true);
         self.settle();
