@@ -440,7 +440,13 @@ fn a_primary_whose_disk_hangs_detaches_it_after_disk_timeout_serves_through_the_
         .wait_for("cs:Connected ro:Primary/Secondary ds:Diskless/UpToDate", 10);
 
     // The old disk still holds the abandoned write: attaching it now could
-    // let that write land after the resync. Refused, saying why.
+    // let that write land after the resync. Refused, saying why; `status`
+    // says so before anyone tries.
+    let status = p.alpha.adm_ok(&["status", "r0"]);
+    assert!(
+        status.contains("1 request(s) abandoned by disk-timeout still on the old disk"),
+        "{status}"
+    );
     attach_is_refused(&p.alpha, "disk-timeout gave up on have not come back");
 
     // The disk answers again: what was abandoned comes back (and is

@@ -468,6 +468,9 @@ pub struct Snapshot {
     pub split_brain: bool,
     /// Why application writes are held (fencing), if they are.
     pub suspended: Option<String>,
+    /// Local requests `disk-timeout` gave up on that the old disk has not
+    /// given back (`attach` waits for them).
+    pub abandoned: usize,
     /// While this node's resync or verify holds back for application
     /// I/O: the `c-min-rate` (KiB/s) it yields down to.
     pub resync_yielding_kib_s: Option<u64>,

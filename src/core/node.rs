@@ -546,6 +546,7 @@ impl Node {
             verify_found_kib: self.verify_found_kib,
             split_brain: self.split_brain_unresolved,
             suspended: self.suspended.clone(),
+            abandoned: self.abandoned.len(),
             resync_yielding_kib_s: if matches!(self.cstate, ConnState::SyncSource | ConnState::VerifyS) {
                 self.throttle
                     .yielding_to(RESYNC_CHUNK_BYTES / 1024, self.counters.ap > 0)

@@ -121,7 +121,7 @@ pub fn render(daemon: &Daemon) -> String {
         }
     }
     type Value = fn(&crate::core::Snapshot) -> u64;
-    let values: [(&str, &str, &str, Value); 16] = [
+    let values: [(&str, &str, &str, Value); 17] = [
         (
             "connected",
             "gauge",
@@ -142,6 +142,12 @@ pub fn render(daemon: &Daemon) -> String {
             "gauge",
             "1 while application writes are held (fencing).",
             |s| u64::from(s.suspended.is_some()),
+        ),
+        (
+            "abandoned_requests",
+            "gauge",
+            "Local requests disk-timeout gave up on that the old disk has not given back.",
+            |s| s.abandoned as u64,
         ),
         ("device_size_bytes", "gauge", "Size of the replicated device.", |s| {
             s.size_bytes

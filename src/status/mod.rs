@@ -181,6 +181,13 @@ pub fn render_status(s: &Snapshot, verbose: bool, color: bool) -> String {
         s.disk <= DiskState::Inconsistent,
     );
     let _ = writeln!(out, "  disk:{disk}");
+    if s.abandoned > 0 {
+        let _ = writeln!(
+            out,
+            "  ({} request(s) abandoned by disk-timeout still on the old disk; attach waits for them)",
+            s.abandoned
+        );
+    }
     if verbose {
         let c = &s.counters;
         let _ = writeln!(
@@ -291,6 +298,7 @@ mod tests {
             verify_found_kib: None,
             split_brain: false,
             suspended: None,
+            abandoned: 0,
             resync_yielding_kib_s: None,
             resync_under_load: None,
         }
@@ -352,6 +360,15 @@ mod tests {
     fn status_plain_when_not_a_tty() {
         let s = snap();
         assert_eq!(render_status(&s, false, false), "r0 role:Primary\n  disk:UpToDate\n");
+        let hung = Snapshot {
+            disk: DiskState::Diskless,
+            abandoned: 2,
+            ..s.clone()
+        };
+        assert_eq!(
+            render_status(&hung, false, false),
+            "r0 role:Primary\n  disk:Diskless\n  (2 request(s) abandoned by disk-timeout still on the old disk; attach waits for them)\n"
+        );
         assert!(render_status(&s, false, true).contains("\x1b[32m"));
     }
 }
