@@ -22,6 +22,7 @@ use super::state::{ConnState, DiskState, Role};
 use super::throttle::Throttle;
 use super::{errno, limits, Action, AttachInfo, Counters, DiskOp, Event, Handler, IoKind, IoRequest, ReqId, Snapshot};
 use crate::config::OnIoError;
+use crate::meta::al::AlTransaction;
 use crate::meta::bitmap::Bitmap;
 use crate::meta::{Divergence, GenerationUuids, MdFlags, AL_EXTENT_SHIFT, BM_BLOCK_BYTES};
 use crate::wire::{self, Message};
@@ -385,6 +386,37 @@ impl Node {
     /// a failed link. 0 waits forever.
     pub fn set_ko_limit_us(&mut self, us: u64) {
         self.ko_limit_us = us;
+    }
+
+    /// The shell is about to write activity-log transaction `tr`: the
+    /// transactions queued after it, up to the next bitmap write, are
+    /// folded into it, and the newest is what to write. Each transaction
+    /// holds the whole hot set, and between evictions the set only grows
+    /// (an eviction queues its bitmap write first, where folding stops), so
+    /// the newest covers every write queued behind the others: one metadata
+    /// write for a batch of writes into cold extents, not one each. A
+    /// transaction moved earlier, ahead of data or superblock writes, only
+    /// names more extents hot sooner, which costs at most resync.
+    pub fn fold_queued_al(&mut self, tr: Vec<AlTransaction>) -> Vec<AlTransaction> {
+        let stop = self
+            .actions
+            .iter()
+            .position(|a| matches!(a, Action::PersistBitmap | Action::DetachDisk))
+            .unwrap_or(self.actions.len());
+        let (mut newest, mut folded, mut at) = (tr, 0, 0);
+        self.actions.retain_mut(|a| {
+            at += 1;
+            match a {
+                Action::PersistAl(t) if at <= stop => {
+                    newest = std::mem::take(t);
+                    folded += 1;
+                    false
+                }
+                _ => true,
+            }
+        });
+        self.counters.al = self.counters.al.saturating_sub(folded);
+        newest
     }
 
     /// `disk-timeout` from the configuration (`DiskOptions::disk_timeout_us`):
@@ -3206,6 +3238,74 @@ mod tests {
             .iter()
             .any(|a| matches!(a, Action::Reply { id: 1, error: 0 })));
         n.attach(an_attachable_disk()).expect("nothing left on the old disk");
+    }
+
+    /// The first `PersistAl` in `n`'s queue, and what the shell writes for
+    /// it: the transactions folded into it (`fold_queued_al`).
+    fn fold_first_al(n: &mut Node) -> Vec<u32> {
+        let first = loop {
+            if let Action::PersistAl(tr) = n.poll_action().expect("a transaction") {
+                break tr;
+            }
+        };
+        let written = n.fold_queued_al(first);
+        written.iter().flat_map(|b| b.extents.iter().copied()).collect()
+    }
+
+    #[test]
+    fn writes_into_cold_extents_queued_together_cost_one_activity_log_write_until_an_eviction() {
+        let write = |n: &mut Node, id: ReqId, extent: u64| {
+            // A clock: the divergence's start is written once, not per write.
+            n.set_clock(1_800_000_000);
+            n.handle(Event::NbdRequest {
+                id,
+                io: IoRequest {
+                    kind: IoKind::Write { fua: false },
+                    offset: extent << AL_EXTENT_SHIFT,
+                    len: 4096,
+                },
+            })
+        };
+        let mut n = primary_with_activity_log(8, 16);
+        let al_before = n.snapshot().counters.al;
+
+        // Three writes into three cold extents, handled before the shell
+        // runs any of their actions (they arrived in one batch).
+        for (id, extent) in [(1, 0), (2, 1), (3, 2)] {
+            write(&mut n, id, extent);
+        }
+        assert_eq!(fold_first_al(&mut n), vec![0, 1, 2], "the newest set covers all three");
+        let rest = drain(&mut n);
+        assert!(!rest.iter().any(|a| matches!(a, Action::PersistAl(_))), "{rest:?}");
+        assert_eq!(
+            rest.iter().filter(|a| matches!(a, Action::Disk { .. })).count(),
+            3,
+            "the data writes stay queued after it"
+        );
+        assert_eq!(n.snapshot().counters.al - al_before, 1, "al counts what is written");
+
+        // A log of two extents: the third write evicts extent 0, whose
+        // bits must be on disk before a transaction without it; nothing is
+        // folded across that bitmap write.
+        let mut n = primary_with_activity_log(2, 16);
+        for (id, extent) in [(1, 0), (2, 1)] {
+            write(&mut n, id, extent);
+        }
+        for id in [1, 2] {
+            n.handle(Event::DiskDone { id, result: Ok(()) });
+        }
+        drain(&mut n);
+        for (id, extent) in [(3, 2), (4, 3)] {
+            write(&mut n, id, extent);
+        }
+        let first = fold_first_al(&mut n);
+        let rest = drain(&mut n);
+        let bitmap = rest.iter().position(|a| matches!(a, Action::PersistBitmap));
+        let later_al = rest.iter().position(|a| matches!(a, Action::PersistAl(_)));
+        assert!(
+            matches!((bitmap, later_al), (Some(b), Some(a)) if b < a),
+            "{first:?} then {rest:?}"
+        );
     }
 
     #[test]

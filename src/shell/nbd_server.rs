@@ -320,6 +320,9 @@ async fn serve(res: Rc<Resource>, stream: Stream, peer: String, conn_id: u64, tl
     let (tx, rx) = mpsc::unbounded_channel();
     let writer = tokio_uring::spawn(write_replies(Rc::clone(&stream), rx));
     let outcome = read_requests(&res, &stream, &export, structured, tx).await;
+    // What the last requests queued in the node starts, whatever ended
+    // the connection.
+    res.run_actions();
     match outcome {
         Ok(()) => tracing::info!(resource = %res.name, %peer, "NBD client disconnected"),
         Err(e) => tracing::info!(resource = %res.name, %peer, error = %e, "NBD connection closed"),
@@ -431,7 +434,15 @@ async fn read_requests(
 ) -> io::Result<()> {
     let inflight = Arc::new(Semaphore::new(limits::NBD_CONNECTION_INFLIGHT_MAX));
     let mut stage = Stage::default();
+    // Requests that arrived together are handed to the node together, and
+    // what it decided for them runs once the reader is about to wait: the
+    // writes of one batch into cold extents then share one activity-log
+    // write (`Node::fold_queued_al`). Nothing waits longer for it: the
+    // disk and socket operations leave when the loop next parks anyway.
     loop {
+        if stage.available() < REQUEST_HEADER_LEN {
+            res.run_actions();
+        }
         if !stage.fill(stream, REQUEST_HEADER_LEN, None).await? {
             return Ok(());
         }
@@ -442,6 +453,7 @@ async fn read_requests(
 
         if let Err(error) = validate(&req, export, structured) {
             tracing::debug!(resource = %res.name, ?req, error, "NBD request refused");
+            res.run_actions();
             skip_payload(&mut stage, stream, u64::from(req.payload_len())).await?;
             let reply = if structured && req.command == Command::Read {
                 Outgoing::StructuredError {
@@ -477,13 +489,25 @@ async fn read_requests(
                 continue;
             }
         };
-        let permit = Arc::clone(&inflight)
-            .acquire_owned()
-            .await
-            .map_err(|_| io::Error::other("request limiter closed"))?;
+        let permit = match Arc::clone(&inflight).try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                // At the limit: what is queued must run for permits to come back.
+                res.run_actions();
+                Arc::clone(&inflight)
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| io::Error::other("request limiter closed"))?
+            }
+        };
         let len = req.length as usize;
         let payload = match kind {
-            IoKind::Write { .. } => Some(SharedBuf::new(stage.read_block(stream, len, None).await?)),
+            IoKind::Write { .. } => {
+                if stage.available() < len {
+                    res.run_actions();
+                }
+                Some(SharedBuf::new(stage.read_block(stream, len, None).await?))
+            }
             _ => None,
         };
         let read_buf = matches!(kind, IoKind::Read).then(|| AlignedBuf::with_capacity(READ_HEADROOM + len));
@@ -492,7 +516,7 @@ async fn read_requests(
             offset: req.offset,
             len: if matches!(kind, IoKind::Flush) { 0 } else { req.length },
         };
-        res.submit(
+        res.submit_queued(
             io,
             Pending {
                 cookie: req.cookie,

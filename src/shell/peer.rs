@@ -723,17 +723,28 @@ async fn need(stage: &mut Stage, stream: &PeerStream, want: usize, idle: Duratio
 
 async fn read_loop(res: &Rc<Resource>, stream: &PeerStream, idle: Duration) -> io::Result<()> {
     let mut stage = Stage::default();
+    // Data frames that arrived together are handed to the node together,
+    // and what it decided runs once the reader is about to wait (as the NBD
+    // reader does): their writes into cold extents share one activity-log
+    // write. Every other frame runs the queue with its own event.
     loop {
         // Backpressure: a peer that sends faster than our disk completes
         // waits in its socket buffer, not in our memory.
         while res.node.borrow().peer_backlog() >= crate::core::limits::PEER_BACKLOG_MAX {
+            res.run_actions();
             tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        if stage.available() < HEADER_LEN {
+            res.run_actions();
         }
         need(&mut stage, stream, HEADER_LEN, idle).await?;
         let mut hb = [0u8; HEADER_LEN];
         hb.copy_from_slice(&stage.peek()[..HEADER_LEN]);
         let header = Header::decode(&hb).map_err(invalid)?;
         let length = header.length as usize;
+        if stage.available() < HEADER_LEN + length {
+            res.run_actions();
+        }
         if header.kind == wire::kind::DATA && length >= DATA_BODY_LEN {
             let (body, block) =
                 read_block_frame::<DATA_BODY_LEN>(&mut stage, stream, &hb, &header, idle, "data", |b| {

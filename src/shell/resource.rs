@@ -262,20 +262,19 @@ impl Resource {
         id
     }
 
-    /// Hand a validated request to the node and start whatever it decides.
-    /// `payload` is the data of a write.
-    pub fn submit(self: &Rc<Self>, io: IoRequest, pending: Pending, payload: Option<SharedBuf>) {
+    /// Hand a validated request to the node; `payload` is the data of a
+    /// write. What the node decides waits in its queue until the caller
+    /// runs [`Resource::run_actions`], which it must before it waits on
+    /// anything: requests that arrived together are decided together.
+    pub fn submit_queued(self: &Rc<Self>, io: IoRequest, pending: Pending, payload: Option<SharedBuf>) {
         let id = self.alloc_id();
         self.pending.borrow_mut().insert(id, pending);
         if let Some(p) = payload {
             self.bufs.borrow_mut().insert(id, (p, 0));
         }
-        {
-            let mut node = self.node.borrow_mut();
-            node.set_clock(unix_now());
-            node.handle(Event::NbdRequest { id, io });
-        }
-        self.run_actions();
+        let mut node = self.node.borrow_mut();
+        node.set_clock(unix_now());
+        node.handle(Event::NbdRequest { id, io });
     }
 
     /// The peer answered a forwarded read: the data goes into the waiting
@@ -309,14 +308,18 @@ impl Resource {
         self.event(Event::PeerReadReply { seq, status });
     }
 
-    /// A write arrived from the peer with its block.
+    /// A write arrived from the peer with its block. What the node decides
+    /// waits in its queue until the caller runs [`Resource::run_actions`],
+    /// which it must before it waits on anything (as `submit_queued`).
     pub fn peer_write(self: &Rc<Self>, seq: u64, offset: u64, len: u32, flags: u32, block: Option<SharedBuf>) {
         let id = self.alloc_id();
         if let Some(b) = block {
             self.bufs.borrow_mut().insert(id, (b, 0));
         }
         self.peer_seq_of.borrow_mut().insert(id, seq);
-        self.event(Event::PeerWrite {
+        let mut node = self.node.borrow_mut();
+        node.set_clock(unix_now());
+        node.handle(Event::PeerWrite {
             id,
             seq,
             offset,
@@ -360,6 +363,7 @@ impl Resource {
                     self.meta_failed(failed);
                 }
                 Action::PersistAl(tr) => {
+                    let tr = self.node.borrow_mut().fold_queued_al(tr);
                     let failed = self.persist_al(tr);
                     self.meta_failed(failed);
                 }
