@@ -28,6 +28,8 @@ fn seeded_runs_keep_every_invariant() {
     }
     // The runs must exercise what they claim to check.
     assert!(total.writes_acked > 0 && total.reads_verified > 0, "{total:?}");
+    // Requests issued together share activity-log writes.
+    assert!(total.al_folded > 0, "{total:?}");
     if seeds_run > 100 {
         // A hung disk is one fault among many; enough seeds meet it.
         assert!(total.disks_hung > 0 && total.links_reset > 0, "{total:?}");

@@ -396,8 +396,9 @@ impl Node {
     /// the newest covers every write queued behind the others: one metadata
     /// write for a batch of writes into cold extents, not one each. A
     /// transaction moved earlier, ahead of data or superblock writes, only
-    /// names more extents hot sooner, which costs at most resync.
-    pub fn fold_queued_al(&mut self, tr: Vec<AlTransaction>) -> Vec<AlTransaction> {
+    /// names more extents hot sooner, which costs at most resync. Returns
+    /// what to write and how many transactions were folded into it.
+    pub fn fold_queued_al(&mut self, tr: Vec<AlTransaction>) -> (Vec<AlTransaction>, u64) {
         let stop = self
             .actions
             .iter()
@@ -416,7 +417,7 @@ impl Node {
             }
         });
         self.counters.al = self.counters.al.saturating_sub(folded);
-        newest
+        (newest, folded)
     }
 
     /// `disk-timeout` from the configuration (`DiskOptions::disk_timeout_us`):
@@ -3248,7 +3249,7 @@ mod tests {
                 break tr;
             }
         };
-        let written = n.fold_queued_al(first);
+        let (written, _) = n.fold_queued_al(first);
         written.iter().flat_map(|b| b.extents.iter().copied()).collect()
     }
 

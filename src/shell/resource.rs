@@ -363,7 +363,7 @@ impl Resource {
                     self.meta_failed(failed);
                 }
                 Action::PersistAl(tr) => {
-                    let tr = self.node.borrow_mut().fold_queued_al(tr);
+                    let (tr, _) = self.node.borrow_mut().fold_queued_al(tr);
                     let failed = self.persist_al(tr);
                     self.meta_failed(failed);
                 }

@@ -81,6 +81,8 @@ pub struct Report {
     pub links_reset: u64,
     /// Disks failed by `disk-timeout` (they stopped answering for longer).
     pub disks_timed_out: u64,
+    /// Activity-log transactions folded into a newer one queued with them.
+    pub al_folded: u64,
 }
 
 impl Report {
@@ -100,6 +102,7 @@ impl Report {
         self.disks_hung += r.disks_hung;
         self.links_reset += r.links_reset;
         self.disks_timed_out += r.disks_timed_out;
+        self.al_folded += r.al_folded;
     }
 }
 
@@ -315,6 +318,9 @@ impl Sim {
         // A peer request unanswered for 100 ms drops the link (DRBD's
         // timeout 1, ko-count 1): far beyond any answer but a hung disk's.
         n.set_ko_limit_us(100_000);
+        // The activity log by seed too: DRBD's default (every extent of
+        // the device fits), or few enough that writes evict extents.
+        n.set_al_extents([1237, 3, 5][(self.report.seed / 3 % 3) as usize]);
         let m = &mut self.nodes[i].meta;
         if !m.created {
             m.created = true;
@@ -630,6 +636,15 @@ impl Sim {
                 }
             }
             Action::PersistAl(blocks) => {
+                // As the shell: the newest of the transactions queued.
+                let blocks = match self.nodes[i].node.as_mut() {
+                    Some(n) => {
+                        let (newest, folded) = n.fold_queued_al(blocks);
+                        self.report.al_folded += folded;
+                        newest
+                    }
+                    None => blocks,
+                };
                 // The shell flushes the data disk before the transaction.
                 self.flush(i);
                 if let Some(last) = blocks.last() {
@@ -745,6 +760,7 @@ impl Sim {
         (0..2).find(|&i| self.nodes[i].node.as_ref().is_some_and(|n| n.role() == Role::Primary))
     }
 
+    /// Hand node `i` one application request; the caller drains its actions.
     fn issue(&mut self, i: usize) {
         let first = hot_block(self.rng.below(HOT_BLOCKS));
         let blocks = 1 + self.rng.below(4).min(BLOCKS - first - 1);
@@ -800,7 +816,6 @@ impl Sim {
         if let Some(n) = self.node(i) {
             n.handle(Event::NbdRequest { id, io });
         }
-        self.drain_actions(i);
     }
 
     fn acceptable(&self, i: usize, b: u64, v: u64) -> bool {
@@ -914,7 +929,12 @@ impl Sim {
             if load && self.app.len() < 12 {
                 for i in 0..2 {
                     if self.nodes[i].node.as_ref().is_some_and(|n| n.role() == Role::Primary) {
-                        self.issue(i);
+                        // Requests that arrive together are decided
+                        // together, as the NBD reader hands them on.
+                        for _ in 0..1 + self.rng.below(3) {
+                            self.issue(i);
+                        }
+                        self.drain_actions(i);
                     }
                 }
             }
