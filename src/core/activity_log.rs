@@ -61,6 +61,13 @@ impl ActivityLog {
         self.capacity
     }
 
+    /// `al-extents` changed (`adjust`): a larger set applies at once; a
+    /// smaller one as the next write into a cold extent evicts down to it
+    /// (with the bitmap write every eviction needs).
+    pub fn set_capacity(&mut self, al_extents: u32) {
+        self.capacity = (al_extents as usize).clamp(1, EXTENTS_MAX);
+    }
+
     pub fn set_next_tr(&mut self, next_tr: u64) {
         self.next_tr = self.next_tr.max(next_tr);
     }
@@ -163,6 +170,24 @@ mod tests {
         assert_eq!(al.activate(4096, 4096, HashSet::new), None, "extent 0 is hot");
         let u = al.activate(E - 512, 1024, HashSet::new).expect("spans into extent 1");
         assert_eq!(u.transaction[0].extents, vec![0, 1]);
+    }
+
+    #[test]
+    fn a_smaller_capacity_evicts_down_to_it_at_the_next_cold_extent() {
+        let mut al = ActivityLog::new(4, 0);
+        for e in 0..4 {
+            al.activate(e * E, 1, HashSet::new);
+        }
+        al.set_capacity(2);
+        assert_eq!(al.activate(0, 1, HashSet::new), None, "a hot extent costs nothing");
+        let u = al.activate(4 * E, 1, HashSet::new).expect("extent 4 is cold");
+        assert_eq!(u.evicted.len(), 3);
+        assert_eq!(u.transaction[0].extents, vec![0, 4], "0 was the most recently used");
+        al.set_capacity(3);
+        assert_eq!(
+            al.activate(5 * E, 1, HashSet::new).expect("cold").evicted,
+            Vec::<u32>::new()
+        );
     }
 
     #[test]

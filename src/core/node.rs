@@ -457,9 +457,13 @@ impl Node {
         self.protocol = protocol;
     }
 
-    /// `al-extents` from the configuration (before attach).
+    /// `al-extents` from the configuration: at attach, or from `adjust`
+    /// while attached (`ActivityLog::set_capacity`).
     pub fn set_al_extents(&mut self, n: u32) {
         self.al_extents = n;
+        if let Some(al) = self.al.as_mut() {
+            al.set_capacity(n);
+        }
     }
 
     /// After a crash (the log was not marked clean): every extent the last
