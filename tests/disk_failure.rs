@@ -308,6 +308,23 @@ fn a_secondary_whose_disk_fails_detaches_and_a_replacement_is_resynced_in_full()
     p.beta.wait_for("ds:UpToDate/Diskless", 10);
     assert!(p.alpha.log_text().contains("disk detached"));
 
+    // The link drops and comes back while alpha has no disk: connected,
+    // nothing to resync (there is nothing to write it to).
+    p.beta.adm_ok(&["disconnect", "r0"]);
+    p.beta.adm_ok(&["connect", "r0"]);
+    p.alpha
+        .wait_for("cs:Connected ro:Secondary/Primary ds:Diskless/UpToDate", 20);
+    p.beta
+        .wait_for("cs:Connected ro:Primary/Secondary ds:UpToDate/Diskless", 20);
+    assert!(
+        p.beta
+            .log_text()
+            .contains("alpha has no disk; connected without a resync"),
+        "{}",
+        p.beta.log_text()
+    );
+    fio(&uri, true);
+
     // Replaced and attached while connected: the connect that follows
     // decides on a full resync, and both end identical.
     disk.fail(false);
@@ -438,6 +455,13 @@ fn a_primary_whose_disk_hangs_detaches_it_after_disk_timeout_serves_through_the_
     );
     p.alpha
         .wait_for("cs:Connected ro:Primary/Secondary ds:Diskless/UpToDate", 10);
+    // A link that drops and comes back finds alpha without a disk: it
+    // connects without a resync and serves through beta again.
+    p.beta.adm_ok(&["disconnect", "r0"]);
+    p.beta.adm_ok(&["connect", "r0"]);
+    p.alpha
+        .wait_for("cs:Connected ro:Primary/Secondary ds:Diskless/UpToDate", 20);
+    qemu_io(&uri, &["read -P 0x22 1M 64k", "read -P 0x11 0 64k"]);
 
     // The old disk still holds the abandoned write: attaching it now could
     // let that write land after the resync. Refused, saying why; `status`

@@ -43,6 +43,9 @@ pub mod uuid_flags {
     pub const INCONSISTENT: u32 = 4;
     /// Skip the initial sync (new-current-uuid --clear-bitmap).
     pub const SKIP_INITIAL_SYNC: u32 = 8;
+    /// The sender has no disk (it failed and was detached): there is
+    /// nothing to resync to or from it.
+    pub const DISKLESS: u32 = 16;
 }
 
 /// One side's view, as exchanged on connect.

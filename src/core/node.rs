@@ -623,6 +623,9 @@ impl Node {
         if self.disk <= DiskState::Inconsistent {
             flags |= uuid_flags::INCONSISTENT;
         }
+        if self.disk == DiskState::Diskless {
+            flags |= uuid_flags::DISKLESS;
+        }
         if discard_my_data {
             flags |= uuid_flags::DISCARD_MY_DATA;
         }
@@ -1663,6 +1666,11 @@ impl Node {
                 return;
             }
             self.peer_barriers.pop_front();
+            if self.disk == DiskState::Diskless {
+                // Nothing to flush: the writes before it were refused.
+                self.act(Action::SendPeer(Message::BarrierAck { epoch }));
+                continue;
+            }
             let id = self.core_id();
             self.inflight.push(Inflight {
                 id,
@@ -1707,6 +1715,24 @@ impl Node {
             return Verdict {
                 sync: None,
                 refuse: Some(why),
+                lines,
+                split_brain: None,
+            };
+        }
+        // A side without a disk has no data to compare, send or receive:
+        // the link comes up and the one with a disk serves and keeps the
+        // bitmap of what the other's next disk needs.
+        let without_disk = match (self.disk == DiskState::Diskless, peer.flags & uuid_flags::DISKLESS != 0) {
+            (true, true) => Some("neither side has a disk".to_owned()),
+            (true, false) => Some(format!("{} has no disk", self.node)),
+            (false, true) => Some(format!("{peer_name} has no disk")),
+            (false, false) => None,
+        };
+        if let Some(who) = without_disk {
+            lines.push(format!("{}: {who}; connected without a resync", self.resource));
+            return Verdict {
+                sync: Some(Sync::None),
+                refuse: None,
                 lines,
                 split_brain: None,
             };
@@ -2072,7 +2098,9 @@ impl Node {
         }
         self.peer_features = peer_features;
         self.peer_role = if peer.primary { Role::Primary } else { Role::Secondary };
-        self.peer_disk = if peer.flags & uuid_flags::INCONSISTENT != 0 {
+        self.peer_disk = if peer.flags & uuid_flags::DISKLESS != 0 {
+            DiskState::Diskless
+        } else if peer.flags & uuid_flags::INCONSISTENT != 0 {
             DiskState::Inconsistent
         } else {
             DiskState::UpToDate
@@ -2137,7 +2165,7 @@ impl Node {
         if matches!(sync, Sync::SourceFull | Sync::TargetFull) {
             self.mark_all_out_of_sync();
         }
-        if sync == Sync::None {
+        if sync == Sync::None && self.disk != DiskState::Diskless && self.peer_disk != DiskState::Diskless {
             self.divergence = Divergence::default();
         }
         self.pending_sync = match sync {
@@ -3559,6 +3587,79 @@ mod tests {
         drain(&mut n);
         assert_eq!(n.disk_state(), DiskState::Diskless);
         n
+    }
+
+    #[test]
+    fn a_link_that_comes_back_to_a_node_without_a_disk_connects_without_a_resync() {
+        // The Primary whose disk failed: it reconnects, serves through the
+        // peer, and has nothing to resync (it would be a SyncTarget with
+        // no disk to write to).
+        let mut n = diskless_primary();
+        let u = n.uuids().unwrap_or_default();
+        n.handle(Event::PeerDisconnected { fresh_uuid: 0x77 });
+        drain(&mut n);
+        n.connecting();
+        let beta = UuidReport {
+            uuids: u,
+            bitmap_bits: 0,
+            flags: 0,
+            primary: false,
+            divergence: Divergence::default(),
+        };
+        n.handle(Event::PeerConnected {
+            peer: beta,
+            peer_data_bytes: 1 << 20,
+            peer_features: crate::wire::handshake::FEATURES,
+        });
+        let a = drain(&mut n);
+        assert!(
+            logs(&a).contains("alpha has no disk; connected without a resync"),
+            "{a:?}"
+        );
+        assert!(
+            !a.iter().any(|a| matches!(a, Action::SendPeer(Message::Bitmap { .. }))),
+            "{a:?}"
+        );
+        assert_eq!(
+            (n.cstate(), n.disk_state()),
+            (ConnState::Connected, DiskState::Diskless)
+        );
+        n.handle(Event::NbdRequest {
+            id: 9,
+            io: IoRequest {
+                kind: IoKind::Read,
+                offset: 0,
+                len: 4096,
+            },
+        });
+        assert!(
+            drain(&mut n)
+                .iter()
+                .any(|a| matches!(a, Action::ForwardRead { id: 9, .. })),
+            "reads go to the peer"
+        );
+
+        // The side with the disk: no resync either, and what it writes
+        // stays in its bitmap for the other's next disk.
+        let mut s = connected_primary(1 << 20);
+        s.handle(Event::PeerDisconnected { fresh_uuid: 0x78 });
+        drain(&mut s);
+        s.connecting();
+        s.handle(Event::PeerConnected {
+            peer: n.uuid_report(false),
+            peer_data_bytes: 1 << 20,
+            peer_features: crate::wire::handshake::FEATURES,
+        });
+        let a = drain(&mut s);
+        assert!(
+            logs(&a).contains("beta has no disk; connected without a resync"),
+            "{a:?}"
+        );
+        assert_eq!(s.cstate(), ConnState::Connected);
+        let oos = s.snapshot().counters.oos;
+        write_4k(&mut s, 20, 64 << 10);
+        assert!(!drain(&mut s).iter().any(|a| matches!(a, Action::SendPeerData { .. })));
+        assert_eq!(s.snapshot().counters.oos, oos + 4);
     }
 
     fn disk_of(current: u64) -> AttachInfo {
