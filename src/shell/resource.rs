@@ -593,10 +593,10 @@ impl Resource {
         let _ = p.replies.send(out);
     }
 
-    /// Write the superblock after a flag or UUID change. Runs synchronously:
-    /// it happens on role and connection changes, never per I/O, and the
-    /// change must be durable before it is reported. Returns the errno if
-    /// that failed.
+    /// Write the superblock after a flag or UUID change: on role and
+    /// connection changes, never per I/O. Nothing queued after it runs
+    /// before it is durable (see `write_meta`). Returns the errno if that
+    /// failed.
     pub fn persist_meta(self: &Rc<Self>) -> Option<i32> {
         let (uuids, flags, divergence) = {
             let node = self.node.borrow();
