@@ -86,3 +86,30 @@ impl MetaWorker {
         self.unfinished.load(Ordering::SeqCst)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_write_given_up_on_counts_as_unfinished_until_it_returns_and_the_next_one_runs() {
+        let w = MetaWorker::start_thread("t").expect("thread");
+        let (go, stuck) = mpsc::channel::<()>();
+        let given_up = w.start("t", "test", move || {
+            let _ = stuck.recv();
+            7
+        });
+        assert_eq!(w.unfinished(), 1);
+        // The resource stops waiting for it (disk-timeout); the disk
+        // answers later.
+        drop(given_up);
+        go.send(()).expect("release");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while w.unfinished() > 0 {
+            assert!(Instant::now() < deadline, "the late write never finished");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(w.start("t", "test", || 8).blocking_recv(), Ok(8));
+    }
+}
