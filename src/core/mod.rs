@@ -172,8 +172,11 @@ pub enum Event {
         latency: throttle::AppLatency,
     },
     /// A metadata write (and the flush before it) did not finish within
-    /// `disk-timeout`: the disk is as failed as if a request on it had not.
+    /// `disk-timeout`: the disk is as failed as if a request on it had not,
+    /// and the write, `id` from here on, is abandoned like one: its
+    /// `DiskDone` comes when the kernel gives it back.
     MetaHung {
+        id: ReqId,
         what: &'static str,
     },
     /// Time passed for `disk-timeout` (the shell sends it every 100 ms while

@@ -1052,7 +1052,10 @@ impl Node {
                 self.pump_resync();
                 self.pump_verify();
             }
-            Event::MetaHung { what } => {
+            Event::MetaHung { id, what } => {
+                // Even if a hung data request failed the disk first: the
+                // write can still land on it.
+                self.abandoned.insert(id, self.clock_us);
                 let why = format!(
                     "the {what} write did not finish within disk-timeout ({:.1} s)",
                     self.disk_timeout_us as f64 / 1e6
@@ -3255,7 +3258,10 @@ mod tests {
                 break;
             }
         }
-        n.handle(Event::MetaHung { what: "activity log" });
+        n.handle(Event::MetaHung {
+            id: 100,
+            what: "activity log",
+        });
         let a = drain(&mut n);
         assert!(
             logs(&a).contains("the activity log write did not finish within disk-timeout (2.0 s): disk detached as failed, 0 request(s) on it abandoned"),
@@ -3263,13 +3269,20 @@ mod tests {
         );
         assert!(!a.iter().any(|a| matches!(a, Action::Disk { .. })), "{a:?}");
         assert!(a.iter().any(|a| matches!(a, Action::DetachDisk)), "{a:?}");
-        assert_eq!(n.abandoned_requests(), 0, "it never reached the disk");
+        assert!(!n.is_abandoned(1), "it never reached the disk");
+        assert_eq!(n.abandoned_requests(), 1, "the activity-log write is the kernel's now");
         // The peer has it: the client's write completes.
         let seq = shipped_seq(&[before, a].concat());
         n.handle(Event::PeerAck { seq, status: 0 });
         assert!(drain(&mut n)
             .iter()
             .any(|a| matches!(a, Action::Reply { id: 1, error: 0 })));
+        // Until it is back, no disk is attached: it could still land.
+        assert!(n.attach(an_attachable_disk()).is_err());
+        n.handle(Event::DiskDone {
+            id: 100,
+            result: Ok(()),
+        });
         n.attach(an_attachable_disk()).expect("nothing left on the old disk");
     }
 

@@ -238,7 +238,6 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     })
 }
 
-/// Serve the control socket: each connection in a task of its own.
 /// The clock `disk-timeout` runs on, for each resource that sets it,
 /// connected or not (the link's ticks stop with the link).
 async fn disk_clock(daemon: Rc<Daemon>) {
@@ -257,6 +256,7 @@ async fn disk_clock(daemon: Rc<Daemon>) {
     }
 }
 
+/// Serve the control socket: each connection in a task of its own.
 async fn accept_control(daemon: Rc<Daemon>, listener: UnixListener) {
     loop {
         match listener.accept().await {
@@ -688,11 +688,10 @@ impl Daemon {
             return Ok(());
         }
         // Before the disk is even opened: it may be the one still hung.
-        let refusal = res.node.borrow().attach_refusal().map(|r| r.to_string());
-        if let Some(why) = refusal.or_else(|| res.meta_attach_refusal()) {
+        if let Some(refusal) = res.node.borrow().attach_refusal() {
             return Err(Response::err(
                 exit::STATE_CHANGE_REFUSED,
-                format!("{}: {why}", res.name),
+                format!("{}: {refusal}", res.name),
             ));
         }
         let (store, info) = MetaStore::open(&res.cfg.borrow(), &res.host.borrow()).map_err(|e| meta_failure(res, e))?;
@@ -841,15 +840,7 @@ impl Daemon {
         {
             let mut n = res.node.borrow_mut();
             n.set_protocol(new.protocol.to_string().chars().next().unwrap_or('C'));
-            n.set_split_brain_policies(super::resource::split_brain_policies(new));
-            n.set_fencing(new.net.fencing);
-            n.set_ko_limit_us(new.net.ko_limit_us());
-            n.set_disk_timeout_us(new.disk.disk_timeout_us());
-            n.set_on_io_error(new.disk.on_io_error);
-            let (verify, csums) = super::resource::digest_algs(new);
-            n.set_digest_algs(verify, csums);
-            n.set_resync_rate(new.disk.resync_cap_kib_s(), new.disk.c_min_rate_kib_s);
-            n.set_al_extents(new.disk.al_extents);
+            super::resource::apply_options(&mut n, new);
         }
         if link_changed && res.peer_running.get() {
             self.disconnect(res).await;

@@ -125,9 +125,9 @@ impl Disk {
         (Ok(()), buf)
     }
 
-    /// A descriptor of the disk that another thread may flush with
-    /// [`flush_file`] (fdatasync covers every descriptor of the inode, and
-    /// the device cache is flushed with it).
+    /// A descriptor of the disk another thread may flush, before a metadata
+    /// write (fdatasync covers every descriptor of the inode, and the
+    /// device cache is flushed with it).
     pub fn for_sync(&self) -> std::sync::Arc<std::fs::File> {
         std::sync::Arc::clone(&self.for_sync)
     }
@@ -187,12 +187,6 @@ impl Disk {
     pub fn is_block_device(&self) -> bool {
         self.is_block_device
     }
-}
-
-/// fdatasync, synchronously: before a metadata write (see
-/// `Action::PersistAl`), where nothing may start until it is done.
-pub fn flush_file(file: &std::fs::File) -> io::Result<()> {
-    file.sync_data()
 }
 
 /// The size of a file, or of a block device (whose metadata says 0).

@@ -77,8 +77,6 @@ pub struct Resource {
     pub meta: RefCell<Option<MetaStore>>,
     /// The thread metadata writes run on while `disk-timeout` is set.
     meta_worker: RefCell<Option<MetaWorker>>,
-    /// Workers left holding a metadata write that `disk-timeout` gave up on.
-    hung_meta: RefCell<Vec<MetaWorker>>,
     /// A metadata write is running on the worker: the node's actions wait
     /// in its queue until it is done, in order.
     meta_busy: std::cell::Cell<bool>,
@@ -192,15 +190,7 @@ impl Resource {
             name: cfg.name.clone(),
             node: RefCell::new({
                 let mut n = Node::new(&cfg.name, minor, node_name, peer.as_deref(), protocol);
-                n.set_al_extents(cfg.disk.al_extents);
-                n.set_resync_rate(cfg.disk.resync_cap_kib_s(), cfg.disk.c_min_rate_kib_s);
-                n.set_split_brain_policies(split_brain_policies(&cfg));
-                n.set_fencing(cfg.net.fencing);
-                n.set_ko_limit_us(cfg.net.ko_limit_us());
-                n.set_disk_timeout_us(cfg.disk.disk_timeout_us());
-                n.set_on_io_error(cfg.disk.on_io_error);
-                let (verify, csums) = digest_algs(&cfg);
-                n.set_digest_algs(verify, csums);
+                apply_options(&mut n, &cfg);
                 n
             }),
             cfg: RefCell::new(cfg),
@@ -208,7 +198,6 @@ impl Resource {
             disk: RefCell::new(None),
             meta: RefCell::new(None),
             meta_worker: RefCell::new(None),
-            hung_meta: RefCell::new(Vec::new()),
             meta_busy: std::cell::Cell::new(false),
             pending: RefCell::new(HashMap::new()),
             bufs: RefCell::new(HashMap::new()),
@@ -635,7 +624,7 @@ impl Resource {
         let disk = self.disk.borrow().clone();
         let for_sync = disk.as_ref().map(|d| d.for_sync());
         let job = move || {
-            let flushed = for_sync.as_deref().map_or(Ok(()), super::disk::flush_file);
+            let flushed = for_sync.as_deref().map_or(Ok(()), std::fs::File::sync_data);
             let result = match flushed {
                 Ok(()) => write(&mut meta).map_err(|e| (e, "write")),
                 Err(e) => Err((e, "flush the disk before writing")),
@@ -643,17 +632,19 @@ impl Resource {
             (meta, result)
         };
         let limit_us = self.cfg.borrow().disk.disk_timeout_us();
-        if limit_us == 0 || !self.meta_worker_ready() {
+        let worker = if limit_us == 0 { None } else { self.meta_worker() };
+        let Some(worker) = worker else {
             let (meta, result) = job();
             *self.meta.borrow_mut() = Some(meta);
             return self.meta_write_result(what, result);
-        }
-        let done = self.meta_worker.borrow().as_ref()?.start(&self.name, what, job);
+        };
+        let mut done = worker.start(job);
+        drop(worker);
         self.meta_busy.set(true);
         let res = Rc::clone(self);
         tokio_uring::spawn(async move {
             let limit = std::time::Duration::from_micros(limit_us);
-            let outcome = tokio::time::timeout(limit, done).await;
+            let outcome = tokio::time::timeout(limit, &mut done).await;
             res.meta_busy.set(false);
             match outcome {
                 Ok(Ok((meta, result))) => {
@@ -667,17 +658,31 @@ impl Resource {
                     }
                     let failed = res.meta_write_result(what, result);
                     res.meta_failed(failed);
+                    res.run_actions();
                 }
-                Ok(Err(_)) | Err(_) => {
+                // The job panicked: the metadata went with it.
+                Ok(Err(_)) => {
+                    res.meta_failed(Some(libc::EIO));
+                    res.run_actions();
+                }
+                Err(_) => {
                     tracing::error!(resource = %res.name, "the {what} write did not finish within disk-timeout");
-                    if let Some(w) = res.meta_worker.borrow_mut().take() {
-                        // Its thread is stuck in the kernel; the next write gets a new one.
-                        res.hung_meta.borrow_mut().push(w);
-                    }
-                    res.node.borrow_mut().handle(Event::MetaHung { what });
+                    // Its thread is the kernel's now and ends with the
+                    // write; the next write gets a new one.
+                    res.meta_worker.borrow_mut().take();
+                    // Counted with the disk's other abandoned requests,
+                    // and counted back when it returns.
+                    let id = res.alloc_id();
+                    res.node.borrow_mut().handle(Event::MetaHung { id, what });
+                    res.run_actions();
+                    let result = match done.await {
+                        Ok((_, Ok(()))) => Ok(()),
+                        Ok((_, Err((e, _)))) => Err(e.raw_os_error().unwrap_or(libc::EIO)),
+                        Err(_) => Err(libc::EIO),
+                    };
+                    res.event(Event::DiskDone { id, result });
                 }
             }
-            res.run_actions();
         });
         None
     }
@@ -688,31 +693,19 @@ impl Resource {
         Some(e.raw_os_error().unwrap_or(libc::EIO))
     }
 
-    /// Whether the metadata thread runs (started now if there was none).
-    fn meta_worker_ready(&self) -> bool {
-        let mut worker = self.meta_worker.borrow_mut();
-        if worker.is_none() {
+    /// The metadata thread, started now if there is none; None if none can
+    /// be (the write then runs on this thread, unguarded).
+    fn meta_worker(&self) -> Option<std::cell::Ref<'_, MetaWorker>> {
+        if self.meta_worker.borrow().is_none() {
             match MetaWorker::start_thread(&self.name) {
-                Ok(w) => *worker = Some(w),
+                Ok(w) => *self.meta_worker.borrow_mut() = Some(w),
                 Err(e) => {
                     tracing::warn!(resource = %self.name, error = %e, "cannot start the metadata thread; writing without disk-timeout");
-                    return false;
+                    return None;
                 }
             }
         }
-        true
-    }
-
-    /// Why no disk may be attached now, if one may not: a metadata write
-    /// `disk-timeout` gave up on could still land on the old disk.
-    pub fn meta_attach_refusal(&self) -> Option<String> {
-        let mut hung = self.hung_meta.borrow_mut();
-        hung.retain(|w| w.unfinished() > 0);
-        (!hung.is_empty()).then(|| {
-            "a metadata write that disk-timeout gave up on has not come back from the old disk: attached now, \
-             the disk could still take it over newer metadata. The log says when it returns"
-                .to_owned()
-        })
+        std::cell::Ref::filter_map(self.meta_worker.borrow(), Option::as_ref).ok()
     }
 
     /// Not durable means not protected: the node treats the disk as failed.
@@ -799,20 +792,23 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The `after-sb-*` policies of a resource's `net` section.
-pub fn split_brain_policies(cfg: &config::Resource) -> crate::core::split_brain::Policies {
-    crate::core::split_brain::Policies {
+/// The options of a resource's configuration that the node acts on: at
+/// start and after `adjust` (which sets the protocol itself).
+pub fn apply_options(n: &mut Node, cfg: &config::Resource) {
+    use crate::digest::DigestAlg;
+    n.set_al_extents(cfg.disk.al_extents);
+    n.set_resync_rate(cfg.disk.resync_cap_kib_s(), cfg.disk.c_min_rate_kib_s);
+    n.set_split_brain_policies(crate::core::split_brain::Policies {
         zero: cfg.net.after_sb_0pri.clone(),
         one: cfg.net.after_sb_1pri.clone(),
         two: cfg.net.after_sb_2pri.clone(),
-    }
-}
-
-/// `verify-alg` and `csums-alg` of a resource's `net` section.
-pub fn digest_algs(cfg: &config::Resource) -> (Option<crate::digest::DigestAlg>, Option<crate::digest::DigestAlg>) {
-    use crate::digest::DigestAlg;
-    (
+    });
+    n.set_fencing(cfg.net.fencing);
+    n.set_ko_limit_us(cfg.net.ko_limit_us());
+    n.set_disk_timeout_us(cfg.disk.disk_timeout_us());
+    n.set_on_io_error(cfg.disk.on_io_error);
+    n.set_digest_algs(
         cfg.net.verify_alg.as_deref().map(DigestAlg::from_config),
         cfg.net.csums_alg.as_deref().map(DigestAlg::from_config),
-    )
+    );
 }
