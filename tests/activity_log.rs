@@ -3,7 +3,8 @@
 //! `al-extents` is 1237, a block holds 1015) finds every one of them in the
 //! on-disk ring when it comes back (`dump-md`), and marks them all out of
 //! sync (the status file's `oos`). An `al-extents` beyond what the ring
-//! holds is read as its maximum, and tandemadm says so.
+//! holds is read as its maximum, and tandemadm says so. `adjust` applies a
+//! new `al-extents` to a running resource at once (the status file's `al`).
 
 mod common;
 
@@ -73,5 +74,56 @@ fn a_crashed_primary_finds_and_resyncs_a_hot_set_larger_than_one_log_block() {
         p.alpha.log_text().contains(&format!("{WRITTEN} activity-log extents")),
         "{}",
         p.alpha.log_text()
+    );
+}
+
+/// The first 4 KiB of each of `extents` extents written, one after another,
+/// through qemu-io.
+fn write_every_extent(uri: &str, extents: u64) {
+    let cmds: Vec<String> = (0..extents)
+        .map(|e| format!("write -P 0x5a {} 4k", e * EXTENT_BYTES))
+        .collect();
+    let cmds: Vec<&str> = cmds.iter().map(String::as_str).collect();
+    qemu_io(uri, &cmds);
+}
+
+#[test]
+fn adjust_applies_a_new_al_extents_at_once() {
+    const SMALL_EXTENTS: u64 = 16;
+    let p = Pair::up_full(
+        "s3cret",
+        SMALL_EXTENTS * EXTENT_BYTES,
+        "c-max-rate 4G; al-extents 7;",
+        "",
+        "",
+    );
+    p.alpha.wait_for("cs:Connected", 20);
+    p.alpha.adm_ok(&["new-current-uuid", "--clear-bitmap", "r0"]);
+    p.alpha.wait_for("ds:UpToDate/UpToDate", 20);
+    p.alpha.adm_ok(&["primary", "r0"]);
+    let uri = p.uri();
+
+    // 7 extents hot, 16 written in turn: every write needs a transaction.
+    write_every_extent(&uri, SMALL_EXTENTS);
+    let before = p.alpha.counter("al");
+    write_every_extent(&uri, SMALL_EXTENTS);
+    assert_eq!(
+        p.alpha.counter("al") - before,
+        SMALL_EXTENTS,
+        "al-extents 7 keeps evicting"
+    );
+
+    // The operator raises it the DRBD way; no detach, no restart.
+    p.alpha.edit_conf("al-extents 7;", "al-extents 64;");
+    p.beta.edit_conf("al-extents 7;", "al-extents 64;");
+    p.alpha.adm_ok(&["adjust", "r0"]);
+    p.beta.adm_ok(&["adjust", "r0"]);
+    write_every_extent(&uri, SMALL_EXTENTS);
+    let warm = p.alpha.counter("al");
+    write_every_extent(&uri, SMALL_EXTENTS);
+    assert_eq!(
+        p.alpha.counter("al"),
+        warm,
+        "all 16 extents stay hot once adjust applied 64"
     );
 }
