@@ -17,20 +17,27 @@ const EXTENTS: u64 = 1280;
 const WRITTEN: u64 = 1100;
 const EXTENT_BYTES: u64 = 4 << 20;
 
-#[test]
-fn a_crashed_primary_finds_and_resyncs_a_hot_set_larger_than_one_log_block() {
-    let mut p = Pair::up_full(
+/// A connected pair on blank images of `extents` extents, with these
+/// `disk` options, alpha Primary. Both images are blank, so identical: no
+/// initial sync.
+fn blank_pair_alpha_primary(extents: u64, disk: &str) -> Pair {
+    let p = Pair::up_full(
         "s3cret",
-        EXTENTS * EXTENT_BYTES,
-        "c-max-rate 4G; al-extents 65534;",
+        extents * EXTENT_BYTES,
+        &format!("c-max-rate 4G; {disk}"),
         "",
         "",
     );
     p.alpha.wait_for("cs:Connected", 20);
-    // Both images are blank, so identical: no 5 GiB initial sync.
     p.alpha.adm_ok(&["new-current-uuid", "--clear-bitmap", "r0"]);
     p.alpha.wait_for("ds:UpToDate/UpToDate", 20);
     p.alpha.adm_ok(&["primary", "r0"]);
+    p
+}
+
+#[test]
+fn a_crashed_primary_finds_and_resyncs_a_hot_set_larger_than_one_log_block() {
+    let mut p = blank_pair_alpha_primary(EXTENTS, "al-extents 65534;");
     // The peer away: what alpha writes alone must reach it later.
     p.beta.adm_ok(&["disconnect", "r0"]);
     p.alpha.wait_for("cs:WFConnection", 10);
@@ -90,17 +97,7 @@ fn write_every_extent(uri: &str, extents: u64) {
 #[test]
 fn adjust_applies_a_new_al_extents_at_once() {
     const SMALL_EXTENTS: u64 = 16;
-    let p = Pair::up_full(
-        "s3cret",
-        SMALL_EXTENTS * EXTENT_BYTES,
-        "c-max-rate 4G; al-extents 7;",
-        "",
-        "",
-    );
-    p.alpha.wait_for("cs:Connected", 20);
-    p.alpha.adm_ok(&["new-current-uuid", "--clear-bitmap", "r0"]);
-    p.alpha.wait_for("ds:UpToDate/UpToDate", 20);
-    p.alpha.adm_ok(&["primary", "r0"]);
+    let p = blank_pair_alpha_primary(SMALL_EXTENTS, "al-extents 7;");
     let uri = p.uri();
 
     // 7 extents hot, 16 written in turn: every write needs a transaction.
