@@ -735,8 +735,14 @@ impl Node {
             self.bitmap = Some(bm);
             self.al = Some(ActivityLog::new(self.al_extents, 0));
         }
-        // A node that died as Primary left PRIMARY_IND set.
-        if self.flags.contains(MdFlags::PRIMARY_IND) {
+        if self.role == Role::Primary {
+            // A running Primary's new disk must say so: after a common
+            // power failure, nothing else would tell that this copy was
+            // the Primary's (the one with every acknowledged write).
+            self.flags.insert(MdFlags::PRIMARY_IND);
+            self.act(Action::PersistMeta);
+        } else if self.flags.contains(MdFlags::PRIMARY_IND) {
+            // A node that died as Primary left PRIMARY_IND set.
             self.flags.insert(MdFlags::CRASHED_PRIMARY);
             self.flags.remove(MdFlags::PRIMARY_IND);
             self.act(Action::PersistMeta);
@@ -2184,6 +2190,7 @@ impl Node {
             self.flags.insert(MdFlags::WAS_UP_TO_DATE);
             self.send_state();
         }
+        self.forget_crash_once_in_sync();
         self.peer_bitmap_done = false;
         if self.pending_sync.is_some() {
             self.cstate = if matches!(sync, Sync::SourceBitmap | Sync::SourceFull) {
@@ -2676,6 +2683,7 @@ impl Node {
         }));
         self.cstate = ConnState::Connected;
         self.peer_disk = DiskState::UpToDate;
+        self.forget_crash_once_in_sync();
         self.log(
             false,
             format!(
@@ -2688,6 +2696,16 @@ impl Node {
         self.act(Action::PersistBitmap);
         self.act(Action::StateChanged);
         false
+    }
+
+    /// Both copies are UpToDate: a crash while Primary no longer says which
+    /// one holds the newest blocks, and a flag kept past this point would
+    /// make the next common power failure resync from a stale copy (DRBD
+    /// clears it the same way). The callers persist the metadata.
+    fn forget_crash_once_in_sync(&mut self) {
+        if self.connected() && self.disk == DiskState::UpToDate && self.peer_disk == DiskState::UpToDate {
+            self.flags.remove(MdFlags::CRASHED_PRIMARY);
+        }
     }
 
     fn on_resync_done_target(&mut self, source: GenerationUuids) {
@@ -2709,6 +2727,7 @@ impl Node {
         self.flags.insert(MdFlags::CONSISTENT);
         self.flags.insert(MdFlags::WAS_UP_TO_DATE);
         self.cstate = ConnState::Connected;
+        self.forget_crash_once_in_sync();
         self.log(
             false,
             format!("{}: resync finished; {} is UpToDate", self.resource, self.node),
@@ -3929,5 +3948,69 @@ mod tests {
         let n = attached(MdFlags(MdFlags::CONSISTENT.0 | MdFlags::PRIMARY_IND.0));
         assert!(n.flags().contains(MdFlags::CRASHED_PRIMARY));
         assert!(!n.flags().contains(MdFlags::PRIMARY_IND));
+    }
+
+    #[test]
+    fn a_disk_a_running_primary_attaches_is_marked_as_the_primarys() {
+        // Else a common power failure would leave no sign that this copy
+        // was the Primary's, and the reconnect could resync from the other.
+        let (n, a) = reattached_primary();
+        assert!(n.flags().contains(MdFlags::PRIMARY_IND), "{:?}", n.flags());
+        assert!(!n.flags().contains(MdFlags::CRASHED_PRIMARY), "it did not crash");
+        assert!(a.contains(&Action::PersistMeta));
+    }
+
+    #[test]
+    fn a_crash_as_primary_is_forgotten_once_both_copies_are_up_to_date() {
+        let uuids = GenerationUuids {
+            current: 0x5eed_0000_0000_0004,
+            ..GenerationUuids::default()
+        };
+        let mut n = Node::new("r0", 0, "alpha", Some("beta"), 'C');
+        n.attach(AttachInfo {
+            data_bytes: 1 << 20,
+            uuids,
+            flags: MdFlags(MdFlags::CONSISTENT.0 | MdFlags::WAS_UP_TO_DATE.0 | MdFlags::PRIMARY_IND.0),
+            divergence: Divergence::default(),
+        })
+        .unwrap();
+        assert!(n.flags().contains(MdFlags::CRASHED_PRIMARY));
+        n.connecting();
+        n.handle(Event::PeerConnected {
+            peer: UuidReport {
+                uuids,
+                bitmap_bits: 0,
+                flags: 0,
+                primary: false,
+                divergence: Divergence::default(),
+            },
+            peer_data_bytes: 1 << 20,
+            peer_features: crate::wire::handshake::FEATURES,
+        });
+        assert_eq!(
+            n.cstate(),
+            ConnState::WFBitMapS,
+            "the crashed Primary's copy is the source"
+        );
+        n.handle(Event::PeerBitmap {
+            runs: Vec::new(),
+            last: true,
+        });
+        n.handle(Event::PeerState {
+            primary: false,
+            disk: DiskState::Inconsistent,
+        });
+        drain(&mut n);
+        for _ in 0..3 {
+            if n.cstate() == ConnState::Connected {
+                break;
+            }
+            tick_100ms(&mut n);
+        }
+        assert_eq!(n.cstate(), ConnState::Connected);
+        assert!(
+            !n.flags().contains(MdFlags::CRASHED_PRIMARY),
+            "a stale flag would decide the next common power failure's resync"
+        );
     }
 }
