@@ -34,6 +34,9 @@ fn seeded_runs_keep_every_invariant() {
         // A hung disk is one fault among many; enough seeds meet it.
         assert!(total.disks_hung > 0 && total.links_reset > 0, "{total:?}");
         assert!(total.disks_timed_out > 0, "{total:?}");
+        // Common power failures while committing, and the Secondary's
+        // flushes ahead of the barrier they check.
+        assert!(total.power_outages > 0 && total.early_flushes > 0, "{total:?}");
     }
     println!("{total:?}");
 }

@@ -474,6 +474,9 @@ pub struct Snapshot {
     /// Local requests `disk-timeout` gave up on that the old disk has not
     /// given back (`attach` waits for them).
     pub abandoned: usize,
+    /// Flushes of the peer's writes issued ahead of the barrier they
+    /// answered, and flushes a barrier had to wait for (`peer_flush`).
+    pub peer_flushes: (u64, u64),
     /// While this node's resync or verify holds back for application
     /// I/O: the `c-min-rate` (KiB/s) it yields down to.
     pub resync_yielding_kib_s: Option<u64>,

@@ -29,8 +29,10 @@ use crate::wire::{self, Message};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 mod digests;
+mod peer_flush;
 mod remote;
 use digests::{DigestFor, Verify};
+use peer_flush::{Cover, PeerFlushes};
 use remote::Remote;
 
 /// Ids the core gives its own disk reads (resync); the shell's ids stay below.
@@ -48,8 +50,8 @@ enum Origin {
     Peer { seq: u64, resync: bool },
     /// A resync read of ours, sent to the peer when done.
     ResyncRead,
-    /// A flush for a peer barrier.
-    PeerBarrier { epoch: u64 },
+    /// A flush of the peer's writes, for a barrier or ahead of one.
+    PeerFlush,
     /// A read the peer asked for (`ReadRequest`).
     PeerRead { seq: u64 },
 }
@@ -123,8 +125,11 @@ pub struct Node {
     waiting: VecDeque<ReqId>,
     /// App flushes waiting for the peer's barrier ack: epoch → id.
     barriers: HashMap<u64, ReqId>,
-    /// Peer barriers waiting for earlier peer writes: epoch.
-    peer_barriers: VecDeque<u64>,
+    /// Peer barriers not yet acknowledged, in arrival order: epoch, and
+    /// once every earlier peer write is done, the flush ticks it needs.
+    peer_barriers: VecDeque<(u64, Option<u64>)>,
+    /// Which of the peer's writes a flush has made stable.
+    peer_flushes: PeerFlushes,
     next_seq: u64,
     next_core_id: ReqId,
     /// Out-of-sync blocks (only when a peer is configured).
@@ -265,6 +270,7 @@ impl Node {
             waiting: VecDeque::new(),
             barriers: HashMap::new(),
             peer_barriers: VecDeque::new(),
+            peer_flushes: PeerFlushes::default(),
             next_seq: 1,
             next_core_id: CORE_ID_BASE,
             bitmap: None,
@@ -519,6 +525,12 @@ impl Node {
     pub fn is_attached(&self) -> bool {
         self.disk != DiskState::Diskless
     }
+    /// Flushes of the peer's writes issued ahead of a barrier, and those a
+    /// barrier had to wait for (see `peer_flush`).
+    pub fn peer_flush_counts(&self) -> (u64, u64) {
+        (self.peer_flushes.early, self.peer_flushes.on_barrier)
+    }
+
     /// Requests of the peer's being carried out (writes, reads, barriers,
     /// digests): the link stops reading at [`limits::PEER_BACKLOG_MAX`].
     pub fn peer_backlog(&self) -> usize {
@@ -584,6 +596,7 @@ impl Node {
             split_brain: self.split_brain_unresolved,
             suspended: self.suspended.clone(),
             abandoned: self.abandoned.len(),
+            peer_flushes: self.peer_flush_counts(),
             resync_yielding_kib_s: if matches!(self.cstate, ConnState::SyncSource | ConnState::VerifyS) {
                 self.throttle
                     .yielding_to(RESYNC_CHUNK_BYTES / 1024, self.counters.ap > 0)
@@ -1013,7 +1026,8 @@ impl Node {
             } => self.on_peer_write(id, seq, offset, len, flags),
             Event::PeerAck { seq, status } => self.on_peer_ack(seq, status),
             Event::PeerBarrier { epoch } => {
-                self.peer_barriers.push_back(epoch);
+                self.peer_flushes.barrier_arrived();
+                self.peer_barriers.push_back((epoch, None));
                 self.run_peer_barriers();
             }
             Event::PeerBarrierAck { epoch } => {
@@ -1396,6 +1410,7 @@ impl Node {
             Origin::Peer { seq, resync } => {
                 self.remove(id);
                 self.counters.ua = self.counters.ua.saturating_sub(1);
+                self.peer_flushes.write_done();
                 let status = match result {
                     Ok(()) => {
                         if resync {
@@ -1419,21 +1434,25 @@ impl Node {
                 }
                 self.act(Action::Release { id });
                 self.run_peer_barriers();
+                if !resync {
+                    self.flush_early_if_quiet();
+                }
             }
             Origin::ResyncRead => {
                 self.remove(id);
                 self.resync_read_done(id, result);
             }
-            Origin::PeerBarrier { epoch } => {
+            Origin::PeerFlush => {
                 self.remove(id);
                 if let Err(e) = result {
-                    // The writes before the barrier may not be stable. The
-                    // disk's new state (Diskless or Inconsistent) goes out
-                    // before the ack, so the Primary never counts this copy
-                    // as a good one.
+                    // The writes it covers may not be stable. The disk's
+                    // new state (Diskless or Inconsistent) goes out before
+                    // the barriers' acks, so the Primary never counts this
+                    // copy as a good one.
                     self.local_io_error(e);
                 }
-                self.act(Action::SendPeer(Message::BarrierAck { epoch }));
+                self.peer_flushes.finished(id);
+                self.run_peer_barriers();
             }
             Origin::PeerRead { seq } => {
                 self.remove(id);
@@ -1586,6 +1605,9 @@ impl Node {
     fn on_peer_write(&mut self, id: ReqId, seq: u64, offset: u64, len: u32, flags: u32) {
         self.counters.nr += u64::from(len) / 1024;
         let resync = flags & wire::DATA_FLAG_RESYNC != 0;
+        if !resync {
+            self.peer_flushes.write_arrived();
+        }
         let end = offset.checked_add(u64::from(len));
         if self.role == Role::Primary && !resync
             || end.is_none_or(|e| e > self.data_bytes)
@@ -1664,39 +1686,79 @@ impl Node {
     }
 
     /// A barrier completes once every peer write received before it is on
-    /// disk; then the disk is flushed and the barrier acknowledged.
+    /// disk and a flush issued after that has finished (`peer_flush`); then
+    /// it is acknowledged. Barriers complete in order.
     fn run_peer_barriers(&mut self) {
-        while let Some(&epoch) = self.peer_barriers.front() {
-            let earlier = self
-                .inflight
-                .iter()
-                .any(|r| matches!(r.origin, Origin::Peer { seq, .. } if seq < epoch));
-            if earlier {
-                return;
-            }
-            self.peer_barriers.pop_front();
+        while let Some(&mut (epoch, ref mut need)) = self.peer_barriers.front_mut() {
             if self.disk == DiskState::Diskless {
                 // Nothing to flush: the writes before it were refused.
+                self.peer_barriers.pop_front();
                 self.act(Action::SendPeer(Message::BarrierAck { epoch }));
                 continue;
             }
-            let id = self.core_id();
-            self.inflight.push(Inflight {
-                id,
-                io: IoRequest {
-                    kind: IoKind::Flush,
-                    offset: 0,
-                    len: 0,
-                },
-                origin: Origin::PeerBarrier { epoch },
-                started: false,
-                issued_us: 0,
-                local: None,
-                peer_seq: None,
-                peer_failed: false,
-            });
-            self.start(id);
+            let need = match *need {
+                Some(n) => n,
+                None => {
+                    let earlier = self
+                        .inflight
+                        .iter()
+                        .any(|r| matches!(r.origin, Origin::Peer { seq, .. } if seq < epoch));
+                    if earlier {
+                        return;
+                    }
+                    // Fixed now, so that later writes cannot keep it waiting.
+                    *need = Some(self.peer_flushes.need_now());
+                    self.peer_flushes.need_now()
+                }
+            };
+            match self.peer_flushes.cover(need) {
+                Cover::Done => {
+                    self.peer_barriers.pop_front();
+                    self.act(Action::SendPeer(Message::BarrierAck { epoch }));
+                }
+                Cover::Pending => return,
+                Cover::Missing => {
+                    self.peer_flushes.on_barrier += 1;
+                    self.flush_peer_writes();
+                    return;
+                }
+            }
         }
+    }
+
+    /// The peer's application writes went quiet: flush now if the recent
+    /// barriers say one is coming (see `peer_flush`).
+    fn flush_early_if_quiet(&mut self) {
+        let quiet = self.peer_barriers.is_empty()
+            && !self
+                .inflight
+                .iter()
+                .any(|r| matches!(r.origin, Origin::Peer { resync: false, .. }));
+        if quiet && self.disk > DiskState::Failed && self.peer_flushes.went_quiet() {
+            self.peer_flushes.early += 1;
+            self.flush_peer_writes();
+        }
+    }
+
+    /// Flush the disk for the peer's writes completed so far.
+    fn flush_peer_writes(&mut self) {
+        let id = self.core_id();
+        self.inflight.push(Inflight {
+            id,
+            io: IoRequest {
+                kind: IoKind::Flush,
+                offset: 0,
+                len: 0,
+            },
+            origin: Origin::PeerFlush,
+            started: false,
+            issued_us: 0,
+            local: None,
+            peer_seq: None,
+            peer_failed: false,
+        });
+        self.peer_flushes.issued(id);
+        self.start(id);
     }
 
     fn core_id(&mut self) -> ReqId {
@@ -2792,6 +2854,7 @@ impl Node {
             self.try_finish(id);
         }
         self.peer_barriers.clear();
+        self.peer_flushes.forget_pattern();
         if was_connected && self.role == Role::Primary && self.disk == DiskState::UpToDate {
             if let Some(u) = self.uuids.as_mut() {
                 generation::new_current(u, fresh_uuid);
@@ -3606,6 +3669,152 @@ mod tests {
             !next.is_empty() && width <= crate::core::throttle::INFLIGHT_UNDER_LOAD,
             "{width} in flight"
         );
+    }
+
+    /// The Secondary's side of one commit: the peer's 4 KiB write `seq`
+    /// (request `id`) arrives and completes on the disk. The actions after.
+    fn peer_write_completes(n: &mut Node, id: ReqId, seq: u64) -> Vec<Action> {
+        n.handle(Event::PeerWrite {
+            id,
+            seq,
+            offset: 8192,
+            len: 4096,
+            flags: 0,
+        });
+        drain(n);
+        n.handle(Event::DiskDone { id, result: Ok(()) });
+        drain(n)
+    }
+
+    fn flushes(actions: &[Action]) -> Vec<ReqId> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Disk { id, op: DiskOp::Flush } => Some(*id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn barrier_acked(actions: &[Action], epoch: u64) -> bool {
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::SendPeer(Message::BarrierAck { epoch: e }) if *e == epoch))
+    }
+
+    #[test]
+    fn a_secondary_whose_barriers_follow_each_write_flushes_as_the_writes_go_quiet() {
+        let mut n = connected_in_sync();
+        // Two commits the plain way: the flush waits for the barrier.
+        for round in 0..2u64 {
+            let after_write = peer_write_completes(&mut n, 100 + round, 2 * round + 1);
+            assert!(flushes(&after_write).is_empty(), "round {round}: no pattern yet");
+            n.handle(Event::PeerBarrier { epoch: 2 * round + 2 });
+            let flush = flushes(&drain(&mut n));
+            assert_eq!(flush.len(), 1, "round {round}");
+            n.handle(Event::DiskDone {
+                id: flush[0],
+                result: Ok(()),
+            });
+            assert!(barrier_acked(&drain(&mut n), 2 * round + 2));
+        }
+        // The third write: the flush leaves with its ack, before the barrier.
+        let after_write = peer_write_completes(&mut n, 102, 5);
+        let ack_at = after_write
+            .iter()
+            .position(|a| matches!(a, Action::SendPeer(Message::DataAck { seq: 5, .. })));
+        let early = flushes(&after_write);
+        assert_eq!(early.len(), 1, "{after_write:?}");
+        let flush_at = after_write
+            .iter()
+            .position(|a| matches!(a, Action::Disk { op: DiskOp::Flush, .. }));
+        assert!(ack_at < flush_at, "the write's ack does not wait for the flush");
+        // The barrier finds it on the disk: no second flush, the ack waits
+        // for the early one.
+        n.handle(Event::PeerBarrier { epoch: 6 });
+        let on_barrier = drain(&mut n);
+        assert!(flushes(&on_barrier).is_empty() && !barrier_acked(&on_barrier, 6));
+        n.handle(Event::DiskDone {
+            id: early[0],
+            result: Ok(()),
+        });
+        assert!(barrier_acked(&drain(&mut n), 6));
+        // The next barrier finds the flush already done: acked at once.
+        let early = flushes(&peer_write_completes(&mut n, 103, 7));
+        n.handle(Event::DiskDone {
+            id: early[0],
+            result: Ok(()),
+        });
+        drain(&mut n);
+        n.handle(Event::PeerBarrier { epoch: 8 });
+        let on_barrier = drain(&mut n);
+        assert!(flushes(&on_barrier).is_empty() && barrier_acked(&on_barrier, 8));
+        assert_eq!(n.peer_flush_counts(), (2, 2));
+    }
+
+    #[test]
+    fn an_early_flush_does_not_answer_for_a_write_that_completed_after_it_began() {
+        let mut n = connected_in_sync();
+        for round in 0..2u64 {
+            peer_write_completes(&mut n, 100 + round, 2 * round + 1);
+            n.handle(Event::PeerBarrier { epoch: 2 * round + 2 });
+            let flush = flushes(&drain(&mut n));
+            n.handle(Event::DiskDone {
+                id: flush[0],
+                result: Ok(()),
+            });
+            drain(&mut n);
+        }
+        let early = flushes(&peer_write_completes(&mut n, 102, 5));
+        assert_eq!(early.len(), 1);
+        // Not the commit it predicted: another write, completed while the
+        // early flush is still on the disk, then the barrier.
+        let after = peer_write_completes(&mut n, 103, 6);
+        assert!(flushes(&after).is_empty(), "the streak is over");
+        n.handle(Event::PeerBarrier { epoch: 7 });
+        let own = flushes(&drain(&mut n));
+        assert_eq!(own.len(), 1, "the barrier needs a flush issued after write 6");
+        n.handle(Event::DiskDone {
+            id: early[0],
+            result: Ok(()),
+        });
+        assert!(!barrier_acked(&drain(&mut n), 7), "the early flush covers write 5 only");
+        n.handle(Event::DiskDone {
+            id: own[0],
+            result: Ok(()),
+        });
+        assert!(barrier_acked(&drain(&mut n), 7));
+    }
+
+    #[test]
+    fn a_failed_early_flush_fails_the_disk_before_the_barrier_is_answered() {
+        let mut n = connected_in_sync();
+        for round in 0..2u64 {
+            peer_write_completes(&mut n, 100 + round, 2 * round + 1);
+            n.handle(Event::PeerBarrier { epoch: 2 * round + 2 });
+            let flush = flushes(&drain(&mut n));
+            n.handle(Event::DiskDone {
+                id: flush[0],
+                result: Ok(()),
+            });
+            drain(&mut n);
+        }
+        let early = flushes(&peer_write_completes(&mut n, 102, 5));
+        n.handle(Event::PeerBarrier { epoch: 6 });
+        drain(&mut n);
+        n.handle(Event::DiskDone {
+            id: early[0],
+            result: Err(5),
+        });
+        let after = drain(&mut n);
+        let state_at = after
+            .iter()
+            .position(|a| matches!(a, Action::SendPeer(Message::State { .. })));
+        let ack_at = after
+            .iter()
+            .position(|a| matches!(a, Action::SendPeer(Message::BarrierAck { epoch: 6 })));
+        assert!(state_at.is_some() && state_at < ack_at, "{after:?}");
+        assert!(n.disk_state() < DiskState::UpToDate);
     }
 
     /// A Primary whose disk failed under a write, serving through its

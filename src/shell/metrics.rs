@@ -121,7 +121,7 @@ pub fn render(daemon: &Daemon) -> String {
         }
     }
     type Value = fn(&crate::core::Snapshot) -> u64;
-    let values: [(&str, &str, &str, Value); 17] = [
+    let values: [(&str, &str, &str, Value); 19] = [
         (
             "connected",
             "gauge",
@@ -148,6 +148,18 @@ pub fn render(daemon: &Daemon) -> String {
             "gauge",
             "Local requests disk-timeout gave up on that the old disk has not given back.",
             |s| s.abandoned as u64,
+        ),
+        (
+            "peer_flushes_early_total",
+            "counter",
+            "Flushes of the peer's writes issued as they went quiet, ahead of the barrier they answered.",
+            |s| s.peer_flushes.0,
+        ),
+        (
+            "peer_flushes_on_barrier_total",
+            "counter",
+            "Flushes of the peer's writes a barrier had to wait for from its arrival.",
+            |s| s.peer_flushes.1,
         ),
         ("device_size_bytes", "gauge", "Size of the replicated device.", |s| {
             s.size_bytes

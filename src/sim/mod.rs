@@ -83,6 +83,11 @@ pub struct Report {
     pub disks_timed_out: u64,
     /// Activity-log transactions folded into a newer one queued with them.
     pub al_folded: u64,
+    /// Outages in which both nodes lost power at once while the workload
+    /// committed (a write, then a flush, one at a time).
+    pub power_outages: u64,
+    /// Flushes a Secondary issued ahead of the barrier it predicted.
+    pub early_flushes: u64,
 }
 
 impl Report {
@@ -103,6 +108,8 @@ impl Report {
         self.links_reset += r.links_reset;
         self.disks_timed_out += r.disks_timed_out;
         self.al_folded += r.al_folded;
+        self.power_outages += r.power_outages;
+        self.early_flushes += r.early_flushes;
     }
 }
 
@@ -140,6 +147,13 @@ struct SimNode {
     bufs: BTreeMap<ReqId, Vec<u64>>,
     /// Disk operations in flight: id → (op, what to apply).
     disk_ops: BTreeMap<ReqId, DiskOp>,
+    /// Flushes in flight: the volatile blocks when each was issued, with
+    /// their values and landings then: all a flush makes stable.
+    flush_covers: BTreeMap<ReqId, Vec<(u64, u64, u64)>>,
+    /// Block → the landing (a count of writes landed on this disk) that
+    /// put its value there.
+    landings: BTreeMap<u64, u64>,
+    landed: u64,
     next_id: ReqId,
     discard: bool,
     /// The operator wants this node connected (not `disconnect`ed).
@@ -181,6 +195,9 @@ struct AppIo {
     write: Option<u64>,
     /// When it was issued (simulated µs).
     at: u64,
+    /// A flush while the workload commits: the acknowledged writes it
+    /// must make stable.
+    covers: Option<BTreeMap<u64, u64>>,
 }
 
 pub struct Sim {
@@ -205,6 +222,15 @@ pub struct Sim {
     app: BTreeMap<(usize, ReqId), AppIo>,
     busy: BTreeSet<u64>,
     next_value: u64,
+    /// The workload commits like a database: a write, then a flush, one
+    /// request at a time. What acknowledged flushes made stable, by block.
+    committing: Option<BTreeMap<u64, u64>>,
+    /// While committing: a flush comes next.
+    flush_next: bool,
+    /// Time stops at the next acknowledged flush (for the outage to fall
+    /// right after it, where a barrier answered too early shows).
+    halt_at_flush_ack: bool,
+    halted: bool,
     report: Report,
     trace: Vec<String>,
     violation: Option<String>,
@@ -222,6 +248,9 @@ impl SimNode {
             meta: Persisted::default(),
             bufs: BTreeMap::new(),
             disk_ops: BTreeMap::new(),
+            flush_covers: BTreeMap::new(),
+            landings: BTreeMap::new(),
+            landed: 0,
             next_id: 1,
             discard: false,
             wants_link: true,
@@ -275,6 +304,10 @@ impl Sim {
             app: BTreeMap::new(),
             busy: BTreeSet::new(),
             next_value: 1,
+            committing: None,
+            flush_next: false,
+            halt_at_flush_ack: false,
+            halted: false,
             report: Report {
                 seed,
                 ..Report::default()
@@ -339,9 +372,27 @@ impl Sim {
         self.nodes[i].volatile.clear();
     }
 
+    /// Flush `id` finished: what had landed when it was issued is stable,
+    /// and nothing that landed since.
+    fn flush_issued_earlier(&mut self, i: usize, id: ReqId) {
+        let covers = self.nodes[i].flush_covers.remove(&id).unwrap_or_default();
+        for (b, then, landing) in covers {
+            let n = &mut self.nodes[i];
+            if n.landings.get(&b).copied().unwrap_or(0) == landing {
+                n.volatile.remove(&b);
+            } else if let Some(old) = n.volatile.get_mut(&b) {
+                // Written again since: a power cut now goes back to `then`.
+                *old = then;
+            }
+        }
+    }
+
     fn land(&mut self, i: usize, b: u64, v: u64, fua: bool) {
         let old = self.read_block(i, b);
         self.nodes[i].disk.insert(b, v);
+        self.nodes[i].landed += 1;
+        let landed = self.nodes[i].landed;
+        self.nodes[i].landings.insert(b, landed);
         if fua {
             self.nodes[i].volatile.remove(&b);
         } else {
@@ -358,6 +409,12 @@ impl Sim {
     }
 
     fn crash_with(&mut self, i: usize, power: bool) {
+        self.stop_dead(i, power);
+        self.drop_link();
+    }
+
+    /// [`Sim::crash_with`] but for the link, which the caller drops.
+    fn stop_dead(&mut self, i: usize, power: bool) {
         self.report.crashes += 1;
         self.note(format!(
             "{}: crash{}",
@@ -373,6 +430,7 @@ impl Sim {
             }
         }
         self.nodes[i].volatile.clear();
+        self.nodes[i].flush_covers.clear();
         let ops: Vec<(ReqId, DiskOp)> = std::mem::take(&mut self.nodes[i].disk_ops).into_iter().collect();
         for (id, op) in ops {
             if let DiskOp::Write { offset, len, .. } = op {
@@ -395,7 +453,6 @@ impl Sim {
                 self.unknown_outcome(i, &io);
             }
         }
-        self.drop_link();
     }
 
     fn unknown_outcome(&mut self, i: usize, io: &AppIo) {
@@ -582,8 +639,19 @@ impl Sim {
     fn act(&mut self, i: usize, a: Action) {
         match a {
             Action::Disk { id, op } => {
+                if op == DiskOp::Flush {
+                    let n = &self.nodes[i];
+                    let covers = n
+                        .volatile
+                        .keys()
+                        .map(|&b| (b, self.read_block(i, b), n.landings.get(&b).copied().unwrap_or(0)))
+                        .collect();
+                    self.nodes[i].flush_covers.insert(id, covers);
+                }
                 self.nodes[i].disk_ops.insert(id, op);
-                let delay = 30 + self.rng.below(400) + self.hung_until[i].saturating_sub(self.now);
+                // A flush empties the disk's cache: often the slowest request.
+                let slow = if op == DiskOp::Flush { self.rng.below(1200) } else { 0 };
+                let delay = 30 + self.rng.below(400) + slow + self.hung_until[i].saturating_sub(self.now);
                 self.schedule(delay, Pending::DiskDone { node: i, id });
             }
             Action::Reply { id, error } => self.app_reply(i, id, error),
@@ -692,6 +760,7 @@ impl Sim {
             (Some(e), _) => Some(e),
         };
         if let Some(e) = fails {
+            self.nodes[i].flush_covers.remove(&id);
             let event = match op {
                 DiskOp::Digest { .. } => Event::DigestDone { id, result: Err(e) },
                 _ => Event::DiskDone { id, result: Err(e) },
@@ -738,7 +807,7 @@ impl Sim {
                 }
                 digest = Some(h.to_be_bytes().to_vec());
             }
-            DiskOp::Flush => self.flush(i),
+            DiskOp::Flush => self.flush_issued_earlier(i, id),
         }
         let event = match digest {
             Some(d) => Event::DigestDone { id, result: Ok(d) },
@@ -762,12 +831,6 @@ impl Sim {
 
     /// Hand node `i` one application request; the caller drains its actions.
     fn issue(&mut self, i: usize) {
-        let first = hot_block(self.rng.below(HOT_BLOCKS));
-        let blocks = 1 + self.rng.below(4).min(BLOCKS - first - 1);
-        if (first..first + blocks).any(|b| self.busy.contains(&b)) {
-            return;
-        }
-        let id = self.alloc(i);
         let kind = match self.rng.below(10) {
             0..=5 => IoKind::Write {
                 fua: self.rng.chance(200),
@@ -775,6 +838,16 @@ impl Sim {
             6 => IoKind::Flush,
             _ => IoKind::Read,
         };
+        self.issue_kind(i, kind);
+    }
+
+    fn issue_kind(&mut self, i: usize, kind: IoKind) {
+        let first = hot_block(self.rng.below(HOT_BLOCKS));
+        let blocks = 1 + self.rng.below(4).min(BLOCKS - first - 1);
+        if (first..first + blocks).any(|b| self.busy.contains(&b)) {
+            return;
+        }
+        let id = self.alloc(i);
         let write = match kind {
             IoKind::Write { .. } => {
                 let v = self.next_value;
@@ -804,6 +877,10 @@ impl Sim {
         };
         let blocks = if kind == IoKind::Flush { 0 } else { blocks };
         let at = self.now;
+        let covers = match (kind, &self.committing) {
+            (IoKind::Flush, Some(_)) => Some(self.nodes[i].expected.clone()),
+            _ => None,
+        };
         self.app.insert(
             (i, id),
             AppIo {
@@ -811,6 +888,7 @@ impl Sim {
                 blocks,
                 write,
                 at,
+                covers,
             },
         );
         if let Some(n) = self.node(i) {
@@ -844,6 +922,12 @@ impl Sim {
                 }
             }
             Some(_) => self.unknown_outcome(i, &io),
+            None if error == 0 && io.covers.is_some() => {
+                if let (Some(stable), Some(covers)) = (self.committing.as_mut(), io.covers) {
+                    stable.extend(covers);
+                    self.halted |= self.halt_at_flush_ack;
+                }
+            }
             None if error == 0 && io.blocks > 0 => {
                 let vals = self.nodes[i].bufs.get(&id).cloned().unwrap_or_default();
                 for k in 0..io.blocks {
@@ -909,7 +993,7 @@ impl Sim {
     /// (on both, if two are Primary) when `load`.
     fn run_for(&mut self, us: u64, load: bool) {
         let end = self.now + us;
-        while self.now < end && self.violation.is_none() {
+        while self.now < end && self.violation.is_none() && !self.halted {
             self.maybe_connect();
             // Ticks drive the resync's pace and ko-count's clock, as the
             // shell's ticker does while a link is up.
@@ -924,9 +1008,22 @@ impl Sim {
                 self.schedule(1000, Pending::Tick);
             }
             let next_op = self.now + 50 + self.rng.below(200);
-            while self.step(next_op.min(end)) {}
+            while !self.halted && self.step(next_op.min(end)) {}
             self.now = self.now.max(next_op.min(end));
-            if load && self.app.len() < 12 {
+            if load && self.committing.is_some() {
+                if self.app.is_empty() {
+                    if let Some(p) = self.primary() {
+                        let kind = if self.flush_next {
+                            IoKind::Flush
+                        } else {
+                            IoKind::Write { fua: false }
+                        };
+                        self.flush_next = !self.flush_next;
+                        self.issue_kind(p, kind);
+                        self.drain_actions(p);
+                    }
+                }
+            } else if load && self.app.len() < 12 {
                 for i in 0..2 {
                     if self.nodes[i].node.as_ref().is_some_and(|n| n.role() == Role::Primary) {
                         // Requests that arrive together are decided
@@ -1206,6 +1303,75 @@ impl Sim {
         self.settle();
     }
 
+    /// A database commits (a write, then a flush, one at a time) on a
+    /// connected pair, and both nodes lose power at once: every write a
+    /// flush acknowledged must be on both disks, the Secondary's included
+    /// (it is the copy left if the Primary's disk does not come back).
+    fn power_outage(&mut self, p: usize) {
+        self.settle();
+        let s = 1 - p;
+        let in_sync = |n: &Option<Node>| n.as_ref().is_some_and(|n| n.disk_state() == DiskState::UpToDate);
+        if !self.link_up || !in_sync(&self.nodes[p].node) || !in_sync(&self.nodes[s].node) {
+            return;
+        }
+        self.committing = Some(BTreeMap::new());
+        self.flush_next = false;
+        let spell = 5_000 + self.rng.below(30_000);
+        self.run_for(spell, true);
+        if self.rng.chance(500) {
+            self.halt_at_flush_ack = true;
+            self.run_for(10_000, true);
+            self.halt_at_flush_ack = false;
+            self.halted = false;
+        }
+        let stable = self.committing.take().unwrap_or_default();
+        self.report.power_outages += 1;
+        for i in [p, s] {
+            if let Some(n) = self.nodes[i].node.as_ref() {
+                self.report.early_flushes += n.peer_flush_counts().0;
+            }
+        }
+        // At the same instant: neither hears of the other's end.
+        self.stop_dead(p, true);
+        self.stop_dead(s, true);
+        self.drop_link();
+        for i in [p, s] {
+            // Values only grow: an older one is a flushed write lost.
+            if let Some((b, v, got)) = stable
+                .iter()
+                .map(|(&b, &v)| (b, v, self.read_block(i, b)))
+                .find(|&(_, v, got)| got < v)
+            {
+                self.fail_later(format!(
+                    "{}: after a power outage block {b} holds write {got}, but write {v} was flushed",
+                    self.nodes[i].name
+                ));
+                return;
+            }
+        }
+        // Writes acknowledged after the last flush may be lost on both
+        // disks: the clients' view is now what the Primary's disk holds,
+        // the copy the reconnect resyncs its hot extents from.
+        let blocks: Vec<u64> = self.nodes[p]
+            .expected
+            .keys()
+            .chain(self.nodes[p].maybe.keys())
+            .copied()
+            .collect();
+        for b in blocks {
+            let v = self.read_block(p, b);
+            self.nodes[p].expected.insert(b, v);
+        }
+        self.nodes[p].maybe.clear();
+        self.inherit(s, p);
+        self.run_for(1_000, false);
+        self.boot(p);
+        self.boot(s);
+        self.connect_both();
+        self.settle();
+        self.promote(p);
+    }
+
     /// The Secondary's disk stops answering for longer than the Primary's
     /// ko-count allows, under load: the Primary must drop the link, finish
     /// its writes alone, and resync once the disk is back.
@@ -1360,6 +1526,7 @@ impl Sim {
             let s = &mut self.nodes[i];
             s.disk.clear();
             s.volatile.clear();
+            s.flush_covers.clear();
             s.meta = Persisted {
                 created: true,
                 uuids: GenerationUuids::new_created(),
@@ -1432,7 +1599,10 @@ pub fn run_watching(seed: u64, watch: Option<u64>) -> Result<Report, String> {
                 3..=5 => sim.timed_out_disk(p),
                 _ => sim.disk_trouble(p),
             },
-            5 => sim.resync_then_power_cut(p),
+            5 => match sim.rng.below(2) {
+                0 => sim.resync_then_power_cut(p),
+                _ => sim.power_outage(p),
+            },
             _ => {}
         }
         sim.settle();
