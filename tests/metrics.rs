@@ -130,3 +130,56 @@ fn a_bad_metrics_address_is_a_configuration_error_with_its_location() {
         "{err}"
     );
 }
+
+/// The Secondary's flushes, as its metrics count them, after `cmds` ran
+/// through qemu-io on the Primary: (early, on barrier).
+fn secondary_flushes(p: &Pair, port: u16, cmds: &[String]) -> (f64, f64) {
+    let cmds: Vec<&str> = cmds.iter().map(String::as_str).collect();
+    qemu_io(&p.uri(), &cmds);
+    let text = http(port, "GET /metrics HTTP/1.0\r\n\r\n");
+    let text = body(&text);
+    let r = "resource=\"r0\",minor=\"0\"";
+    (
+        value(text, &format!("tandem_peer_flushes_early_total{{{r}}}")),
+        value(text, &format!("tandem_peer_flushes_on_barrier_total{{{r}}}")),
+    )
+}
+
+#[test]
+fn a_secondary_flushes_ahead_of_a_committing_clients_barriers_and_never_for_plain_writes() {
+    let mut p = Pair::up("s3cret");
+    let port = free_port();
+    // beta, the Secondary, restarts with the endpoint configured.
+    p.beta.kill9();
+    let conf = std::fs::read_to_string(&p.beta.conf).expect("conf");
+    std::fs::write(&p.beta.conf, format!("global {{ metrics 127.0.0.1:{port}; }}\n{conf}")).expect("conf");
+    p.beta.start();
+    p.beta.adm_ok(&["up", "r0"]);
+    p.alpha.wait_for("cs:Connected", 20);
+    p.alpha.adm_ok(&["primary", "--force", "r0"]);
+    p.alpha.wait_for("ds:UpToDate/UpToDate", 60);
+
+    // Writes without flushes: the Secondary never flushes for them (the
+    // one flush qemu-io sends as it closes is answered the plain way).
+    let plain: Vec<String> = (0..50).map(|i| format!("write -P {} {}k 4k", i + 1, i * 8)).collect();
+    let (early, on_barrier) = secondary_flushes(&p, port, &plain);
+    assert_eq!(early, 0.0, "no flush the application did not ask for");
+    assert!(on_barrier >= 1.0, "{on_barrier}");
+
+    // A database's commits: a write, then a flush, one after the other.
+    // After the first barriers show the pattern, the Secondary's flush
+    // leaves as its write completes, and the barrier finds it.
+    let commits: Vec<String> = (0..50)
+        .flat_map(|i| [format!("write -P {} {}k 4k", i + 100, i * 8 + 4), "flush".to_owned()])
+        .collect();
+    let (early, on_barrier_after) = secondary_flushes(&p, port, &commits);
+    assert!(early >= 40.0, "{early} of 50 commits flushed early");
+    assert!(
+        on_barrier_after - on_barrier <= 10.0,
+        "{on_barrier} → {on_barrier_after}"
+    );
+
+    // What was committed is on both disks, byte for byte.
+    p.alpha.adm_ok(&["secondary", "r0"]);
+    p.assert_identical();
+}
