@@ -131,49 +131,56 @@ fn a_bad_metrics_address_is_a_configuration_error_with_its_location() {
     );
 }
 
-/// The Secondary's flushes, as its metrics count them, after `cmds` ran
-/// through qemu-io on the Primary: (early, on barrier).
-fn secondary_flushes(p: &Pair, port: u16, cmds: &[String]) -> (f64, f64) {
-    let cmds: Vec<&str> = cmds.iter().map(String::as_str).collect();
-    qemu_io(&p.uri(), &cmds);
+/// The flush counters (`tandem_…_total`, in `names`) of the node whose
+/// metrics are on `port`.
+fn counters(port: u16, names: [&str; 2]) -> [f64; 2] {
     let text = http(port, "GET /metrics HTTP/1.0\r\n\r\n");
     let text = body(&text);
-    let r = "resource=\"r0\",minor=\"0\"";
-    (
-        value(text, &format!("tandem_peer_flushes_early_total{{{r}}}")),
-        value(text, &format!("tandem_peer_flushes_on_barrier_total{{{r}}}")),
-    )
+    names.map(|n| value(text, &format!("tandem_{n}{{resource=\"r0\",minor=\"0\"}}")))
 }
 
 #[test]
-fn a_secondary_flushes_ahead_of_a_committing_clients_barriers_and_never_for_plain_writes() {
+fn a_committing_clients_flushes_are_issued_as_its_writes_complete_and_plain_writes_never_flush() {
     let mut p = Pair::up("s3cret");
-    let port = free_port();
-    // beta, the Secondary, restarts with the endpoint configured.
-    p.beta.kill9();
-    let conf = std::fs::read_to_string(&p.beta.conf).expect("conf");
-    std::fs::write(&p.beta.conf, format!("global {{ metrics 127.0.0.1:{port}; }}\n{conf}")).expect("conf");
-    p.beta.start();
-    p.beta.adm_ok(&["up", "r0"]);
+    // Both restart with the endpoint configured, each on a port of its own.
+    let ports = [free_port(), free_port()];
+    for (d, port) in [&mut p.alpha, &mut p.beta].into_iter().zip(ports) {
+        d.kill9();
+        let conf = std::fs::read_to_string(&d.conf).expect("conf");
+        std::fs::write(&d.conf, format!("global {{ metrics 127.0.0.1:{port}; }}\n{conf}")).expect("conf");
+        d.start();
+        d.adm_ok(&["up", "r0"]);
+    }
     p.alpha.wait_for("cs:Connected", 20);
     p.alpha.adm_ok(&["primary", "--force", "r0"]);
     p.alpha.wait_for("ds:UpToDate/UpToDate", 60);
+    let primary = || counters(ports[0], ["app_flushes_early_total", "app_flushes_covered_total"]);
+    let secondary = || counters(ports[1], ["peer_flushes_early_total", "peer_flushes_on_barrier_total"]);
 
-    // Writes without flushes: the Secondary never flushes for them (the
-    // one flush qemu-io sends as it closes is answered the plain way).
+    // Writes without flushes: neither node flushes for them (the one
+    // flush qemu-io sends as it closes is answered the plain way).
     let plain: Vec<String> = (0..50).map(|i| format!("write -P {} {}k 4k", i + 1, i * 8)).collect();
-    let (early, on_barrier) = secondary_flushes(&p, port, &plain);
-    assert_eq!(early, 0.0, "no flush the application did not ask for");
+    qemu_io(&p.uri(), &plain.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(primary(), [0.0, 0.0], "no flush the application did not ask for");
+    let [early, on_barrier] = secondary();
+    assert_eq!(early, 0.0);
     assert!(on_barrier >= 1.0, "{on_barrier}");
 
     // A database's commits: a write, then a flush, one after the other.
-    // After the first barriers show the pattern, the Secondary's flush
-    // leaves as its write completes, and the barrier finds it.
+    // Once the first ones show the pattern, each node flushes as the
+    // write completes on its disk, and the FLUSH (on the Secondary, the
+    // barrier) finds that flush done or under way.
     let commits: Vec<String> = (0..50)
         .flat_map(|i| [format!("write -P {} {}k 4k", i + 100, i * 8 + 4), "flush".to_owned()])
         .collect();
-    let (early, on_barrier_after) = secondary_flushes(&p, port, &commits);
-    assert!(early >= 40.0, "{early} of 50 commits flushed early");
+    qemu_io(&p.uri(), &commits.iter().map(String::as_str).collect::<Vec<_>>());
+    let [early, covered] = primary();
+    assert!(
+        early >= 40.0 && covered >= 40.0,
+        "Primary: {early} early, {covered} answered by them, of 50"
+    );
+    let [early, on_barrier_after] = secondary();
+    assert!(early >= 40.0, "Secondary: {early} of 50 commits flushed early");
     assert!(
         on_barrier_after - on_barrier <= 10.0,
         "{on_barrier} → {on_barrier_after}"

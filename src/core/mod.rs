@@ -26,7 +26,7 @@ pub mod state;
 pub mod throttle;
 
 pub use generation::UuidReport;
-pub use node::{Node, SplitBrainOutcome, Verdict};
+pub use node::{FlushCounts, Node, SplitBrainOutcome, Verdict};
 pub use refusal::{Refusal, StateRv};
 pub use state::{ConnState, DiskState, Role};
 
@@ -474,9 +474,8 @@ pub struct Snapshot {
     /// Local requests `disk-timeout` gave up on that the old disk has not
     /// given back (`attach` waits for them).
     pub abandoned: usize,
-    /// Flushes of the peer's writes issued ahead of the barrier they
-    /// answered, and flushes a barrier had to wait for (`peer_flush`).
-    pub peer_flushes: (u64, u64),
+    /// How the node's own flushes went (`node::flushes`).
+    pub flushes: FlushCounts,
     /// While this node's resync or verify holds back for application
     /// I/O: the `c-min-rate` (KiB/s) it yields down to.
     pub resync_yielding_kib_s: Option<u64>,

@@ -29,10 +29,11 @@ use crate::wire::{self, Message};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 mod digests;
-mod peer_flush;
+mod flushes;
 mod remote;
 use digests::{DigestFor, Verify};
-use peer_flush::{Cover, PeerFlushes};
+pub use flushes::FlushCounts;
+use flushes::{Cover, Flushes};
 use remote::Remote;
 
 /// Ids the core gives its own disk reads (resync); the shell's ids stay below.
@@ -50,8 +51,9 @@ enum Origin {
     Peer { seq: u64, resync: bool },
     /// A resync read of ours, sent to the peer when done.
     ResyncRead,
-    /// A flush of the peer's writes, for a barrier or ahead of one.
-    PeerFlush,
+    /// A flush of the node's own: for a peer barrier, or ahead of one or
+    /// of the application's FLUSH (`flushes`).
+    Flush,
     /// A read the peer asked for (`ReadRequest`).
     PeerRead { seq: u64 },
 }
@@ -128,8 +130,12 @@ pub struct Node {
     /// Peer barriers not yet acknowledged, in arrival order: epoch, and
     /// once every earlier peer write is done, the flush ticks it needs.
     peer_barriers: VecDeque<(u64, Option<u64>)>,
-    /// Which of the peer's writes a flush has made stable.
-    peer_flushes: PeerFlushes,
+    /// Which writes the node's own flushes have made stable, and when to
+    /// flush ahead of a flush request.
+    flushes: Flushes,
+    /// Application FLUSHes waiting for one of the node's own flushes:
+    /// id, and the ticks they need.
+    app_flush_waits: Vec<(ReqId, u64)>,
     next_seq: u64,
     next_core_id: ReqId,
     /// Out-of-sync blocks (only when a peer is configured).
@@ -270,7 +276,8 @@ impl Node {
             waiting: VecDeque::new(),
             barriers: HashMap::new(),
             peer_barriers: VecDeque::new(),
-            peer_flushes: PeerFlushes::default(),
+            flushes: Flushes::new(),
+            app_flush_waits: Vec::new(),
             next_seq: 1,
             next_core_id: CORE_ID_BASE,
             bitmap: None,
@@ -525,10 +532,9 @@ impl Node {
     pub fn is_attached(&self) -> bool {
         self.disk != DiskState::Diskless
     }
-    /// Flushes of the peer's writes issued ahead of a barrier, and those a
-    /// barrier had to wait for (see `peer_flush`).
-    pub fn peer_flush_counts(&self) -> (u64, u64) {
-        (self.peer_flushes.early, self.peer_flushes.on_barrier)
+    /// How the node's own flushes went (see `flushes`).
+    pub fn flush_counts(&self) -> FlushCounts {
+        self.flushes.counts
     }
 
     /// Requests of the peer's being carried out (writes, reads, barriers,
@@ -596,7 +602,7 @@ impl Node {
             split_brain: self.split_brain_unresolved,
             suspended: self.suspended.clone(),
             abandoned: self.abandoned.len(),
-            peer_flushes: self.peer_flush_counts(),
+            flushes: self.flushes.counts,
             resync_yielding_kib_s: if matches!(self.cstate, ConnState::SyncSource | ConnState::VerifyS) {
                 self.throttle
                     .yielding_to(RESYNC_CHUNK_BYTES / 1024, self.counters.ap > 0)
@@ -715,6 +721,7 @@ impl Node {
         self.uuids = Some(info.uuids);
         self.flags = info.flags;
         self.divergence = info.divergence;
+        self.flushes.disk_attached();
         self.disk = if !info.flags.contains(MdFlags::CONSISTENT) || self.role == Role::Primary {
             // A Primary attaching (after its disk failed) missed the writes
             // it served through the peer meanwhile.
@@ -1026,7 +1033,7 @@ impl Node {
             } => self.on_peer_write(id, seq, offset, len, flags),
             Event::PeerAck { seq, status } => self.on_peer_ack(seq, status),
             Event::PeerBarrier { epoch } => {
-                self.peer_flushes.barrier_arrived();
+                self.flushes.peer.flush_arrived();
                 self.peer_barriers.push_back((epoch, None));
                 self.run_peer_barriers();
             }
@@ -1168,6 +1175,11 @@ impl Node {
         }
         self.counters.ap += 1;
         self.throttle.app_request();
+        match io.kind {
+            IoKind::Read => {}
+            IoKind::Flush => self.flushes.app.flush_arrived(),
+            _ => self.flushes.app.write_arrived(),
+        }
         self.admit(Inflight {
             id,
             io,
@@ -1250,9 +1262,34 @@ impl Node {
         // submission ahead of it in the same io_uring batch costs a doorbell.
         if r.origin == Origin::App {
             self.replicate(i, id, io);
+            if io.kind == IoKind::Flush && self.flush_covered(i, id) {
+                return;
+            }
         }
         self.counters.lo += 1;
         self.act(Action::Disk { id, op });
+    }
+
+    /// An application FLUSH (`inflight[i]`) that a flush of the node's own,
+    /// issued after every write completed so far, answers: done, it is
+    /// done here; under way, it waits for it (not started on the disk
+    /// itself, so that a hung disk abandons only the flush that is).
+    fn flush_covered(&mut self, i: usize, id: ReqId) -> bool {
+        let need = self.flushes.need_now();
+        match self.flushes.cover(need) {
+            Cover::Missing => return false,
+            Cover::Done => {
+                self.inflight[i].local = Some(Ok(()));
+                self.flushes.counts.app_covered += 1;
+                self.try_finish(id);
+            }
+            Cover::Pending => {
+                self.inflight[i].started = false;
+                self.flushes.counts.app_covered += 1;
+                self.app_flush_waits.push((id, need));
+            }
+        }
+        true
     }
 
     /// Ship application request `inflight[i]` to the peer, or remember
@@ -1406,11 +1443,16 @@ impl Node {
             }
         }
         match r.origin {
+            Origin::App if r.is_write() => {
+                self.flushes.write_done();
+                self.try_finish(id);
+                self.flush_ahead_of_the_application();
+            }
             Origin::App => self.try_finish(id),
             Origin::Peer { seq, resync } => {
                 self.remove(id);
                 self.counters.ua = self.counters.ua.saturating_sub(1);
-                self.peer_flushes.write_done();
+                self.flushes.write_done();
                 let status = match result {
                     Ok(()) => {
                         if resync {
@@ -1435,23 +1477,34 @@ impl Node {
                 self.act(Action::Release { id });
                 self.run_peer_barriers();
                 if !resync {
-                    self.flush_early_if_quiet();
+                    self.flush_ahead_of_the_peer();
                 }
             }
             Origin::ResyncRead => {
                 self.remove(id);
                 self.resync_read_done(id, result);
             }
-            Origin::PeerFlush => {
+            Origin::Flush => {
                 self.remove(id);
                 if let Err(e) = result {
                     // The writes it covers may not be stable. The disk's
                     // new state (Diskless or Inconsistent) goes out before
                     // the barriers' acks, so the Primary never counts this
-                    // copy as a good one.
+                    // copy as a good one; an application FLUSH it answers
+                    // fails.
                     self.local_io_error(e);
                 }
-                self.peer_flushes.finished(id);
+                if let Some(covers) = self.flushes.finished(id) {
+                    let (answered, still): (Vec<_>, Vec<_>) =
+                        self.app_flush_waits.iter().partition(|&&(_, need)| need <= covers);
+                    self.app_flush_waits = still;
+                    for (app, _) in answered {
+                        if let Some(r) = self.inflight.iter_mut().find(|r| r.id == app) {
+                            r.local = Some(result);
+                        }
+                        self.try_finish(app);
+                    }
+                }
                 self.run_peer_barriers();
             }
             Origin::PeerRead { seq } => {
@@ -1606,7 +1659,7 @@ impl Node {
         self.counters.nr += u64::from(len) / 1024;
         let resync = flags & wire::DATA_FLAG_RESYNC != 0;
         if !resync {
-            self.peer_flushes.write_arrived();
+            self.flushes.peer.write_arrived();
         }
         let end = offset.checked_add(u64::from(len));
         if self.role == Role::Primary && !resync
@@ -1686,7 +1739,7 @@ impl Node {
     }
 
     /// A barrier completes once every peer write received before it is on
-    /// disk and a flush issued after that has finished (`peer_flush`); then
+    /// disk and a flush issued after that has finished (`flushes`); then
     /// it is acknowledged. Barriers complete in order.
     fn run_peer_barriers(&mut self) {
         while let Some(&mut (epoch, ref mut need)) = self.peer_barriers.front_mut() {
@@ -1707,19 +1760,19 @@ impl Node {
                         return;
                     }
                     // Fixed now, so that later writes cannot keep it waiting.
-                    *need = Some(self.peer_flushes.need_now());
-                    self.peer_flushes.need_now()
+                    *need = Some(self.flushes.need_now());
+                    self.flushes.need_now()
                 }
             };
-            match self.peer_flushes.cover(need) {
+            match self.flushes.cover(need) {
                 Cover::Done => {
                     self.peer_barriers.pop_front();
                     self.act(Action::SendPeer(Message::BarrierAck { epoch }));
                 }
                 Cover::Pending => return,
                 Cover::Missing => {
-                    self.peer_flushes.on_barrier += 1;
-                    self.flush_peer_writes();
+                    self.flushes.counts.peer_on_barrier += 1;
+                    self.flush_own();
                     return;
                 }
             }
@@ -1727,21 +1780,34 @@ impl Node {
     }
 
     /// The peer's application writes went quiet: flush now if the recent
-    /// barriers say one is coming (see `peer_flush`).
-    fn flush_early_if_quiet(&mut self) {
+    /// barriers say one is coming (see `flushes`).
+    fn flush_ahead_of_the_peer(&mut self) {
         let quiet = self.peer_barriers.is_empty()
             && !self
                 .inflight
                 .iter()
                 .any(|r| matches!(r.origin, Origin::Peer { resync: false, .. }));
-        if quiet && self.disk > DiskState::Failed && self.peer_flushes.went_quiet() {
-            self.peer_flushes.early += 1;
-            self.flush_peer_writes();
+        if quiet && self.flushes.peer.went_quiet() && self.disk > DiskState::Failed && self.flushes.worth_one() {
+            self.flushes.counts.peer_early += 1;
+            self.flush_own();
         }
     }
 
-    /// Flush the disk for the peer's writes completed so far.
-    fn flush_peer_writes(&mut self) {
+    /// The application's writes went quiet on the local disk: flush now if
+    /// its recent FLUSHes say one is coming (see `flushes`).
+    fn flush_ahead_of_the_application(&mut self) {
+        let quiet = !self
+            .inflight
+            .iter()
+            .any(|r| r.origin == Origin::App && (r.io.kind == IoKind::Flush || r.is_write() && r.local.is_none()));
+        if quiet && self.flushes.app.went_quiet() && self.disk > DiskState::Failed && self.flushes.worth_one() {
+            self.flushes.counts.app_early += 1;
+            self.flush_own();
+        }
+    }
+
+    /// Flush the disk for the writes completed so far.
+    fn flush_own(&mut self) {
         let id = self.core_id();
         self.inflight.push(Inflight {
             id,
@@ -1750,14 +1816,14 @@ impl Node {
                 offset: 0,
                 len: 0,
             },
-            origin: Origin::PeerFlush,
+            origin: Origin::Flush,
             started: false,
             issued_us: 0,
             local: None,
             peer_seq: None,
             peer_failed: false,
         });
-        self.peer_flushes.issued(id);
+        self.flushes.issued(id);
         self.start(id);
     }
 
@@ -2854,7 +2920,7 @@ impl Node {
             self.try_finish(id);
         }
         self.peer_barriers.clear();
-        self.peer_flushes.forget_pattern();
+        self.flushes.peer.forget();
         if was_connected && self.role == Role::Primary && self.disk == DiskState::UpToDate {
             if let Some(u) = self.uuids.as_mut() {
                 generation::new_current(u, fresh_uuid);
@@ -3702,6 +3768,143 @@ mod tests {
             .any(|a| matches!(a, Action::SendPeer(Message::BarrierAck { epoch: e }) if *e == epoch))
     }
 
+    /// A Primary with no peer whose client has committed twice (a write,
+    /// then a flush, each done before the next), so that the next write's
+    /// completion predicts a flush.
+    fn committing_primary() -> Node {
+        let mut n = attached(MdFlags(MdFlags::CONSISTENT.0 | MdFlags::WAS_UP_TO_DATE.0));
+        n.promote(false, 9).unwrap();
+        drain(&mut n);
+        for round in 0..2u64 {
+            write_4k(&mut n, 10 * round + 1, 0);
+            drain(&mut n);
+            n.handle(Event::DiskDone {
+                id: 10 * round + 1,
+                result: Ok(()),
+            });
+            assert!(flushes(&drain(&mut n)).is_empty(), "round {round}: no pattern yet");
+            flush_request(&mut n, 10 * round + 2);
+            assert_eq!(flushes(&drain(&mut n)), vec![10 * round + 2], "its own flush");
+            n.handle(Event::DiskDone {
+                id: 10 * round + 2,
+                result: Ok(()),
+            });
+            drain(&mut n);
+        }
+        n
+    }
+
+    fn flush_request(n: &mut Node, id: ReqId) {
+        n.handle(Event::NbdRequest {
+            id,
+            io: IoRequest {
+                kind: IoKind::Flush,
+                offset: 0,
+                len: 0,
+            },
+        });
+    }
+
+    fn reply(actions: &[Action], id: ReqId) -> Option<u32> {
+        actions.iter().find_map(|a| match a {
+            Action::Reply { id: i, error } if *i == id => Some(*error),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_committing_clients_flush_finds_the_disk_flushed_as_its_write_completed() {
+        let mut n = committing_primary();
+        write_4k(&mut n, 21, 0);
+        drain(&mut n);
+        n.handle(Event::DiskDone { id: 21, result: Ok(()) });
+        let after = drain(&mut n);
+        assert_eq!(reply(&after, 21), Some(0));
+        let early = flushes(&after);
+        assert_eq!(early.len(), 1, "{after:?}");
+        let reply_at = after.iter().position(|a| matches!(a, Action::Reply { .. }));
+        let flush_at = after.iter().position(|a| matches!(a, Action::Disk { .. }));
+        assert!(reply_at < flush_at, "the write's reply does not wait for the flush");
+        // The FLUSH arrives while it is on the disk: it waits for it, with
+        // no flush of its own.
+        flush_request(&mut n, 22);
+        let a = drain(&mut n);
+        assert!(flushes(&a).is_empty() && reply(&a, 22).is_none(), "{a:?}");
+        n.handle(Event::DiskDone {
+            id: early[0],
+            result: Ok(()),
+        });
+        assert_eq!(reply(&drain(&mut n), 22), Some(0));
+        // Once it is done, the next FLUSH is answered at once.
+        write_4k(&mut n, 31, 0);
+        drain(&mut n);
+        n.handle(Event::DiskDone { id: 31, result: Ok(()) });
+        let early = flushes(&drain(&mut n));
+        n.handle(Event::DiskDone {
+            id: early[0],
+            result: Ok(()),
+        });
+        drain(&mut n);
+        flush_request(&mut n, 32);
+        let a = drain(&mut n);
+        assert!(flushes(&a).is_empty() && reply(&a, 32) == Some(0), "{a:?}");
+        let c = n.flush_counts();
+        assert_eq!((c.app_early, c.app_covered), (2, 2));
+    }
+
+    #[test]
+    fn a_flush_request_that_an_early_flush_does_not_cover_gets_its_own() {
+        let mut n = committing_primary();
+        write_4k(&mut n, 21, 0);
+        drain(&mut n);
+        n.handle(Event::DiskDone { id: 21, result: Ok(()) });
+        let early = flushes(&drain(&mut n));
+        // Another write completes while the early flush is on the disk:
+        // the FLUSH after it needs a flush issued after that.
+        write_4k(&mut n, 23, 8192);
+        drain(&mut n);
+        n.handle(Event::DiskDone { id: 23, result: Ok(()) });
+        assert!(
+            flushes(&drain(&mut n)).is_empty(),
+            "a write instead of a flush ends the streak"
+        );
+        flush_request(&mut n, 24);
+        assert_eq!(flushes(&drain(&mut n)), vec![24]);
+        n.handle(Event::DiskDone {
+            id: early[0],
+            result: Ok(()),
+        });
+        assert_eq!(reply(&drain(&mut n), 24), None);
+        n.handle(Event::DiskDone { id: 24, result: Ok(()) });
+        assert_eq!(reply(&drain(&mut n), 24), Some(0));
+    }
+
+    #[test]
+    fn a_flush_request_waiting_for_an_early_flush_that_fails_fails_with_it() {
+        let mut n = committing_primary();
+        write_4k(&mut n, 21, 0);
+        drain(&mut n);
+        n.handle(Event::DiskDone { id: 21, result: Ok(()) });
+        let early = flushes(&drain(&mut n));
+        flush_request(&mut n, 22);
+        drain(&mut n);
+        n.handle(Event::DiskDone {
+            id: early[0],
+            result: Err(5),
+        });
+        assert_eq!(reply(&drain(&mut n), 22), Some(errno::EIO));
+    }
+
+    #[test]
+    fn a_fresh_node_flushes_for_the_first_flush_request_whatever_it_has_written() {
+        // What a killed daemon wrote may still sit in the disk's cache.
+        let mut n = attached(MdFlags(MdFlags::CONSISTENT.0 | MdFlags::WAS_UP_TO_DATE.0));
+        n.promote(false, 9).unwrap();
+        drain(&mut n);
+        flush_request(&mut n, 1);
+        assert_eq!(flushes(&drain(&mut n)), vec![1]);
+    }
+
     #[test]
     fn a_secondary_whose_barriers_follow_each_write_flushes_as_the_writes_go_quiet() {
         let mut n = connected_in_sync();
@@ -3749,7 +3952,8 @@ mod tests {
         n.handle(Event::PeerBarrier { epoch: 8 });
         let on_barrier = drain(&mut n);
         assert!(flushes(&on_barrier).is_empty() && barrier_acked(&on_barrier, 8));
-        assert_eq!(n.peer_flush_counts(), (2, 2));
+        let c = n.flush_counts();
+        assert_eq!((c.peer_early, c.peer_on_barrier), (2, 2));
     }
 
     #[test]

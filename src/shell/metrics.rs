@@ -121,7 +121,7 @@ pub fn render(daemon: &Daemon) -> String {
         }
     }
     type Value = fn(&crate::core::Snapshot) -> u64;
-    let values: [(&str, &str, &str, Value); 19] = [
+    let values: [(&str, &str, &str, Value); 21] = [
         (
             "connected",
             "gauge",
@@ -153,13 +153,25 @@ pub fn render(daemon: &Daemon) -> String {
             "peer_flushes_early_total",
             "counter",
             "Flushes of the peer's writes issued as they went quiet, ahead of the barrier they answered.",
-            |s| s.peer_flushes.0,
+            |s| s.flushes.peer_early,
         ),
         (
             "peer_flushes_on_barrier_total",
             "counter",
             "Flushes of the peer's writes a barrier had to wait for from its arrival.",
-            |s| s.peer_flushes.1,
+            |s| s.flushes.peer_on_barrier,
+        ),
+        (
+            "app_flushes_early_total",
+            "counter",
+            "Flushes of the local disk issued as the application's writes went quiet, ahead of the FLUSH its recent ones predicted.",
+            |s| s.flushes.app_early,
+        ),
+        (
+            "app_flushes_covered_total",
+            "counter",
+            "Application FLUSHes answered by an early flush of the local disk, done or under way, with no flush of their own.",
+            |s| s.flushes.app_covered,
         ),
         ("device_size_bytes", "gauge", "Size of the replicated device.", |s| {
             s.size_bytes

@@ -429,7 +429,9 @@ impl Sim {
                 }
             }
         }
-        self.nodes[i].volatile.clear();
+        // Without a power cut the disk's cache survives the process: what
+        // it holds is still unflushed, and the flushes in flight are lost
+        // with the process that waited for them.
         self.nodes[i].flush_covers.clear();
         let ops: Vec<(ReqId, DiskOp)> = std::mem::take(&mut self.nodes[i].disk_ops).into_iter().collect();
         for (id, op) in ops {
@@ -438,7 +440,11 @@ impl Sim {
                 let first = offset / BM_BLOCK_BYTES;
                 for (k, v) in vals.iter().enumerate().take((u64::from(len) / BM_BLOCK_BYTES) as usize) {
                     if self.rng.chance(500) {
-                        self.nodes[i].disk.insert(first + k as u64, *v);
+                        if power {
+                            self.nodes[i].disk.insert(first + k as u64, *v);
+                        } else {
+                            self.land(i, first + k as u64, *v, false);
+                        }
                     }
                 }
             }
@@ -1328,7 +1334,8 @@ impl Sim {
         self.report.power_outages += 1;
         for i in [p, s] {
             if let Some(n) = self.nodes[i].node.as_ref() {
-                self.report.early_flushes += n.peer_flush_counts().0;
+                let c = n.flush_counts();
+                self.report.early_flushes += c.peer_early + c.app_early;
             }
         }
         // At the same instant: neither hears of the other's end.

@@ -299,7 +299,7 @@ mod tests {
             split_brain: false,
             suspended: None,
             abandoned: 0,
-            peer_flushes: (0, 0),
+            flushes: Default::default(),
             resync_yielding_kib_s: None,
             resync_under_load: None,
         }
@@ -364,7 +364,7 @@ mod tests {
         let hung = Snapshot {
             disk: DiskState::Diskless,
             abandoned: 2,
-            peer_flushes: (0, 0),
+            flushes: Default::default(),
             ..s.clone()
         };
         assert_eq!(
