@@ -1446,7 +1446,6 @@ impl Node {
             Origin::App if r.is_write() => {
                 self.flushes.write_done();
                 self.try_finish(id);
-                self.flush_ahead_of_the_application();
             }
             Origin::App => self.try_finish(id),
             Origin::Peer { seq, resync } => {
@@ -1606,6 +1605,12 @@ impl Node {
             self.held_replies.push((id, error));
         } else {
             self.act(Action::Reply { id, error });
+        }
+        if r.is_write() {
+            // Once replied, not on its local completion: a flush issued
+            // while the peer's copy is still being written would slow that
+            // write wherever the two copies share a disk.
+            self.flush_ahead_of_the_application();
         }
         if self.cstate == ConnState::SyncSource && r.is_write() {
             self.pump_resync();
@@ -1793,13 +1798,13 @@ impl Node {
         }
     }
 
-    /// The application's writes went quiet on the local disk: flush now if
-    /// its recent FLUSHes say one is coming (see `flushes`).
+    /// The application's writes went quiet (every one replied): flush now
+    /// if its recent FLUSHes say one is coming (see `flushes`).
     fn flush_ahead_of_the_application(&mut self) {
         let quiet = !self
             .inflight
             .iter()
-            .any(|r| r.origin == Origin::App && (r.io.kind == IoKind::Flush || r.is_write() && r.local.is_none()));
+            .any(|r| r.origin == Origin::App && (r.io.kind == IoKind::Flush || r.is_write()));
         if quiet && self.flushes.app.went_quiet() && self.disk > DiskState::Failed && self.flushes.worth_one() {
             self.flushes.counts.app_early += 1;
             self.flush_own();
