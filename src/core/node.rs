@@ -3186,6 +3186,17 @@ mod tests {
     }
 
     fn connected_in_sync_sized(features: u64, data_bytes: u64) -> Node {
+        connected_from(
+            MdFlags(MdFlags::CONSISTENT.0 | MdFlags::WAS_UP_TO_DATE.0),
+            features,
+            data_bytes,
+        )
+    }
+
+    /// Attached with metadata `flags`, then connected to a peer of the same
+    /// generation, both with `data_bytes` of data; the peer's hello had
+    /// `features`.
+    fn connected_from(flags: MdFlags, features: u64, data_bytes: u64) -> Node {
         let uuids = GenerationUuids {
             current: 0x5eed_0000_0000_0004,
             ..GenerationUuids::default()
@@ -3194,7 +3205,7 @@ mod tests {
         n.attach(AttachInfo {
             data_bytes,
             uuids,
-            flags: MdFlags(MdFlags::CONSISTENT.0 | MdFlags::WAS_UP_TO_DATE.0),
+            flags,
             divergence: Divergence::default(),
         })
         .unwrap();
@@ -3910,10 +3921,11 @@ mod tests {
         assert_eq!(flushes(&drain(&mut n)), vec![1]);
     }
 
-    #[test]
-    fn a_secondary_whose_barriers_follow_each_write_flushes_as_the_writes_go_quiet() {
+    /// A Secondary that has seen two commits the plain way (a write, then
+    /// a barrier once it went quiet, the flush waiting for the barrier):
+    /// writes 100 and 101, seqs 1 to 4.
+    fn secondary_expecting_commits() -> Node {
         let mut n = connected_in_sync();
-        // Two commits the plain way: the flush waits for the barrier.
         for round in 0..2u64 {
             let after_write = peer_write_completes(&mut n, 100 + round, 2 * round + 1);
             assert!(flushes(&after_write).is_empty(), "round {round}: no pattern yet");
@@ -3926,6 +3938,12 @@ mod tests {
             });
             assert!(barrier_acked(&drain(&mut n), 2 * round + 2));
         }
+        n
+    }
+
+    #[test]
+    fn a_secondary_whose_barriers_follow_each_write_flushes_as_the_writes_go_quiet() {
+        let mut n = secondary_expecting_commits();
         // The third write: the flush leaves with its ack, before the barrier.
         let after_write = peer_write_completes(&mut n, 102, 5);
         let ack_at = after_write
@@ -3963,17 +3981,7 @@ mod tests {
 
     #[test]
     fn an_early_flush_does_not_answer_for_a_write_that_completed_after_it_began() {
-        let mut n = connected_in_sync();
-        for round in 0..2u64 {
-            peer_write_completes(&mut n, 100 + round, 2 * round + 1);
-            n.handle(Event::PeerBarrier { epoch: 2 * round + 2 });
-            let flush = flushes(&drain(&mut n));
-            n.handle(Event::DiskDone {
-                id: flush[0],
-                result: Ok(()),
-            });
-            drain(&mut n);
-        }
+        let mut n = secondary_expecting_commits();
         let early = flushes(&peer_write_completes(&mut n, 102, 5));
         assert_eq!(early.len(), 1);
         // Not the commit it predicted: another write, completed while the
@@ -3997,17 +4005,7 @@ mod tests {
 
     #[test]
     fn a_failed_early_flush_fails_the_disk_before_the_barrier_is_answered() {
-        let mut n = connected_in_sync();
-        for round in 0..2u64 {
-            peer_write_completes(&mut n, 100 + round, 2 * round + 1);
-            n.handle(Event::PeerBarrier { epoch: 2 * round + 2 });
-            let flush = flushes(&drain(&mut n));
-            n.handle(Event::DiskDone {
-                id: flush[0],
-                result: Ok(()),
-            });
-            drain(&mut n);
-        }
+        let mut n = secondary_expecting_commits();
         let early = flushes(&peer_write_completes(&mut n, 102, 5));
         n.handle(Event::PeerBarrier { epoch: 6 });
         drain(&mut n);
@@ -4380,31 +4378,9 @@ mod tests {
 
     #[test]
     fn a_crash_as_primary_is_forgotten_once_both_copies_are_up_to_date() {
-        let uuids = GenerationUuids {
-            current: 0x5eed_0000_0000_0004,
-            ..GenerationUuids::default()
-        };
-        let mut n = Node::new("r0", 0, "alpha", Some("beta"), 'C');
-        n.attach(AttachInfo {
-            data_bytes: 1 << 20,
-            uuids,
-            flags: MdFlags(MdFlags::CONSISTENT.0 | MdFlags::WAS_UP_TO_DATE.0 | MdFlags::PRIMARY_IND.0),
-            divergence: Divergence::default(),
-        })
-        .unwrap();
-        assert!(n.flags().contains(MdFlags::CRASHED_PRIMARY));
-        n.connecting();
-        n.handle(Event::PeerConnected {
-            peer: UuidReport {
-                uuids,
-                bitmap_bits: 0,
-                flags: 0,
-                primary: false,
-                divergence: Divergence::default(),
-            },
-            peer_data_bytes: 1 << 20,
-            peer_features: crate::wire::handshake::FEATURES,
-        });
+        // It died as Primary: its copy has every acknowledged write.
+        let flags = MdFlags(MdFlags::CONSISTENT.0 | MdFlags::WAS_UP_TO_DATE.0 | MdFlags::PRIMARY_IND.0);
+        let mut n = connected_from(flags, crate::wire::handshake::FEATURES, 1 << 20);
         assert_eq!(
             n.cstate(),
             ConnState::WFBitMapS,
