@@ -3784,14 +3784,14 @@ mod tests {
             .any(|a| matches!(a, Action::SendPeer(Message::BarrierAck { epoch: e }) if *e == epoch))
     }
 
-    /// A Primary with no peer whose client has committed twice (a write,
-    /// then a flush, each done before the next), so that the next write's
-    /// completion predicts a flush.
+    /// A Primary with no peer whose client has committed five times (a
+    /// write, then a flush, each done before the next), so that the next
+    /// write's reply predicts a flush. Request ids below 50.
     fn committing_primary() -> Node {
         let mut n = attached(MdFlags(MdFlags::CONSISTENT.0 | MdFlags::WAS_UP_TO_DATE.0));
         n.promote(false, 9).unwrap();
         drain(&mut n);
-        for round in 0..2u64 {
+        for round in 0..5u64 {
             write_4k(&mut n, 10 * round + 1, 0);
             drain(&mut n);
             n.handle(Event::DiskDone {
@@ -3831,11 +3831,14 @@ mod tests {
     #[test]
     fn a_committing_clients_flush_finds_the_disk_flushed_as_its_write_completed() {
         let mut n = committing_primary();
-        write_4k(&mut n, 21, 0);
+        write_4k(&mut n, 101, 0);
         drain(&mut n);
-        n.handle(Event::DiskDone { id: 21, result: Ok(()) });
+        n.handle(Event::DiskDone {
+            id: 101,
+            result: Ok(()),
+        });
         let after = drain(&mut n);
-        assert_eq!(reply(&after, 21), Some(0));
+        assert_eq!(reply(&after, 101), Some(0));
         let early = flushes(&after);
         assert_eq!(early.len(), 1, "{after:?}");
         let reply_at = after.iter().position(|a| matches!(a, Action::Reply { .. }));
@@ -3843,27 +3846,30 @@ mod tests {
         assert!(reply_at < flush_at, "the write's reply does not wait for the flush");
         // The FLUSH arrives while it is on the disk: it waits for it, with
         // no flush of its own.
-        flush_request(&mut n, 22);
+        flush_request(&mut n, 102);
         let a = drain(&mut n);
-        assert!(flushes(&a).is_empty() && reply(&a, 22).is_none(), "{a:?}");
+        assert!(flushes(&a).is_empty() && reply(&a, 102).is_none(), "{a:?}");
         n.handle(Event::DiskDone {
             id: early[0],
             result: Ok(()),
         });
-        assert_eq!(reply(&drain(&mut n), 22), Some(0));
+        assert_eq!(reply(&drain(&mut n), 102), Some(0));
         // Once it is done, the next FLUSH is answered at once.
-        write_4k(&mut n, 31, 0);
+        write_4k(&mut n, 111, 0);
         drain(&mut n);
-        n.handle(Event::DiskDone { id: 31, result: Ok(()) });
+        n.handle(Event::DiskDone {
+            id: 111,
+            result: Ok(()),
+        });
         let early = flushes(&drain(&mut n));
         n.handle(Event::DiskDone {
             id: early[0],
             result: Ok(()),
         });
         drain(&mut n);
-        flush_request(&mut n, 32);
+        flush_request(&mut n, 112);
         let a = drain(&mut n);
-        assert!(flushes(&a).is_empty() && reply(&a, 32) == Some(0), "{a:?}");
+        assert!(flushes(&a).is_empty() && reply(&a, 112) == Some(0), "{a:?}");
         let c = n.flush_counts();
         assert_eq!((c.app_early, c.app_covered), (2, 2));
     }
@@ -3871,44 +3877,56 @@ mod tests {
     #[test]
     fn a_flush_request_that_an_early_flush_does_not_cover_gets_its_own() {
         let mut n = committing_primary();
-        write_4k(&mut n, 21, 0);
+        write_4k(&mut n, 101, 0);
         drain(&mut n);
-        n.handle(Event::DiskDone { id: 21, result: Ok(()) });
+        n.handle(Event::DiskDone {
+            id: 101,
+            result: Ok(()),
+        });
         let early = flushes(&drain(&mut n));
         // Another write completes while the early flush is on the disk:
         // the FLUSH after it needs a flush issued after that.
-        write_4k(&mut n, 23, 8192);
+        write_4k(&mut n, 103, 8192);
         drain(&mut n);
-        n.handle(Event::DiskDone { id: 23, result: Ok(()) });
+        n.handle(Event::DiskDone {
+            id: 103,
+            result: Ok(()),
+        });
         assert!(
             flushes(&drain(&mut n)).is_empty(),
-            "a write instead of a flush ends the streak"
+            "after a write where a flush was predicted, another history decides"
         );
-        flush_request(&mut n, 24);
-        assert_eq!(flushes(&drain(&mut n)), vec![24]);
+        flush_request(&mut n, 104);
+        assert_eq!(flushes(&drain(&mut n)), vec![104]);
         n.handle(Event::DiskDone {
             id: early[0],
             result: Ok(()),
         });
-        assert_eq!(reply(&drain(&mut n), 24), None);
-        n.handle(Event::DiskDone { id: 24, result: Ok(()) });
-        assert_eq!(reply(&drain(&mut n), 24), Some(0));
+        assert_eq!(reply(&drain(&mut n), 104), None);
+        n.handle(Event::DiskDone {
+            id: 104,
+            result: Ok(()),
+        });
+        assert_eq!(reply(&drain(&mut n), 104), Some(0));
     }
 
     #[test]
     fn a_flush_request_waiting_for_an_early_flush_that_fails_fails_with_it() {
         let mut n = committing_primary();
-        write_4k(&mut n, 21, 0);
+        write_4k(&mut n, 101, 0);
         drain(&mut n);
-        n.handle(Event::DiskDone { id: 21, result: Ok(()) });
+        n.handle(Event::DiskDone {
+            id: 101,
+            result: Ok(()),
+        });
         let early = flushes(&drain(&mut n));
-        flush_request(&mut n, 22);
+        flush_request(&mut n, 102);
         drain(&mut n);
         n.handle(Event::DiskDone {
             id: early[0],
             result: Err(5),
         });
-        assert_eq!(reply(&drain(&mut n), 22), Some(errno::EIO));
+        assert_eq!(reply(&drain(&mut n), 102), Some(errno::EIO));
     }
 
     #[test]
@@ -3921,12 +3939,12 @@ mod tests {
         assert_eq!(flushes(&drain(&mut n)), vec![1]);
     }
 
-    /// A Secondary that has seen two commits the plain way (a write, then
-    /// a barrier once it went quiet, the flush waiting for the barrier):
-    /// writes 100 and 101, seqs 1 to 4.
+    /// A Secondary that has seen five commits the plain way (a write, then
+    /// a barrier once it went quiet, the flush waiting for the barrier),
+    /// enough to predict the next: writes 100 to 104, seqs 1 to 10.
     fn secondary_expecting_commits() -> Node {
         let mut n = connected_in_sync();
-        for round in 0..2u64 {
+        for round in 0..5u64 {
             let after_write = peer_write_completes(&mut n, 100 + round, 2 * round + 1);
             assert!(flushes(&after_write).is_empty(), "round {round}: no pattern yet");
             n.handle(Event::PeerBarrier { epoch: 2 * round + 2 });
@@ -3945,10 +3963,10 @@ mod tests {
     fn a_secondary_whose_barriers_follow_each_write_flushes_as_the_writes_go_quiet() {
         let mut n = secondary_expecting_commits();
         // The third write: the flush leaves with its ack, before the barrier.
-        let after_write = peer_write_completes(&mut n, 102, 5);
+        let after_write = peer_write_completes(&mut n, 110, 11);
         let ack_at = after_write
             .iter()
-            .position(|a| matches!(a, Action::SendPeer(Message::DataAck { seq: 5, .. })));
+            .position(|a| matches!(a, Action::SendPeer(Message::DataAck { seq: 11, .. })));
         let early = flushes(&after_write);
         assert_eq!(early.len(), 1, "{after_write:?}");
         let flush_at = after_write
@@ -3957,57 +3975,60 @@ mod tests {
         assert!(ack_at < flush_at, "the write's ack does not wait for the flush");
         // The barrier finds it on the disk: no second flush, the ack waits
         // for the early one.
-        n.handle(Event::PeerBarrier { epoch: 6 });
+        n.handle(Event::PeerBarrier { epoch: 12 });
         let on_barrier = drain(&mut n);
-        assert!(flushes(&on_barrier).is_empty() && !barrier_acked(&on_barrier, 6));
+        assert!(flushes(&on_barrier).is_empty() && !barrier_acked(&on_barrier, 12));
         n.handle(Event::DiskDone {
             id: early[0],
             result: Ok(()),
         });
-        assert!(barrier_acked(&drain(&mut n), 6));
+        assert!(barrier_acked(&drain(&mut n), 12));
         // The next barrier finds the flush already done: acked at once.
-        let early = flushes(&peer_write_completes(&mut n, 103, 7));
+        let early = flushes(&peer_write_completes(&mut n, 111, 13));
         n.handle(Event::DiskDone {
             id: early[0],
             result: Ok(()),
         });
         drain(&mut n);
-        n.handle(Event::PeerBarrier { epoch: 8 });
+        n.handle(Event::PeerBarrier { epoch: 14 });
         let on_barrier = drain(&mut n);
-        assert!(flushes(&on_barrier).is_empty() && barrier_acked(&on_barrier, 8));
+        assert!(flushes(&on_barrier).is_empty() && barrier_acked(&on_barrier, 14));
         let c = n.flush_counts();
-        assert_eq!((c.peer_early, c.peer_on_barrier), (2, 2));
+        assert_eq!((c.peer_early, c.peer_on_barrier), (2, 5));
     }
 
     #[test]
     fn an_early_flush_does_not_answer_for_a_write_that_completed_after_it_began() {
         let mut n = secondary_expecting_commits();
-        let early = flushes(&peer_write_completes(&mut n, 102, 5));
+        let early = flushes(&peer_write_completes(&mut n, 110, 11));
         assert_eq!(early.len(), 1);
         // Not the commit it predicted: another write, completed while the
         // early flush is still on the disk, then the barrier.
-        let after = peer_write_completes(&mut n, 103, 6);
+        let after = peer_write_completes(&mut n, 111, 12);
         assert!(flushes(&after).is_empty(), "the streak is over");
-        n.handle(Event::PeerBarrier { epoch: 7 });
+        n.handle(Event::PeerBarrier { epoch: 13 });
         let own = flushes(&drain(&mut n));
-        assert_eq!(own.len(), 1, "the barrier needs a flush issued after write 6");
+        assert_eq!(own.len(), 1, "the barrier needs a flush issued after write 12");
         n.handle(Event::DiskDone {
             id: early[0],
             result: Ok(()),
         });
-        assert!(!barrier_acked(&drain(&mut n), 7), "the early flush covers write 5 only");
+        assert!(
+            !barrier_acked(&drain(&mut n), 13),
+            "the early flush covers write 11 only"
+        );
         n.handle(Event::DiskDone {
             id: own[0],
             result: Ok(()),
         });
-        assert!(barrier_acked(&drain(&mut n), 7));
+        assert!(barrier_acked(&drain(&mut n), 13));
     }
 
     #[test]
     fn a_failed_early_flush_fails_the_disk_before_the_barrier_is_answered() {
         let mut n = secondary_expecting_commits();
-        let early = flushes(&peer_write_completes(&mut n, 102, 5));
-        n.handle(Event::PeerBarrier { epoch: 6 });
+        let early = flushes(&peer_write_completes(&mut n, 110, 11));
+        n.handle(Event::PeerBarrier { epoch: 12 });
         drain(&mut n);
         n.handle(Event::DiskDone {
             id: early[0],
@@ -4019,7 +4040,7 @@ mod tests {
             .position(|a| matches!(a, Action::SendPeer(Message::State { .. })));
         let ack_at = after
             .iter()
-            .position(|a| matches!(a, Action::SendPeer(Message::BarrierAck { epoch: 6 })));
+            .position(|a| matches!(a, Action::SendPeer(Message::BarrierAck { epoch: 12 })));
         assert!(state_at.is_some() && state_at < ack_at, "{after:?}");
         assert!(n.disk_state() < DiskState::UpToDate);
     }
