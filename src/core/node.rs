@@ -3249,6 +3249,15 @@ mod tests {
         });
     }
 
+    /// The client's 4 KiB write `id` at `offset`, done on the disk: the
+    /// actions after.
+    fn write_completes(n: &mut Node, id: ReqId, offset: u64) -> Vec<Action> {
+        write_4k(n, id, offset);
+        drain(n);
+        n.handle(Event::DiskDone { id, result: Ok(()) });
+        drain(n)
+    }
+
     /// A tick of 100 ms; the actions it caused.
     fn tick_100ms(n: &mut Node) -> Vec<Action> {
         n.handle(Event::Tick {
@@ -3792,13 +3801,8 @@ mod tests {
         n.promote(false, 9).unwrap();
         drain(&mut n);
         for round in 0..5u64 {
-            write_4k(&mut n, 10 * round + 1, 0);
-            drain(&mut n);
-            n.handle(Event::DiskDone {
-                id: 10 * round + 1,
-                result: Ok(()),
-            });
-            assert!(flushes(&drain(&mut n)).is_empty(), "round {round}: no pattern yet");
+            let after = write_completes(&mut n, 10 * round + 1, 0);
+            assert!(flushes(&after).is_empty(), "round {round}: no pattern yet");
             flush_request(&mut n, 10 * round + 2);
             assert_eq!(flushes(&drain(&mut n)), vec![10 * round + 2], "its own flush");
             n.handle(Event::DiskDone {
@@ -3831,13 +3835,7 @@ mod tests {
     #[test]
     fn a_committing_clients_flush_finds_the_disk_flushed_as_its_write_completed() {
         let mut n = committing_primary();
-        write_4k(&mut n, 101, 0);
-        drain(&mut n);
-        n.handle(Event::DiskDone {
-            id: 101,
-            result: Ok(()),
-        });
-        let after = drain(&mut n);
+        let after = write_completes(&mut n, 101, 0);
         assert_eq!(reply(&after, 101), Some(0));
         let early = flushes(&after);
         assert_eq!(early.len(), 1, "{after:?}");
@@ -3855,13 +3853,7 @@ mod tests {
         });
         assert_eq!(reply(&drain(&mut n), 102), Some(0));
         // Once it is done, the next FLUSH is answered at once.
-        write_4k(&mut n, 111, 0);
-        drain(&mut n);
-        n.handle(Event::DiskDone {
-            id: 111,
-            result: Ok(()),
-        });
-        let early = flushes(&drain(&mut n));
+        let early = flushes(&write_completes(&mut n, 111, 0));
         n.handle(Event::DiskDone {
             id: early[0],
             result: Ok(()),
@@ -3877,23 +3869,12 @@ mod tests {
     #[test]
     fn a_flush_request_that_an_early_flush_does_not_cover_gets_its_own() {
         let mut n = committing_primary();
-        write_4k(&mut n, 101, 0);
-        drain(&mut n);
-        n.handle(Event::DiskDone {
-            id: 101,
-            result: Ok(()),
-        });
-        let early = flushes(&drain(&mut n));
+        let early = flushes(&write_completes(&mut n, 101, 0));
         // Another write completes while the early flush is on the disk:
         // the FLUSH after it needs a flush issued after that.
-        write_4k(&mut n, 103, 8192);
-        drain(&mut n);
-        n.handle(Event::DiskDone {
-            id: 103,
-            result: Ok(()),
-        });
+        let after = write_completes(&mut n, 103, 8192);
         assert!(
-            flushes(&drain(&mut n)).is_empty(),
+            flushes(&after).is_empty(),
             "after a write where a flush was predicted, another history decides"
         );
         flush_request(&mut n, 104);
@@ -3913,13 +3894,7 @@ mod tests {
     #[test]
     fn a_flush_request_waiting_for_an_early_flush_that_fails_fails_with_it() {
         let mut n = committing_primary();
-        write_4k(&mut n, 101, 0);
-        drain(&mut n);
-        n.handle(Event::DiskDone {
-            id: 101,
-            result: Ok(()),
-        });
-        let early = flushes(&drain(&mut n));
+        let early = flushes(&write_completes(&mut n, 101, 0));
         flush_request(&mut n, 102);
         drain(&mut n);
         n.handle(Event::DiskDone {
