@@ -90,8 +90,9 @@ fn json_u64(v: &serde_json::Value, path: &[&str]) -> u64 {
 
 #[test]
 fn split_brain_is_detected_reported_and_recovered_by_hand_moving_only_the_union() {
-    let handlers_log = std::env::temp_dir().join(format!("tandem-sb-handlers-{}", std::process::id()));
-    let _ = std::fs::remove_file(&handlers_log);
+    // Removed with the directory, even when the test fails.
+    let handler_dir = tempfile::tempdir().expect("tempdir");
+    let handlers_log = handler_dir.path().join("handlers.log");
     let handlers = format!(
         r#"handlers {{ split-brain "echo split-brain $DRBD_RESOURCE $TANDEM_NODE >> {log}"; initial-split-brain "echo initial $DRBD_RESOURCE $TANDEM_NODE >> {log}"; }}"#,
         log = handlers_log.display()
@@ -118,7 +119,6 @@ fn split_brain_is_detected_reported_and_recovered_by_hand_moving_only_the_union(
     ] {
         assert!(calls.lines().any(|l| l == line), "{line:?} missing from {calls:?}");
     }
-    let _ = std::fs::remove_file(&handlers_log);
     let logs = p.alpha.log_text() + &p.beta.log_text();
     assert!(logs.contains("Split-Brain detected but unresolved"), "{logs}");
     let status = p.alpha.adm_ok(&["status", "r0"]);
