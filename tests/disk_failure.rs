@@ -149,6 +149,13 @@ fn a_failing_disk_is_detached_the_primary_serves_through_the_peer_and_a_new_disk
     );
     p.assert_identical();
     fio(&uri, true);
+
+    // The blank disk a running Primary attached says so: were the node to
+    // crash now, its copy would be known as the Primary's.
+    let mut p = p;
+    p.alpha.kill9();
+    let flags = p.alpha.md_flags();
+    assert!(flags.iter().any(|f| f == "primary"), "{flags:?}");
 }
 
 #[test]
@@ -221,6 +228,17 @@ fn a_primary_reattaching_its_disk_keeps_serving_and_resyncs_only_what_it_missed(
     qemu_io(
         &uri,
         &["read -P 0x33 0 1M", "read -P 0x5a 1M 256k", "read -P 0x6b 8M 64k"],
+    );
+
+    // The disk a running Primary attached says so: after a crash of the
+    // node, its copy is known as the Primary's, not a Secondary's.
+    let mut p = p;
+    p.alpha.kill9();
+    let flags = p.alpha.md_flags();
+    assert!(flags.iter().any(|f| f == "primary"), "{flags:?}");
+    assert!(
+        !flags.iter().any(|f| f == "crashed-primary"),
+        "it did not crash before: {flags:?}"
     );
 }
 

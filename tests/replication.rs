@@ -257,6 +257,33 @@ fn primary_crash_failover_keeps_every_acknowledged_write_and_the_old_primary_rej
 }
 
 #[test]
+fn a_primary_that_crashed_resyncs_its_hot_extents_and_then_forgets_the_crash() {
+    let mut p = Pair::synced();
+    qemu_io(&p.uri(), &["write -P 0x61 0 64k"]);
+    p.alpha.kill9();
+    let flags = p.alpha.md_flags();
+    assert!(flags.iter().any(|f| f == "primary"), "killed as Primary: {flags:?}");
+
+    // Back up: the crashed Primary's copy is the source of its hot extents.
+    p.alpha.start();
+    p.alpha.adm_ok(&["up", "r0"]);
+    p.alpha.wait_for("ds:UpToDate/UpToDate", 60);
+    assert!(
+        p.alpha.log_text().contains("activity-log extents"),
+        "{}",
+        p.alpha.log_text()
+    );
+    p.assert_identical();
+
+    // Both copies UpToDate again: the crash no longer says which is
+    // newer. Kept, it would decide the next power failure of both nodes
+    // for a copy that may be the stale one.
+    p.alpha.kill9();
+    let flags = p.alpha.md_flags();
+    assert!(!flags.iter().any(|f| f == "crashed-primary"), "{flags:?}");
+}
+
+#[test]
 fn resync_under_application_writes_ends_identical() {
     let p = Pair::synced();
     p.beta.adm_ok(&["disconnect", "r0"]);

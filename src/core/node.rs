@@ -1443,11 +1443,12 @@ impl Node {
             }
         }
         match r.origin {
-            Origin::App if r.is_write() => {
-                self.flushes.write_done();
+            Origin::App => {
+                if r.is_write() {
+                    self.flushes.write_done();
+                }
                 self.try_finish(id);
             }
-            Origin::App => self.try_finish(id),
             Origin::Peer { seq, resync } => {
                 self.remove(id);
                 self.counters.ua = self.counters.ua.saturating_sub(1);
@@ -1765,8 +1766,9 @@ impl Node {
                         return;
                     }
                     // Fixed now, so that later writes cannot keep it waiting.
-                    *need = Some(self.flushes.need_now());
-                    self.flushes.need_now()
+                    let n = self.flushes.need_now();
+                    *need = Some(n);
+                    n
                 }
             };
             match self.flushes.cover(need) {
@@ -1792,9 +1794,8 @@ impl Node {
                 .inflight
                 .iter()
                 .any(|r| matches!(r.origin, Origin::Peer { resync: false, .. }));
-        if quiet && self.flushes.peer.went_quiet() && self.disk > DiskState::Failed && self.flushes.worth_one() {
+        if quiet && self.flushes.peer.went_quiet() && self.flush_ahead() {
             self.flushes.counts.peer_early += 1;
-            self.flush_own();
         }
     }
 
@@ -1805,10 +1806,19 @@ impl Node {
             .inflight
             .iter()
             .any(|r| r.origin == Origin::App && (r.io.kind == IoKind::Flush || r.is_write()));
-        if quiet && self.flushes.app.went_quiet() && self.disk > DiskState::Failed && self.flushes.worth_one() {
+        if quiet && self.flushes.app.went_quiet() && self.flush_ahead() {
             self.flushes.counts.app_early += 1;
+        }
+    }
+
+    /// A flush request is predicted: flush now, if there is a disk and
+    /// something completed on it that no flush covers yet.
+    fn flush_ahead(&mut self) -> bool {
+        let worth = self.disk > DiskState::Failed && self.flushes.worth_one();
+        if worth {
             self.flush_own();
         }
+        worth
     }
 
     /// Flush the disk for the writes completed so far.

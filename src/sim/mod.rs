@@ -86,7 +86,8 @@ pub struct Report {
     /// Outages in which both nodes lost power at once while the workload
     /// committed (a write, then a flush, one at a time).
     pub power_outages: u64,
-    /// Flushes a Secondary issued ahead of the barrier it predicted.
+    /// Flushes the nodes issued ahead of a flush request they predicted,
+    /// while the workload committed before an outage.
     pub early_flushes: u64,
 }
 
@@ -1320,6 +1321,14 @@ impl Sim {
         if !self.link_up || !in_sync(&self.nodes[p].node) || !in_sync(&self.nodes[s].node) {
             return;
         }
+        let early = |sim: &Sim| -> u64 {
+            [p, s]
+                .iter()
+                .filter_map(|&i| sim.nodes[i].node.as_ref())
+                .map(|n| n.flush_counts().peer_early + n.flush_counts().app_early)
+                .sum()
+        };
+        let early_before = early(self);
         self.committing = Some(BTreeMap::new());
         self.flush_next = false;
         let spell = 5_000 + self.rng.below(30_000);
@@ -1332,12 +1341,7 @@ impl Sim {
         }
         let stable = self.committing.take().unwrap_or_default();
         self.report.power_outages += 1;
-        for i in [p, s] {
-            if let Some(n) = self.nodes[i].node.as_ref() {
-                let c = n.flush_counts();
-                self.report.early_flushes += c.peer_early + c.app_early;
-            }
-        }
+        self.report.early_flushes += early(self).saturating_sub(early_before);
         // At the same instant: neither hears of the other's end.
         self.stop_dead(p, true);
         self.stop_dead(s, true);

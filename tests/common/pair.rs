@@ -126,6 +126,16 @@ impl Daemon {
         std::fs::read_to_string(self.run_dir.join("drbd")).unwrap_or_default()
     }
 
+    /// The metadata flags `tandemadm dump-md` shows (the daemon down).
+    pub fn md_flags(&self) -> Vec<String> {
+        let dump = self.adm_ok(&["dump-md", "r0"]);
+        let line = dump
+            .lines()
+            .find_map(|l| l.strip_prefix("flags: "))
+            .unwrap_or_else(|| panic!("no flags line in dump-md:\n{dump}"));
+        line.split(',').map(str::to_owned).collect()
+    }
+
     /// Wait until the status file contains `what`.
     pub fn wait_for(&self, what: &str, secs: u64) {
         self.wait_until(
