@@ -183,12 +183,16 @@ impl Daemon {
         );
     }
 
+    /// A `/proc/drbd` counter as the daemon holds it now. The status file
+    /// is rewritten at most once a second while counters move, so a test
+    /// that reads it right after its I/O would see a stale value.
     pub fn counter(&self, key: &str) -> u64 {
-        let s = self.status();
-        s.split_whitespace()
-            .find_map(|w| w.strip_prefix(&format!("{key}:")))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {key} in {s}"))
+        let out = self.adm_ok(&["status", "--json", "r0"]);
+        let json: serde_json::Value =
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("status --json: {e}: {out}"));
+        json[0]["counters"][key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no counter {key} in {out}"))
     }
 }
 
