@@ -37,6 +37,8 @@ fn seeded_runs_keep_every_invariant() {
         // Common power failures while committing, and the Secondary's
         // flushes ahead of the barrier they check.
         assert!(total.power_outages > 0 && total.early_flushes > 0, "{total:?}");
+        // ... and FLUSHes the Primary answered by the Secondary's word.
+        assert!(total.flushes_peer_ahead > 0, "{total:?}");
     }
     println!("{total:?}");
 }

@@ -207,6 +207,11 @@ pub enum Event {
         left: u64,
         total: u64,
     },
+    /// A flush the peer issued ahead of its barrier finished: every write
+    /// we sent it below seq `through` is on its stable storage.
+    PeerFlushed {
+        through: u64,
+    },
     /// The peer reads from our disk (its own is detached or resyncing).
     PeerReadRequest {
         seq: u64,
@@ -285,6 +290,7 @@ impl Event {
             Message::DigestReply { seq, equal } => Event::PeerDigestReply { seq, equal },
             Message::VerifyState { running, left, total } => Event::PeerVerifyState { running, left, total },
             Message::ReadRequest { seq, offset, len } => Event::PeerReadRequest { seq, offset, len },
+            Message::Flushed { through } => Event::PeerFlushed { through },
             other => return Err(Box::new(other)),
         })
     }

@@ -125,8 +125,20 @@ pub struct Node {
     inflight: Vec<Inflight>,
     /// Requests waiting for an overlapping write to finish, in arrival order.
     waiting: VecDeque<ReqId>,
-    /// App flushes waiting for the peer's barrier ack: epoch → id.
-    barriers: HashMap<u64, ReqId>,
+    /// App flushes waiting for the peer's barrier ack: epoch → (id, the
+    /// seq below which every `Data` sent must be stable on the peer).
+    barriers: HashMap<u64, (ReqId, u64)>,
+    /// One past the highest seq of a `Data` sent to the peer.
+    data_seq_end: u64,
+    /// This connection's peer said (`Flushed`) that every `Data` below this
+    /// seq is on its stable storage; 0 before it said anything.
+    peer_flushed_through: u64,
+    /// One past the highest seq of a `Data` received on this connection.
+    peer_data_end: u64,
+    /// Flushes issued ahead of the peer's barrier on this connection, and
+    /// the seq below which each makes every `Data` received stable: the
+    /// peer is told (`Flushed`) when one finishes.
+    flushes_told: Vec<(ReqId, u64)>,
     /// Peer barriers not yet acknowledged, in arrival order: epoch, and
     /// once every earlier peer write is done, the flush ticks it needs.
     peer_barriers: VecDeque<(u64, Option<u64>)>,
@@ -275,6 +287,10 @@ impl Node {
             inflight: Vec::with_capacity(limits::INFLIGHT_REQUESTS_MAX),
             waiting: VecDeque::new(),
             barriers: HashMap::new(),
+            data_seq_end: 0,
+            peer_flushed_through: 0,
+            peer_data_end: 0,
+            flushes_told: Vec::new(),
             peer_barriers: VecDeque::new(),
             flushes: Flushes::new(),
             app_flush_waits: Vec::new(),
@@ -1041,7 +1057,7 @@ impl Node {
                 if self.remote_done(epoch, 0) {
                     return;
                 }
-                if let Some(id) = self.barriers.remove(&epoch) {
+                if let Some((id, _)) = self.barriers.remove(&epoch) {
                     self.counters.pe = self.counters.pe.saturating_sub(1);
                     self.try_finish(id);
                 }
@@ -1105,6 +1121,7 @@ impl Node {
             } => self.on_peer_digest_check(seq, offset, len, purpose, alg, digest),
             Event::PeerDigestReply { seq, equal } => self.on_peer_digest_reply(seq, equal),
             Event::PeerVerifyState { running, left, total } => self.on_peer_verify_state(running, left, total),
+            Event::PeerFlushed { through } => self.on_peer_flushed(through),
             Event::HandlerDone { handler, exit } => self.on_handler_done(handler, exit),
             Event::MetaIoError { os_errno } => self.meta_io_error(os_errno),
             Event::PeerReadRequest { seq, offset, len } => self.on_peer_read_request(seq, offset, len),
@@ -1304,10 +1321,19 @@ impl Node {
             IoKind::Flush if can_send => {
                 let epoch = self.next_seq;
                 self.next_seq += 1;
-                self.barriers.insert(epoch, id);
-                self.counters.pe += 1;
+                // Sent even when the peer has flushed already: the barrier
+                // is what its prediction of the next one learns from.
                 self.act(Action::SendPeer(Message::Barrier { epoch }));
-                self.inflight[i].peer_seq = Some(epoch);
+                let needs = self.data_seq_end;
+                if self.peer_flushed_through > 0 && self.peer_flushed_through >= needs {
+                    // The peer's own flush, issued as our writes went
+                    // quiet, made every one we sent stable: no round trip.
+                    self.flushes.counts.app_peer_ahead += 1;
+                } else {
+                    self.barriers.insert(epoch, (id, needs));
+                    self.counters.pe += 1;
+                    self.inflight[i].peer_seq = Some(epoch);
+                }
             }
             IoKind::Flush => {}
             _ if can_send => {
@@ -1330,6 +1356,7 @@ impl Node {
     /// Send application write `id` to the peer as `Data` `seq` (its block,
     /// if the kind has one, travels from the request's buffer).
     fn ship_write(&mut self, id: ReqId, seq: u64, io: IoRequest) {
+        self.data_seq_end = seq + 1;
         let flags = data_flags(io.kind);
         let msg = Message::Data {
             seq,
@@ -1506,6 +1533,12 @@ impl Node {
                     }
                 }
                 self.run_peer_barriers();
+                if let Some(k) = self.flushes_told.iter().position(|&(f, _)| f == id) {
+                    let (_, through) = self.flushes_told.swap_remove(k);
+                    if result.is_ok() && self.connected() {
+                        self.act(Action::SendPeer(Message::Flushed { through }));
+                    }
+                }
             }
             Origin::PeerRead { seq } => {
                 self.remove(id);
@@ -1663,6 +1696,7 @@ impl Node {
 
     fn on_peer_write(&mut self, id: ReqId, seq: u64, offset: u64, len: u32, flags: u32) {
         self.counters.nr += u64::from(len) / 1024;
+        self.peer_data_end = self.peer_data_end.max(seq.saturating_add(1));
         let resync = flags & wire::DATA_FLAG_RESYNC != 0;
         if !resync {
             self.flushes.peer.write_arrived();
@@ -1794,8 +1828,52 @@ impl Node {
                 .inflight
                 .iter()
                 .any(|r| matches!(r.origin, Origin::Peer { resync: false, .. }));
-        if quiet && self.flushes.peer.went_quiet() && self.flush_ahead() {
-            self.flushes.counts.peer_early += 1;
+        if !(quiet && self.flushes.peer.went_quiet()) {
+            return;
+        }
+        let Some(id) = self.flush_ahead() else {
+            return;
+        };
+        self.flushes.counts.peer_early += 1;
+        if self.peer_features & wire::handshake::FEATURE_FLUSHED != 0 {
+            // Every write received below the oldest still on the disk
+            // completed before this flush: it makes them stable.
+            let through = self
+                .inflight
+                .iter()
+                .filter_map(|r| match r.origin {
+                    Origin::Peer { seq, .. } => Some(seq),
+                    _ => None,
+                })
+                .fold(self.peer_data_end, u64::min);
+            self.flushes_told.push((id, through));
+        }
+    }
+
+    /// A new link, or none: what the last one's peer was told, and told
+    /// us, of flushes ahead no longer describes its seqs.
+    fn forget_flushes_told(&mut self) {
+        self.flushes_told.clear();
+        self.peer_data_end = 0;
+        self.peer_flushed_through = 0;
+    }
+
+    /// The peer's flush ahead of our barrier finished: an application
+    /// FLUSH whose writes it covers needs no barrier ack.
+    fn on_peer_flushed(&mut self, through: u64) {
+        self.peer_flushed_through = self.peer_flushed_through.max(through);
+        let mut answered: Vec<(u64, ReqId)> = self
+            .barriers
+            .iter()
+            .filter(|&(_, &(_, needs))| needs <= through)
+            .map(|(&epoch, &(id, _))| (epoch, id))
+            .collect();
+        answered.sort_unstable();
+        for (epoch, id) in answered {
+            self.barriers.remove(&epoch);
+            self.counters.pe = self.counters.pe.saturating_sub(1);
+            self.flushes.counts.app_peer_ahead += 1;
+            self.try_finish(id);
         }
     }
 
@@ -1806,23 +1884,20 @@ impl Node {
             .inflight
             .iter()
             .any(|r| r.origin == Origin::App && (r.io.kind == IoKind::Flush || r.is_write()));
-        if quiet && self.flushes.app.went_quiet() && self.flush_ahead() {
+        if quiet && self.flushes.app.went_quiet() && self.flush_ahead().is_some() {
             self.flushes.counts.app_early += 1;
         }
     }
 
     /// A flush request is predicted: flush now, if there is a disk and
     /// something completed on it that no flush covers yet.
-    fn flush_ahead(&mut self) -> bool {
+    fn flush_ahead(&mut self) -> Option<ReqId> {
         let worth = self.disk > DiskState::Failed && self.flushes.worth_one();
-        if worth {
-            self.flush_own();
-        }
-        worth
+        worth.then(|| self.flush_own())
     }
 
     /// Flush the disk for the writes completed so far.
-    fn flush_own(&mut self) {
+    fn flush_own(&mut self) -> ReqId {
         let id = self.core_id();
         self.inflight.push(Inflight {
             id,
@@ -1840,6 +1915,7 @@ impl Node {
         });
         self.flushes.issued(id);
         self.start(id);
+        id
     }
 
     fn core_id(&mut self) -> ReqId {
@@ -2249,6 +2325,7 @@ impl Node {
             return;
         }
         self.peer_features = peer_features;
+        self.forget_flushes_told();
         self.peer_role = if peer.primary { Role::Primary } else { Role::Secondary };
         self.peer_disk = if peer.flags & uuid_flags::DISKLESS != 0 {
             DiskState::Diskless
@@ -2770,6 +2847,7 @@ impl Node {
         }
         self.counters.ns += u64::from(bytes) / 1024;
         self.counters.pe += 1;
+        self.data_seq_end = seq + 1;
         self.act(Action::SendPeerData {
             id,
             msg: Message::Data {
@@ -2917,7 +2995,8 @@ impl Node {
                 self.mark_out_of_sync(o, l);
             }
         }
-        let barriers: Vec<ReqId> = self.barriers.drain().map(|(_, id)| id).collect();
+        let mut barriers: Vec<(u64, ReqId)> = self.barriers.drain().map(|(epoch, (id, _))| (epoch, id)).collect();
+        barriers.sort_unstable();
         self.counters.pe = 0;
         self.interrupt_verify();
         self.peer_verify = None;
@@ -2931,10 +3010,11 @@ impl Node {
         for (_, id) in pending {
             self.try_finish(id);
         }
-        for id in barriers {
+        for (_, id) in barriers {
             self.try_finish(id);
         }
         self.peer_barriers.clear();
+        self.forget_flushes_told();
         self.flushes.peer.forget();
         if was_connected && self.role == Role::Primary && self.disk == DiskState::UpToDate {
             if let Some(u) = self.uuids.as_mut() {
@@ -3928,7 +4008,12 @@ mod tests {
     /// a barrier once it went quiet, the flush waiting for the barrier),
     /// enough to predict the next: writes 100 to 104, seqs 1 to 10.
     fn secondary_expecting_commits() -> Node {
-        let mut n = connected_in_sync();
+        secondary_expecting_commits_to(crate::wire::handshake::FEATURES)
+    }
+
+    /// The same, connected to a peer whose hello had `features`.
+    fn secondary_expecting_commits_to(features: u64) -> Node {
+        let mut n = connected_in_sync_to(features);
         for round in 0..5u64 {
             let after_write = peer_write_completes(&mut n, 100 + round, 2 * round + 1);
             assert!(flushes(&after_write).is_empty(), "round {round}: no pattern yet");
@@ -4028,6 +4113,135 @@ mod tests {
             .position(|a| matches!(a, Action::SendPeer(Message::BarrierAck { epoch: 12 })));
         assert!(state_at.is_some() && state_at < ack_at, "{after:?}");
         assert!(n.disk_state() < DiskState::UpToDate);
+    }
+
+    fn told_flushed(actions: &[Action]) -> Vec<u64> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::SendPeer(Message::Flushed { through }) => Some(*through),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_secondary_tells_the_primary_when_its_early_flush_has_made_the_writes_stable() {
+        let mut n = secondary_expecting_commits();
+        let after_write = peer_write_completes(&mut n, 110, 11);
+        let early = flushes(&after_write);
+        assert!(told_flushed(&after_write).is_empty(), "not before the flush is done");
+        n.handle(Event::DiskDone {
+            id: early[0],
+            result: Ok(()),
+        });
+        // Every write below seq 12 (the one just written included).
+        assert_eq!(told_flushed(&drain(&mut n)), vec![12]);
+        // A flush on a barrier's demand is answered by the barrier's ack
+        // alone.
+        let mut n = connected_in_sync();
+        assert!(flushes(&peer_write_completes(&mut n, 100, 1)).is_empty());
+        n.handle(Event::PeerBarrier { epoch: 2 });
+        let own = flushes(&drain(&mut n));
+        assert_eq!(own.len(), 1);
+        n.handle(Event::DiskDone {
+            id: own[0],
+            result: Ok(()),
+        });
+        let a = drain(&mut n);
+        assert!(barrier_acked(&a, 2) && told_flushed(&a).is_empty(), "{a:?}");
+    }
+
+    #[test]
+    fn a_secondary_says_nothing_of_a_flush_that_failed_or_outlived_its_link_or_to_an_older_peer() {
+        // Failed: the disk's new state goes out instead.
+        let mut n = secondary_expecting_commits();
+        let early = flushes(&peer_write_completes(&mut n, 110, 11));
+        n.handle(Event::DiskDone {
+            id: early[0],
+            result: Err(5),
+        });
+        assert!(told_flushed(&drain(&mut n)).is_empty());
+        // The link dropped while it was on the disk: its seqs were the old
+        // link's.
+        let mut n = secondary_expecting_commits();
+        let early = flushes(&peer_write_completes(&mut n, 110, 11));
+        n.handle(Event::PeerDisconnected { fresh_uuid: 0x77 });
+        drain(&mut n);
+        n.handle(Event::DiskDone {
+            id: early[0],
+            result: Ok(()),
+        });
+        assert!(told_flushed(&drain(&mut n)).is_empty());
+        // A peer that does not know the message would drop the link on it.
+        let mut n = secondary_expecting_commits_to(crate::wire::handshake::FEATURE_VERIFY_STATE);
+        let early = flushes(&peer_write_completes(&mut n, 110, 11));
+        assert_eq!(early.len(), 1, "it flushes ahead all the same");
+        n.handle(Event::DiskDone {
+            id: early[0],
+            result: Ok(()),
+        });
+        assert!(told_flushed(&drain(&mut n)).is_empty());
+    }
+
+    /// A connected Primary's client write `id` at `offset`, done on both
+    /// disks and replied; its seq.
+    fn replicated_write(n: &mut Node, id: ReqId, offset: u64) -> u64 {
+        write_4k(n, id, offset);
+        let seq = shipped_seq(&drain(n));
+        n.handle(Event::DiskDone { id, result: Ok(()) });
+        n.handle(Event::PeerAck { seq, status: 0 });
+        assert_eq!(reply(&drain(n), id), Some(0));
+        seq
+    }
+
+    fn barrier_sent(actions: &[Action]) -> Option<u64> {
+        actions.iter().find_map(|a| match a {
+            Action::SendPeer(Message::Barrier { epoch }) => Some(*epoch),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_primary_answers_a_flush_the_peer_has_flushed_ahead_of_without_the_barriers_round_trip() {
+        let mut n = connected_primary(1 << 20);
+        let seq = replicated_write(&mut n, 1, 0);
+        n.handle(Event::PeerFlushed { through: seq + 1 });
+        assert!(drain(&mut n).is_empty());
+        flush_request(&mut n, 2);
+        let a = drain(&mut n);
+        let epoch = barrier_sent(&a).expect("the barrier still goes: the peer learns from it");
+        assert_eq!(flushes(&a), vec![2], "the local disk is flushed all the same");
+        n.handle(Event::DiskDone { id: 2, result: Ok(()) });
+        assert_eq!(reply(&drain(&mut n), 2), Some(0), "no barrier ack awaited");
+        assert_eq!(n.snapshot().counters.pe, 0);
+        n.handle(Event::PeerBarrierAck { epoch });
+        assert!(drain(&mut n).iter().all(|a| !matches!(a, Action::Reply { .. })));
+        assert_eq!(n.flush_counts().app_peer_ahead, 1);
+    }
+
+    #[test]
+    fn a_primarys_flush_waits_for_the_peer_until_a_flush_covers_every_write_it_sent() {
+        let mut n = connected_primary(1 << 20);
+        let first = replicated_write(&mut n, 1, 0);
+        n.handle(Event::PeerFlushed { through: first + 1 });
+        let second = replicated_write(&mut n, 3, 8192);
+        flush_request(&mut n, 4);
+        let epoch = barrier_sent(&drain(&mut n)).expect("barrier");
+        n.handle(Event::DiskDone { id: 4, result: Ok(()) });
+        assert_eq!(
+            reply(&drain(&mut n), 4),
+            None,
+            "write {second} is not stable on the peer"
+        );
+        n.handle(Event::PeerFlushed { through: second });
+        assert_eq!(reply(&drain(&mut n), 4), None, "below the second write's seq only");
+        // The peer's next flush covers it, before the barrier is acked.
+        n.handle(Event::PeerFlushed { through: second + 1 });
+        assert_eq!(reply(&drain(&mut n), 4), Some(0));
+        n.handle(Event::PeerBarrierAck { epoch });
+        assert!(drain(&mut n).iter().all(|a| !matches!(a, Action::Reply { .. })));
+        assert_eq!(n.flush_counts().app_peer_ahead, 1);
     }
 
     /// A Primary whose disk failed under a write, serving through its

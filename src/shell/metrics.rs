@@ -121,7 +121,7 @@ pub fn render(daemon: &Daemon) -> String {
         }
     }
     type Value = fn(&crate::core::Snapshot) -> u64;
-    let values: [(&str, &str, &str, Value); 21] = [
+    let values: [(&str, &str, &str, Value); 22] = [
         (
             "connected",
             "gauge",
@@ -172,6 +172,12 @@ pub fn render(daemon: &Daemon) -> String {
             "counter",
             "Application FLUSHes answered by an early flush of the local disk, done or under way, with no flush of their own.",
             |s| s.flushes.app_covered,
+        ),
+        (
+            "app_flushes_peer_ahead_total",
+            "counter",
+            "Application FLUSHes the peer had already made stable on its disk by a flush of its own (it said so): answered without waiting for the barrier's round trip.",
+            |s| s.flushes.app_peer_ahead,
         ),
         ("device_size_bytes", "gauge", "Size of the replicated device.", |s| {
             s.size_bytes

@@ -89,6 +89,10 @@ pub struct Report {
     /// Flushes the nodes issued ahead of a flush request they predicted,
     /// while the workload committed before an outage.
     pub early_flushes: u64,
+    /// Application FLUSHes the Primary answered by the Secondary's word
+    /// that its own early flush had made every write stable there, while
+    /// the workload committed before an outage.
+    pub flushes_peer_ahead: u64,
 }
 
 impl Report {
@@ -111,6 +115,7 @@ impl Report {
         self.al_folded += r.al_folded;
         self.power_outages += r.power_outages;
         self.early_flushes += r.early_flushes;
+        self.flushes_peer_ahead += r.flushes_peer_ahead;
     }
 }
 
@@ -1329,6 +1334,13 @@ impl Sim {
                 .sum()
         };
         let early_before = early(self);
+        let peer_ahead = |sim: &Sim| {
+            sim.nodes[p]
+                .node
+                .as_ref()
+                .map_or(0, |n| n.flush_counts().app_peer_ahead)
+        };
+        let peer_ahead_before = peer_ahead(self);
         self.committing = Some(BTreeMap::new());
         self.flush_next = false;
         let spell = 5_000 + self.rng.below(30_000);
@@ -1342,6 +1354,7 @@ impl Sim {
         let stable = self.committing.take().unwrap_or_default();
         self.report.power_outages += 1;
         self.report.early_flushes += early(self).saturating_sub(early_before);
+        self.report.flushes_peer_ahead += peer_ahead(self).saturating_sub(peer_ahead_before);
         // At the same instant: neither hears of the other's end.
         self.stop_dead(p, true);
         self.stop_dead(s, true);

@@ -19,8 +19,12 @@ pub const FEATURE_DRY_RUN: u64 = 1;
 /// added within a frame version are announced this way, so that a pair of
 /// mixed builds keeps its link.
 pub const FEATURE_VERIFY_STATE: u64 = 1 << 1;
+/// `Hello` feature bit: the sender understands `Flushed`, and a Primary
+/// that has it answers an application FLUSH by it without a barrier's round
+/// trip.
+pub const FEATURE_FLUSHED: u64 = 1 << 2;
 /// The features this build announces on a normal connect.
-pub const FEATURES: u64 = FEATURE_VERIFY_STATE;
+pub const FEATURES: u64 = FEATURE_VERIFY_STATE | FEATURE_FLUSHED;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hello {

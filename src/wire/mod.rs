@@ -150,6 +150,7 @@ pub mod kind {
     pub const READ_REQUEST: u8 = 19;
     pub const READ_REPLY: u8 = 20;
     pub const VERIFY_STATE: u8 = 21;
+    pub const FLUSHED: u8 = 22;
 }
 
 /// Bytes of a `ReadReply` body before its data.
@@ -280,6 +281,15 @@ pub enum Message {
         left: u64,
         total: u64,
     },
+    /// A flush the sender issued on its own, as the peer's writes went
+    /// quiet, has finished: every `Data` with a seq below `through` that it
+    /// received is on its stable storage. The Primary answers an
+    /// application FLUSH that needs no more without waiting for its
+    /// barrier's ack. Sent only to a peer whose hello has
+    /// [`handshake::FEATURE_FLUSHED`].
+    Flushed {
+        through: u64,
+    },
 }
 
 /// Runs per `Bitmap` message (16 bytes each, 64 KiB per message).
@@ -390,6 +400,7 @@ impl Message {
             Message::ReadRequest { .. } => kind::READ_REQUEST,
             Message::ReadReply { .. } => kind::READ_REPLY,
             Message::VerifyState { .. } => kind::VERIFY_STATE,
+            Message::Flushed { .. } => kind::FLUSHED,
         }
     }
 
@@ -487,6 +498,7 @@ impl Message {
                 o.extend_from_slice(&left.to_be_bytes());
                 o.extend_from_slice(&total.to_be_bytes());
             }
+            Message::Flushed { through } => o.extend_from_slice(&through.to_be_bytes()),
             Message::ReadRequest { seq, offset, len } => {
                 o.extend_from_slice(&seq.to_be_bytes());
                 o.extend_from_slice(&offset.to_be_bytes());
@@ -632,6 +644,7 @@ impl Message {
                 }
                 Message::VerifyState { running, left, total }
             }
+            kind::FLUSHED => Message::Flushed { through: r.u64()? },
             kind::READ_REQUEST => Message::ReadRequest {
                 seq: r.u64()?,
                 offset: r.u64()?,
@@ -742,6 +755,7 @@ mod tests {
                 left: 5,
                 total: 9,
             },
+            Message::Flushed { through: 1 << 40 },
             Message::ReadRequest {
                 seq: 5,
                 offset: 4096,

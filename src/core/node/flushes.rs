@@ -106,6 +106,9 @@ pub struct FlushCounts {
     pub app_early: u64,
     /// Application FLUSHes answered by an early flush, done or under way.
     pub app_covered: u64,
+    /// Application FLUSHes whose writes the peer's own early flush had
+    /// made stable there: answered without a barrier's round trip.
+    pub app_peer_ahead: u64,
 }
 
 #[derive(Debug)]
