@@ -1521,6 +1521,8 @@ impl Node {
                     // fails.
                     self.local_io_error(e);
                 }
+                // A barrier already here is answered by its own ack.
+                let barrier_waits = !self.peer_barriers.is_empty();
                 if let Some(covers) = self.flushes.finished(id) {
                     let (answered, still): (Vec<_>, Vec<_>) =
                         self.app_flush_waits.iter().partition(|&&(_, need)| need <= covers);
@@ -1535,7 +1537,7 @@ impl Node {
                 self.run_peer_barriers();
                 if let Some(k) = self.flushes_told.iter().position(|&(f, _)| f == id) {
                     let (_, through) = self.flushes_told.swap_remove(k);
-                    if result.is_ok() && self.connected() {
+                    if result.is_ok() && self.connected() && !barrier_waits {
                         self.act(Action::SendPeer(Message::Flushed { through }));
                     }
                 }
@@ -4137,6 +4139,20 @@ mod tests {
         });
         // Every write below seq 12 (the one just written included).
         assert_eq!(told_flushed(&drain(&mut n)), vec![12]);
+        n.handle(Event::PeerBarrier { epoch: 12 });
+        assert!(barrier_acked(&drain(&mut n), 12));
+        // A barrier that arrives while the flush is on the disk: its ack
+        // says it all.
+        let early = flushes(&peer_write_completes(&mut n, 111, 13));
+        assert_eq!(early.len(), 1);
+        n.handle(Event::PeerBarrier { epoch: 14 });
+        drain(&mut n);
+        n.handle(Event::DiskDone {
+            id: early[0],
+            result: Ok(()),
+        });
+        let a = drain(&mut n);
+        assert!(barrier_acked(&a, 14) && told_flushed(&a).is_empty(), "{a:?}");
         // A flush on a barrier's demand is answered by the barrier's ack
         // alone.
         let mut n = connected_in_sync();
