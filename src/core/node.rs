@@ -133,6 +133,10 @@ pub struct Node {
     /// This connection's peer said (`Flushed`) that every `Data` below this
     /// seq is on its stable storage; 0 before it said anything.
     peer_flushed_through: u64,
+    /// An application FLUSH went without a barrier (the peer's word
+    /// answered it): the next write tells the peer, whose prediction of
+    /// the next flush learns from it (`DATA_FLAG_AFTER_FLUSH`).
+    flush_untold: bool,
     /// One past the highest seq of a `Data` received on this connection.
     peer_data_end: u64,
     /// Flushes issued ahead of the peer's barrier on this connection, and
@@ -289,6 +293,7 @@ impl Node {
             barriers: HashMap::new(),
             data_seq_end: 0,
             peer_flushed_through: 0,
+            flush_untold: false,
             peer_data_end: 0,
             flushes_told: Vec::new(),
             peer_barriers: VecDeque::new(),
@@ -1319,17 +1324,17 @@ impl Node {
         match io.kind {
             IoKind::Read => {}
             IoKind::Flush if can_send => {
-                let epoch = self.next_seq;
-                self.next_seq += 1;
-                // Sent even when the peer has flushed already: the barrier
-                // is what its prediction of the next one learns from.
-                self.act(Action::SendPeer(Message::Barrier { epoch }));
                 let needs = self.data_seq_end;
                 if self.peer_flushed_through > 0 && self.peer_flushed_through >= needs {
                     // The peer's own flush, issued as our writes went
-                    // quiet, made every one we sent stable: no round trip.
+                    // quiet, made every one we sent stable: no barrier, no
+                    // round trip. The next write tells the peer.
+                    self.flush_untold = true;
                     self.flushes.counts.app_peer_ahead += 1;
                 } else {
+                    let epoch = self.next_seq;
+                    self.next_seq += 1;
+                    self.act(Action::SendPeer(Message::Barrier { epoch }));
                     self.barriers.insert(epoch, (id, needs));
                     self.counters.pe += 1;
                     self.inflight[i].peer_seq = Some(epoch);
@@ -1357,7 +1362,10 @@ impl Node {
     /// if the kind has one, travels from the request's buffer).
     fn ship_write(&mut self, id: ReqId, seq: u64, io: IoRequest) {
         self.data_seq_end = seq + 1;
-        let flags = data_flags(io.kind);
+        let mut flags = data_flags(io.kind);
+        if std::mem::take(&mut self.flush_untold) {
+            flags |= wire::DATA_FLAG_AFTER_FLUSH;
+        }
         let msg = Message::Data {
             seq,
             offset: io.offset,
@@ -1701,6 +1709,10 @@ impl Node {
         self.peer_data_end = self.peer_data_end.max(seq.saturating_add(1));
         let resync = flags & wire::DATA_FLAG_RESYNC != 0;
         if !resync {
+            if flags & wire::DATA_FLAG_AFTER_FLUSH != 0 {
+                // A FLUSH our early flush answered came first, unannounced.
+                self.flushes.peer.flush_arrived();
+            }
             self.flushes.peer.write_arrived();
         }
         let end = offset.checked_add(u64::from(len));
@@ -1856,6 +1868,7 @@ impl Node {
     /// us, of flushes ahead no longer describes its seqs.
     fn forget_flushes_told(&mut self) {
         self.flushes_told.clear();
+        self.flush_untold = false;
         self.peer_data_end = 0;
         self.peer_flushed_through = 0;
     }
@@ -3857,12 +3870,17 @@ mod tests {
     /// The Secondary's side of one commit: the peer's 4 KiB write `seq`
     /// (request `id`) arrives and completes on the disk. The actions after.
     fn peer_write_completes(n: &mut Node, id: ReqId, seq: u64) -> Vec<Action> {
+        peer_write_with_flags_completes(n, id, seq, 0)
+    }
+
+    /// The same with these `Data` flags.
+    fn peer_write_with_flags_completes(n: &mut Node, id: ReqId, seq: u64, flags: u32) -> Vec<Action> {
         n.handle(Event::PeerWrite {
             id,
             seq,
             offset: 8192,
             len: 4096,
-            flags: 0,
+            flags,
         });
         drain(n);
         n.handle(Event::DiskDone { id, result: Ok(()) });
@@ -4226,14 +4244,54 @@ mod tests {
         assert!(drain(&mut n).is_empty());
         flush_request(&mut n, 2);
         let a = drain(&mut n);
-        let epoch = barrier_sent(&a).expect("the barrier still goes: the peer learns from it");
+        assert_eq!(barrier_sent(&a), None, "no barrier: nothing to wait for");
         assert_eq!(flushes(&a), vec![2], "the local disk is flushed all the same");
         n.handle(Event::DiskDone { id: 2, result: Ok(()) });
-        assert_eq!(reply(&drain(&mut n), 2), Some(0), "no barrier ack awaited");
+        assert_eq!(reply(&drain(&mut n), 2), Some(0));
         assert_eq!(n.snapshot().counters.pe, 0);
-        n.handle(Event::PeerBarrierAck { epoch });
-        assert!(drain(&mut n).iter().all(|a| !matches!(a, Action::Reply { .. })));
         assert_eq!(n.flush_counts().app_peer_ahead, 1);
+        // The next write tells the peer a FLUSH came, for its prediction;
+        // the one after it has nothing to tell.
+        let data_flags = |n: &mut Node, id: ReqId| {
+            write_4k(n, id, 4096 * id);
+            drain(n).iter().find_map(|a| match a {
+                Action::SendPeerData {
+                    msg: Message::Data { flags, .. },
+                    ..
+                } => Some(*flags),
+                _ => None,
+            })
+        };
+        assert_eq!(data_flags(&mut n, 3), Some(wire::DATA_FLAG_AFTER_FLUSH));
+        assert_eq!(data_flags(&mut n, 4), Some(0));
+    }
+
+    #[test]
+    fn a_secondary_learns_of_a_flush_that_went_without_a_barrier_from_the_next_write() {
+        // Commits whose FLUSHes the Primary answered by our word: no
+        // barriers, each write after a FLUSH flagged. The prediction holds.
+        let mut n = secondary_expecting_commits();
+        for k in 0..8u64 {
+            let flags = if k == 0 { 0 } else { wire::DATA_FLAG_AFTER_FLUSH };
+            let early = flushes(&peer_write_with_flags_completes(&mut n, 110 + k, 11 + k, flags));
+            assert_eq!(early.len(), 1, "commit {k}");
+            n.handle(Event::DiskDone {
+                id: early[0],
+                result: Ok(()),
+            });
+            assert_eq!(told_flushed(&drain(&mut n)), vec![12 + k]);
+        }
+        // Plain writes, unflagged: the prediction stops.
+        let mut early = 0;
+        for k in 0..8u64 {
+            let f = flushes(&peer_write_completes(&mut n, 120 + k, 20 + k));
+            for &id in &f {
+                n.handle(Event::DiskDone { id, result: Ok(()) });
+            }
+            drain(&mut n);
+            early += f.len();
+        }
+        assert!(early <= 2, "{early} flushes for plain writes");
     }
 
     #[test]

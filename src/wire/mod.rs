@@ -305,6 +305,10 @@ pub const DATA_FLAG_ZERO: u32 = 1 << 2;
 pub const DATA_FLAG_MAY_TRIM: u32 = 1 << 3;
 /// `Data` flag: resync traffic, not an application write.
 pub const DATA_FLAG_RESYNC: u32 = 1 << 4;
+/// `Data` flag: an application FLUSH came before this write and went
+/// without a barrier, the receiver's `Flushed` having answered it. Only to
+/// a peer whose hello has [`handshake::FEATURE_FLUSHED`].
+pub const DATA_FLAG_AFTER_FLUSH: u32 = 1 << 5;
 
 /// Whether a `Data` message with these flags carries its block.
 pub fn data_has_payload(flags: u32) -> bool {
