@@ -23,7 +23,8 @@ Targets, one after another on the same machine and the same kind of file:
 
 Rows: 4k random write QD1 (mean and p99 latency), 4k random write QD32 (IOPS),
 1M sequential write QD8 (MB/s), 4k random read QD32 (IOPS), 4k write + flush
-QD1, and a queue-depth sweep of 4k random writes. For the replicated pair
+QD1, the same with four committers at once (commits per second; not run on
+file-pair and lockstep), and a queue-depth sweep of 4k random writes. For the replicated pair
 also: the initial full sync, a full resync with and without an fio QD1 load on
 the Primary (and under the load again with each --min-rates c-min-rate), a
 1%-dirty resync (bytes moved), CPU-seconds per GiB written,
@@ -63,6 +64,11 @@ WORKLOADS = [
     ("w3", "1M seq write QD8", ["--rw=write", "--bs=1M", "--iodepth=8"]),
     ("w4", "4k randread QD32", ["--rw=randread", "--bs=4k", "--iodepth=32"]),
     ("w5", "4k write + flush QD1", ["--rw=randwrite", "--bs=4k", "--iodepth=1", "--fsync=1"]),
+    # Not one of the performance issue's rows: a database with several
+    # threads committing at once, whose writes never go quiet (one NBD
+    # connection per committer, as several clients would have).
+    ("w6", "4k write + flush, 4 committers", ["--rw=randwrite", "--bs=4k", "--iodepth=1", "--fsync=1",
+                                              "--numjobs=4", "--group_reporting"]),
 ]
 
 
@@ -178,7 +184,7 @@ def summarise(job, key):
         "cdf": [[float(p), v / 1000] for p, v in sorted(pct.items(), key=lambda kv: float(kv[0]))],
         "bytes": side["io_bytes"],
     }
-    if key == "w5":
+    if key in ("w5", "w6"):
         # The nbd engine turns --fsync=1 into a FLUSH after each write; its
         # latency is fio's "sync" section. A cycle is write + flush.
         r["cycle_us"] = (side["lat_ns"]["mean"] + job["sync"]["lat_ns"]["mean"]) / 1000
@@ -237,6 +243,8 @@ class FilePairTarget(Target):
     are one file's."""
     name = "file-pair"
     desc = "two files written at once (fio io_uring, O_DIRECT): the limit of two replicas on one disk"
+    # Four committers on each of two files would be eight.
+    skips = ("w6",)
 
     def uri(self):
         return f"files:{self.img},{self.other}"
@@ -254,7 +262,7 @@ class LockstepTarget(Target):
     mirror reads one copy, whose limit is the file's."""
     name = "lockstep"
     desc = "each write to two files at once, done when both are: the limit of a synchronous mirror on one disk"
-    skips = ("w4",)
+    skips = ("w4", "w6")
 
     def uri(self):
         return f"lockstep:{self.img},{self.other}"
@@ -836,6 +844,17 @@ def report(args, results):
         ok = ratio >= bars[w] if higher else ratio <= bars[w]
         lines.append(f"| {name} | {fmt(qv)} | {fmt(rv)} | **{ratio:.2f}** {'✓' if ok else '✗'} | "
                      f"{'≥' if higher else '≤'} {bars[w]:.2f} |")
+    # Several committers at once: no bar of the issue, the same ratio asked.
+    nbd = ["file", "qemu-nbd", "standalone", "replicated", "ram-peer", "mirror"]
+    lines += ["", "Commits (a 4k write, then a flush) per second, one committer and four at once "
+              "(one connection each); not a bar of the performance issue:", "",
+              "| committers | " + " | ".join(nbd) + " | replicated / qemu-nbd | ram-peer / qemu-nbd |",
+              "|---" * (len(nbd) + 3) + "|"]
+    for w, n in (("w5", 1), ("w6", 4)):
+        vals = [r[t].get(w, {}).get("iops") for t in nbd]
+        qv = r["qemu-nbd"][w]["iops"]
+        lines.append(f"| {n} | " + " | ".join(fmt(v) for v in vals) +
+                     f" | {r['replicated'][w]['iops'] / qv:.2f} | {r['ram-peer'][w]['iops'] / qv:.2f} |")
     lines += ["", "4k random write IOPS by queue depth (the plot `iops-by-queue-depth.png`):", "",
               "| QD | " + " | ".join(TARGETS) + " | replicated / qemu-nbd |", "|---" * (len(TARGETS) + 2) + "|"]
     for qd in SWEEP_DEPTHS:
@@ -947,7 +966,7 @@ def load_change(mean_us, iops):
 def short_report(args, results, targets):
     """--rows-only: each row's main figure per target, and each target's
     ratio to qemu-nbd where it ran."""
-    main_key = {"w1": "mean_us", "w2": "iops", "w3": "mbs", "w4": "iops", "w5": "cycle_us"}
+    main_key = {"w1": "mean_us", "w2": "iops", "w3": "mbs", "w4": "iops", "w5": "cycle_us", "w6": "iops"}
     names = [t.name for t in targets]
     lines = [f"guest_halt_poll_ns: {fmt(results.get('halt_poll_ns'))}", "",
              "| row | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
@@ -1068,7 +1087,7 @@ def main():
                     help="only the workload rows: no limits, sweep, resyncs, CPU or memory rows; prints a short "
                          "table (for trying a change)")
     ap.add_argument("--rows", default=",".join(k for k, _, _ in WORKLOADS),
-                    help="with --rows-only: the rows to run (w1..w5)")
+                    help="with --rows-only: the rows to run (w1..w6)")
     ap.add_argument("--targets", default=",".join(TARGETS),
                     help="with --rows-only: the targets to run, of " + ", ".join(TARGETS + ["qemu-nbd-wb"]))
     ap.add_argument("--halt-poll-ns", type=int, default=None,
