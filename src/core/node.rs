@@ -1288,6 +1288,11 @@ impl Node {
                 return;
             }
         }
+        if r.origin == Origin::App && io.kind == IoKind::Flush {
+            // On the disk itself: it covers other requests as the node's
+            // own flushes do.
+            self.flushes.issued(id);
+        }
         self.counters.lo += 1;
         self.act(Action::Disk { id, op });
     }
@@ -1299,7 +1304,15 @@ impl Node {
     fn flush_covered(&mut self, i: usize, id: ReqId) -> bool {
         let need = self.flushes.need_now();
         match self.flushes.cover(need) {
-            Cover::Missing => return false,
+            Cover::Missing if !self.flushes.flushing() => return false,
+            Cover::Missing => {
+                // A flush that began before some write this FLUSH needs is
+                // on the disk: wait for it, and share the next one with
+                // whatever else arrives meanwhile.
+                self.inflight[i].started = false;
+                self.flushes.counts.app_grouped += 1;
+                self.app_flush_waits.push((id, need));
+            }
             Cover::Done => {
                 self.inflight[i].local = Some(Ok(()));
                 self.flushes.counts.app_covered += 1;
@@ -1483,6 +1496,9 @@ impl Node {
                     self.flushes.write_done();
                 }
                 self.try_finish(id);
+                if r.io.kind == IoKind::Flush {
+                    self.flush_finished(id, result);
+                }
             }
             Origin::Peer { seq, resync } => {
                 self.remove(id);
@@ -1531,18 +1547,7 @@ impl Node {
                 }
                 // A barrier already here is answered by its own ack.
                 let barrier_waits = !self.peer_barriers.is_empty();
-                if let Some(covers) = self.flushes.finished(id) {
-                    let (answered, still): (Vec<_>, Vec<_>) =
-                        self.app_flush_waits.iter().partition(|&&(_, need)| need <= covers);
-                    self.app_flush_waits = still;
-                    for (app, _) in answered {
-                        if let Some(r) = self.inflight.iter_mut().find(|r| r.id == app) {
-                            r.local = Some(result);
-                        }
-                        self.try_finish(app);
-                    }
-                }
-                self.run_peer_barriers();
+                self.flush_finished(id, result);
                 if let Some(k) = self.flushes_told.iter().position(|&(f, _)| f == id) {
                     let (_, through) = self.flushes_told.swap_remove(k);
                     if result.is_ok() && self.connected() && !barrier_waits {
@@ -1566,6 +1571,41 @@ impl Node {
                 });
                 self.act(Action::Release { id });
             }
+        }
+    }
+
+    /// A flush of the disk finished (the node's own or an application
+    /// FLUSH on the disk itself): the requests it covers are answered with
+    /// its result, and those that needed more, having arrived while it was
+    /// on the disk, get one flush for them all, as a database's group
+    /// commit does.
+    fn flush_finished(&mut self, id: ReqId, result: Result<(), i32>) {
+        if let Some(covers) = self.flushes.finished(id) {
+            let (answered, still): (Vec<_>, Vec<_>) =
+                self.app_flush_waits.iter().partition(|&&(_, need)| need <= covers);
+            self.app_flush_waits = still;
+            for (app, _) in answered {
+                if let Some(r) = self.inflight.iter_mut().find(|r| r.id == app) {
+                    r.local = Some(result);
+                }
+                self.try_finish(app);
+            }
+        }
+        self.run_peer_barriers();
+        if self.app_flush_waits.is_empty() || self.flushes.flushing() {
+            return;
+        }
+        if self.disk > DiskState::Failed {
+            self.flush_own();
+            return;
+        }
+        // The flush they waited for failed the disk: no flush is left to
+        // answer them.
+        for (app, _) in std::mem::take(&mut self.app_flush_waits) {
+            if let Some(r) = self.inflight.iter_mut().find(|r| r.id == app) {
+                r.local = Some(Err(errno::EIO as i32));
+            }
+            self.try_finish(app);
         }
     }
 
@@ -1826,8 +1866,12 @@ impl Node {
                 }
                 Cover::Pending => return,
                 Cover::Missing => {
-                    self.flushes.counts.peer_on_barrier += 1;
-                    self.flush_own();
+                    // With a flush on the disk, the next one waits for it
+                    // and serves everything that arrived meanwhile.
+                    if !self.flushes.flushing() {
+                        self.flushes.counts.peer_on_barrier += 1;
+                        self.flush_own();
+                    }
                     return;
                 }
             }
@@ -3977,7 +4021,7 @@ mod tests {
     }
 
     #[test]
-    fn a_flush_request_that_an_early_flush_does_not_cover_gets_its_own() {
+    fn a_flush_request_that_an_early_flush_does_not_cover_waits_for_it_and_gets_the_next() {
         let mut n = committing_primary();
         let early = flushes(&write_completes(&mut n, 101, 0));
         // Another write completes while the early flush is on the disk:
@@ -3988,17 +4032,71 @@ mod tests {
             "after a write where a flush was predicted, another history decides"
         );
         flush_request(&mut n, 104);
-        assert_eq!(flushes(&drain(&mut n)), vec![104]);
+        assert!(flushes(&drain(&mut n)).is_empty(), "the disk is flushing: it waits");
         n.handle(Event::DiskDone {
             id: early[0],
             result: Ok(()),
         });
-        assert_eq!(reply(&drain(&mut n), 104), None);
+        let a = drain(&mut n);
+        assert_eq!(reply(&a, 104), None);
+        let next = flushes(&a);
+        assert_eq!(next.len(), 1, "the next flush, for it: {a:?}");
         n.handle(Event::DiskDone {
-            id: 104,
+            id: next[0],
             result: Ok(()),
         });
         assert_eq!(reply(&drain(&mut n), 104), Some(0));
+        assert_eq!(n.flush_counts().app_grouped, 1);
+    }
+
+    #[test]
+    fn flush_requests_that_arrive_while_the_disk_flushes_share_the_next_flush() {
+        // Four clients committing at once: their writes never go quiet,
+        // and each FLUSH needs more than the flush on the disk covers.
+        let mut n = attached(MdFlags(MdFlags::CONSISTENT.0 | MdFlags::WAS_UP_TO_DATE.0));
+        n.promote(false, 9).unwrap();
+        drain(&mut n);
+        write_completes(&mut n, 1, 0);
+        flush_request(&mut n, 2);
+        assert_eq!(flushes(&drain(&mut n)), vec![2], "nothing on the disk: it goes itself");
+        for k in 0..3u64 {
+            write_completes(&mut n, 10 + 2 * k, 8192 * (k + 1));
+            flush_request(&mut n, 11 + 2 * k);
+            assert!(flushes(&drain(&mut n)).is_empty(), "FLUSH {k} waits");
+        }
+        n.handle(Event::DiskDone { id: 2, result: Ok(()) });
+        let a = drain(&mut n);
+        assert_eq!(reply(&a, 2), Some(0));
+        let next = flushes(&a);
+        assert_eq!(next.len(), 1, "one flush for the three: {a:?}");
+        n.handle(Event::DiskDone {
+            id: next[0],
+            result: Ok(()),
+        });
+        let a = drain(&mut n);
+        for id in [11, 13, 15] {
+            assert_eq!(reply(&a, id), Some(0), "{id}: {a:?}");
+        }
+        assert!(flushes(&a).is_empty());
+        assert_eq!(n.flush_counts().app_grouped, 3);
+    }
+
+    #[test]
+    fn flush_requests_waiting_for_a_flush_that_fails_the_disk_fail() {
+        let mut n = attached(MdFlags(MdFlags::CONSISTENT.0 | MdFlags::WAS_UP_TO_DATE.0));
+        n.promote(false, 9).unwrap();
+        drain(&mut n);
+        write_completes(&mut n, 1, 0);
+        flush_request(&mut n, 2);
+        drain(&mut n);
+        write_completes(&mut n, 3, 8192);
+        flush_request(&mut n, 4);
+        drain(&mut n);
+        n.handle(Event::DiskDone { id: 2, result: Err(5) });
+        let a = drain(&mut n);
+        assert!(reply(&a, 2).is_some_and(|e| e != 0), "{a:?}");
+        assert!(reply(&a, 4).is_some_and(|e| e != 0), "{a:?}");
+        assert!(flushes(&a).is_empty(), "no flush to a failed disk");
     }
 
     #[test]
@@ -4097,16 +4195,18 @@ mod tests {
         let after = peer_write_completes(&mut n, 111, 12);
         assert!(flushes(&after).is_empty(), "the streak is over");
         n.handle(Event::PeerBarrier { epoch: 13 });
-        let own = flushes(&drain(&mut n));
-        assert_eq!(own.len(), 1, "the barrier needs a flush issued after write 12");
+        assert!(
+            flushes(&drain(&mut n)).is_empty(),
+            "the disk is flushing: the barrier's flush waits for it"
+        );
         n.handle(Event::DiskDone {
             id: early[0],
             result: Ok(()),
         });
-        assert!(
-            !barrier_acked(&drain(&mut n), 13),
-            "the early flush covers write 11 only"
-        );
+        let a = drain(&mut n);
+        assert!(!barrier_acked(&a, 13), "the early flush covers write 11 only");
+        let own = flushes(&a);
+        assert_eq!(own.len(), 1, "the barrier needs a flush issued after write 12");
         n.handle(Event::DiskDone {
             id: own[0],
             result: Ok(()),

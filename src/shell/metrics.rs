@@ -121,7 +121,7 @@ pub fn render(daemon: &Daemon) -> String {
         }
     }
     type Value = fn(&crate::core::Snapshot) -> u64;
-    let values: [(&str, &str, &str, Value); 22] = [
+    let values: [(&str, &str, &str, Value); 23] = [
         (
             "connected",
             "gauge",
@@ -178,6 +178,12 @@ pub fn render(daemon: &Daemon) -> String {
             "counter",
             "Application FLUSHes the peer had already made stable on its disk by a flush of its own (it said so): answered without waiting for the barrier's round trip.",
             |s| s.flushes.app_peer_ahead,
+        ),
+        (
+            "app_flushes_grouped_total",
+            "counter",
+            "Application FLUSHes that arrived while a flush of the disk not covering them was under way: they waited for it and shared the next flush with every other one that arrived meanwhile.",
+            |s| s.flushes.app_grouped,
         ),
         ("device_size_bytes", "gauge", "Size of the replicated device.", |s| {
             s.size_bytes

@@ -109,6 +109,9 @@ pub struct FlushCounts {
     /// Application FLUSHes whose writes the peer's own early flush had
     /// made stable there: answered without a barrier's round trip.
     pub app_peer_ahead: u64,
+    /// Application FLUSHes that arrived while a flush not covering them
+    /// was on the disk: they waited for it and shared the next one.
+    pub app_grouped: u64,
 }
 
 #[derive(Debug)]
@@ -170,6 +173,11 @@ impl Flushes {
     /// Whether a flush issued now would make anything more stable.
     pub fn worth_one(&self) -> bool {
         self.cover(self.completed) == Cover::Missing
+    }
+
+    /// Whether a flush is on the disk.
+    pub fn flushing(&self) -> bool {
+        !self.inflight.is_empty()
     }
 
     /// Flush `id` went to the disk now.
