@@ -206,6 +206,26 @@ fn a_committing_clients_flushes_are_issued_as_its_writes_complete_and_plain_writ
         "{on_barrier} → {on_barrier_after}"
     );
 
+    // Four clients committing at once never go quiet: a FLUSH that finds
+    // the disk flushing for another waits for it and shares the next one.
+    let grouped = || counters(ports[0], ["app_flushes_grouped_total"])[0];
+    let before = grouped();
+    run_ok(Command::new("fio").args([
+        "--name=committers",
+        "--ioengine=nbd",
+        &format!("--uri={}", p.uri()),
+        "--rw=randwrite",
+        "--bs=4k",
+        "--size=8M",
+        "--iodepth=1",
+        "--fsync=1",
+        "--numjobs=4",
+        "--time_based",
+        "--runtime=2",
+    ]));
+    let shared = grouped() - before;
+    assert!(shared >= 10.0, "{shared} FLUSHes shared a flush");
+
     // What was committed is on both disks, byte for byte.
     p.alpha.adm_ok(&["secondary", "r0"]);
     p.assert_identical();
