@@ -39,6 +39,8 @@ fn seeded_runs_keep_every_invariant() {
         assert!(total.power_outages > 0 && total.early_flushes > 0, "{total:?}");
         // ... and FLUSHes the Primary answered by the Secondary's word.
         assert!(total.flushes_peer_ahead > 0, "{total:?}");
+        // FLUSHes that arrived while the disk flushed share the next flush.
+        assert!(total.flushes_grouped > 0, "{total:?}");
     }
     println!("{total:?}");
 }

@@ -93,6 +93,9 @@ pub struct Report {
     /// that its own early flush had made every write stable there, while
     /// the workload committed before an outage.
     pub flushes_peer_ahead: u64,
+    /// Application FLUSHes that arrived while a flush not covering them was
+    /// on the disk and shared the next one.
+    pub flushes_grouped: u64,
 }
 
 impl Report {
@@ -116,6 +119,7 @@ impl Report {
         self.power_outages += r.power_outages;
         self.early_flushes += r.early_flushes;
         self.flushes_peer_ahead += r.flushes_peer_ahead;
+        self.flushes_grouped += r.flushes_grouped;
     }
 }
 
@@ -455,7 +459,9 @@ impl Sim {
                 }
             }
         }
-        self.nodes[i].node = None;
+        if let Some(n) = self.nodes[i].node.take() {
+            self.report.flushes_grouped += n.flush_counts().app_grouped;
+        }
         self.nodes[i].bufs.clear();
         self.nodes[i].peer_reads.clear();
         // The client's requests to it end without an answer.
@@ -1639,6 +1645,9 @@ pub fn run_watching(seed: u64, watch: Option<u64>) -> Result<Report, String> {
         if let Some(why) = sim.violation.clone() {
             return Err(sim.failure(&why));
         }
+    }
+    for n in sim.nodes.iter().filter_map(|s| s.node.as_ref()) {
+        sim.report.flushes_grouped += n.flush_counts().app_grouped;
     }
     Ok(sim.report)
 }
