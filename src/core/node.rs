@@ -136,13 +136,13 @@ pub struct Node {
     /// An application FLUSH went without a barrier (the peer's word
     /// answered it): the next write tells the peer, whose prediction of
     /// the next flush learns from it (`DATA_FLAG_AFTER_FLUSH`).
-    flush_untold: bool,
+    data_after_flush: bool,
     /// One past the highest seq of a `Data` received on this connection.
     peer_data_end: u64,
     /// Flushes issued ahead of the peer's barrier on this connection, and
     /// the seq below which each makes every `Data` received stable: the
     /// peer is told (`Flushed`) when one finishes.
-    flushes_told: Vec<(ReqId, u64)>,
+    flushes_to_tell: Vec<(ReqId, u64)>,
     /// Peer barriers not yet acknowledged, in arrival order: epoch, and
     /// once every earlier peer write is done, the flush ticks it needs.
     peer_barriers: VecDeque<(u64, Option<u64>)>,
@@ -293,9 +293,9 @@ impl Node {
             barriers: HashMap::new(),
             data_seq_end: 0,
             peer_flushed_through: 0,
-            flush_untold: false,
+            data_after_flush: false,
             peer_data_end: 0,
-            flushes_told: Vec::new(),
+            flushes_to_tell: Vec::new(),
             peer_barriers: VecDeque::new(),
             flushes: Flushes::new(),
             app_flush_waits: Vec::new(),
@@ -1284,14 +1284,14 @@ impl Node {
         // submission ahead of it in the same io_uring batch costs a doorbell.
         if r.origin == Origin::App {
             self.replicate(i, id, io);
-            if io.kind == IoKind::Flush && self.flush_covered(i, id) {
-                return;
+            if io.kind == IoKind::Flush {
+                if self.flush_covered(i, id) {
+                    return;
+                }
+                // On the disk itself: it covers other requests as the
+                // node's own flushes do.
+                self.flushes.issued(id);
             }
-        }
-        if r.origin == Origin::App && io.kind == IoKind::Flush {
-            // On the disk itself: it covers other requests as the node's
-            // own flushes do.
-            self.flushes.issued(id);
         }
         self.counters.lo += 1;
         self.act(Action::Disk { id, op });
@@ -1305,26 +1305,29 @@ impl Node {
         let need = self.flushes.need_now();
         match self.flushes.cover(need) {
             Cover::Missing if !self.flushes.flushing() => return false,
-            Cover::Missing => {
-                // A flush that began before some write this FLUSH needs is
-                // on the disk: wait for it, and share the next one with
-                // whatever else arrives meanwhile.
-                self.inflight[i].started = false;
-                self.flushes.counts.app_grouped += 1;
-                self.app_flush_waits.push((id, need));
-            }
             Cover::Done => {
-                self.inflight[i].local = Some(Ok(()));
                 self.flushes.counts.app_covered += 1;
-                self.try_finish(id);
+                self.answer_app_flush(id, Ok(()));
+                return true;
             }
-            Cover::Pending => {
-                self.inflight[i].started = false;
-                self.flushes.counts.app_covered += 1;
-                self.app_flush_waits.push((id, need));
-            }
+            Cover::Pending => self.flushes.counts.app_covered += 1,
+            // A flush that began before some write this FLUSH needs is on
+            // the disk: wait for it, and share the next one with whatever
+            // else arrives meanwhile.
+            Cover::Missing => self.flushes.counts.app_grouped += 1,
         }
+        self.inflight[i].started = false;
+        self.app_flush_waits.push((id, need));
         true
+    }
+
+    /// The local part of application FLUSH `id`, answered by a flush that
+    /// was not its own.
+    fn answer_app_flush(&mut self, id: ReqId, result: Result<(), i32>) {
+        if let Some(r) = self.inflight.iter_mut().find(|r| r.id == id) {
+            r.local = Some(result);
+        }
+        self.try_finish(id);
     }
 
     /// Ship application request `inflight[i]` to the peer, or remember
@@ -1342,7 +1345,7 @@ impl Node {
                     // The peer's own flush, issued as our writes went
                     // quiet, made every one we sent stable: no barrier, no
                     // round trip. The next write tells the peer.
-                    self.flush_untold = true;
+                    self.data_after_flush = true;
                     self.flushes.counts.app_peer_ahead += 1;
                 } else {
                     let epoch = self.next_seq;
@@ -1355,8 +1358,7 @@ impl Node {
             }
             IoKind::Flush => {}
             _ if can_send => {
-                let seq = self.next_seq;
-                self.next_seq += 1;
+                let seq = self.data_seq();
                 self.ship_write(id, seq, io);
                 if self.protocol != 'A' {
                     self.counters.pe += 1;
@@ -1374,9 +1376,8 @@ impl Node {
     /// Send application write `id` to the peer as `Data` `seq` (its block,
     /// if the kind has one, travels from the request's buffer).
     fn ship_write(&mut self, id: ReqId, seq: u64, io: IoRequest) {
-        self.data_seq_end = seq + 1;
         let mut flags = data_flags(io.kind);
-        if std::mem::take(&mut self.flush_untold) {
+        if std::mem::take(&mut self.data_after_flush) {
             flags |= wire::DATA_FLAG_AFTER_FLUSH;
         }
         let msg = Message::Data {
@@ -1548,8 +1549,8 @@ impl Node {
                 // A barrier already here is answered by its own ack.
                 let barrier_waits = !self.peer_barriers.is_empty();
                 self.flush_finished(id, result);
-                if let Some(k) = self.flushes_told.iter().position(|&(f, _)| f == id) {
-                    let (_, through) = self.flushes_told.swap_remove(k);
+                if let Some(k) = self.flushes_to_tell.iter().position(|&(f, _)| f == id) {
+                    let (_, through) = self.flushes_to_tell.swap_remove(k);
                     if result.is_ok() && self.connected() && !barrier_waits {
                         self.act(Action::SendPeer(Message::Flushed { through }));
                     }
@@ -1585,10 +1586,7 @@ impl Node {
                 self.app_flush_waits.iter().partition(|&&(_, need)| need <= covers);
             self.app_flush_waits = still;
             for (app, _) in answered {
-                if let Some(r) = self.inflight.iter_mut().find(|r| r.id == app) {
-                    r.local = Some(result);
-                }
-                self.try_finish(app);
+                self.answer_app_flush(app, result);
             }
         }
         self.run_peer_barriers();
@@ -1602,10 +1600,7 @@ impl Node {
         // The flush they waited for failed the disk: no flush is left to
         // answer them.
         for (app, _) in std::mem::take(&mut self.app_flush_waits) {
-            if let Some(r) = self.inflight.iter_mut().find(|r| r.id == app) {
-                r.local = Some(Err(errno::EIO as i32));
-            }
-            self.try_finish(app);
+            self.answer_app_flush(app, Err(errno::EIO as i32));
         }
     }
 
@@ -1904,15 +1899,15 @@ impl Node {
                     _ => None,
                 })
                 .fold(self.peer_data_end, u64::min);
-            self.flushes_told.push((id, through));
+            self.flushes_to_tell.push((id, through));
         }
     }
 
     /// A new link, or none: what the last one's peer was told, and told
     /// us, of flushes ahead no longer describes its seqs.
-    fn forget_flushes_told(&mut self) {
-        self.flushes_told.clear();
-        self.flush_untold = false;
+    fn forget_link_flushes(&mut self) {
+        self.flushes_to_tell.clear();
+        self.data_after_flush = false;
         self.peer_data_end = 0;
         self.peer_flushed_through = 0;
     }
@@ -1975,6 +1970,15 @@ impl Node {
         self.flushes.issued(id);
         self.start(id);
         id
+    }
+
+    /// The seq of a `Data` about to be sent (an application write or a
+    /// resync block).
+    fn data_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.data_seq_end = self.next_seq;
+        seq
     }
 
     fn core_id(&mut self) -> ReqId {
@@ -2384,7 +2388,7 @@ impl Node {
             return;
         }
         self.peer_features = peer_features;
-        self.forget_flushes_told();
+        self.forget_link_flushes();
         self.peer_role = if peer.primary { Role::Primary } else { Role::Secondary };
         self.peer_disk = if peer.flags & uuid_flags::DISKLESS != 0 {
             DiskState::Diskless
@@ -2897,8 +2901,7 @@ impl Node {
             self.pump_resync();
             return;
         }
-        let seq = self.next_seq;
-        self.next_seq += 1;
+        let seq = self.data_seq();
         let offset = first * BM_BLOCK_BYTES;
         let bytes = (len * BM_BLOCK_BYTES).min(self.data_bytes - offset) as u32;
         if let Some(rs) = self.resync.as_mut() {
@@ -2906,7 +2909,6 @@ impl Node {
         }
         self.counters.ns += u64::from(bytes) / 1024;
         self.counters.pe += 1;
-        self.data_seq_end = seq + 1;
         self.act(Action::SendPeerData {
             id,
             msg: Message::Data {
@@ -3073,7 +3075,7 @@ impl Node {
             self.try_finish(id);
         }
         self.peer_barriers.clear();
-        self.forget_flushes_told();
+        self.forget_link_flushes();
         self.flushes.peer.forget();
         if was_connected && self.role == Role::Primary && self.disk == DiskState::UpToDate {
             if let Some(u) = self.uuids.as_mut() {
@@ -3947,13 +3949,19 @@ mod tests {
             .any(|a| matches!(a, Action::SendPeer(Message::BarrierAck { epoch: e }) if *e == epoch))
     }
 
+    /// A Primary with no peer, its disk UpToDate.
+    fn standalone_primary() -> Node {
+        let mut n = attached(MdFlags(MdFlags::CONSISTENT.0 | MdFlags::WAS_UP_TO_DATE.0));
+        n.promote(false, 9).unwrap();
+        drain(&mut n);
+        n
+    }
+
     /// A Primary with no peer whose client has committed five times (a
     /// write, then a flush, each done before the next), so that the next
     /// write's reply predicts a flush. Request ids below 50.
     fn committing_primary() -> Node {
-        let mut n = attached(MdFlags(MdFlags::CONSISTENT.0 | MdFlags::WAS_UP_TO_DATE.0));
-        n.promote(false, 9).unwrap();
-        drain(&mut n);
+        let mut n = standalone_primary();
         for round in 0..5u64 {
             let after = write_completes(&mut n, 10 * round + 1, 0);
             assert!(flushes(&after).is_empty(), "round {round}: no pattern yet");
@@ -4053,9 +4061,7 @@ mod tests {
     fn flush_requests_that_arrive_while_the_disk_flushes_share_the_next_flush() {
         // Four clients committing at once: their writes never go quiet,
         // and each FLUSH needs more than the flush on the disk covers.
-        let mut n = attached(MdFlags(MdFlags::CONSISTENT.0 | MdFlags::WAS_UP_TO_DATE.0));
-        n.promote(false, 9).unwrap();
-        drain(&mut n);
+        let mut n = standalone_primary();
         write_completes(&mut n, 1, 0);
         flush_request(&mut n, 2);
         assert_eq!(flushes(&drain(&mut n)), vec![2], "nothing on the disk: it goes itself");
@@ -4083,9 +4089,7 @@ mod tests {
 
     #[test]
     fn flush_requests_waiting_for_a_flush_that_fails_the_disk_fail() {
-        let mut n = attached(MdFlags(MdFlags::CONSISTENT.0 | MdFlags::WAS_UP_TO_DATE.0));
-        n.promote(false, 9).unwrap();
-        drain(&mut n);
+        let mut n = standalone_primary();
         write_completes(&mut n, 1, 0);
         flush_request(&mut n, 2);
         drain(&mut n);
@@ -4115,9 +4119,7 @@ mod tests {
     #[test]
     fn a_fresh_node_flushes_for_the_first_flush_request_whatever_it_has_written() {
         // What a killed daemon wrote may still sit in the disk's cache.
-        let mut n = attached(MdFlags(MdFlags::CONSISTENT.0 | MdFlags::WAS_UP_TO_DATE.0));
-        n.promote(false, 9).unwrap();
-        drain(&mut n);
+        let mut n = standalone_primary();
         flush_request(&mut n, 1);
         assert_eq!(flushes(&drain(&mut n)), vec![1]);
     }
