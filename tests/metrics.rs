@@ -141,15 +141,16 @@ fn counters<const N: usize>(port: u16, names: [&str; N]) -> [f64; N] {
 
 #[test]
 fn a_committing_clients_flushes_are_issued_as_its_writes_complete_and_plain_writes_never_flush() {
-    let mut p = Pair::up("s3cret");
     // The Secondary's disk in RAM, as if it had a disk of its own: its
     // flush always finishes before the client's next request, so every
     // commit's FLUSH can be answered by its word, however busy the disk
-    // the other tests share is.
+    // the other tests share is. Made before the pair, so removed after
+    // its daemons are killed.
     let ram = tempfile::Builder::new()
         .prefix("tandem-metrics-")
         .tempdir_in("/dev/shm")
         .expect("tmpfs dir");
+    let mut p = Pair::up("s3cret");
     // Both restart with the endpoint configured, each on a port of its own.
     let ports = [free_port(), free_port()];
     for (d, port) in [&mut p.alpha, &mut p.beta].into_iter().zip(ports) {

@@ -203,11 +203,14 @@ impl Drop for Daemon {
 }
 
 pub struct Pair {
-    pub dir: tempfile::TempDir,
     pub alpha: Daemon,
     pub beta: Daemon,
     pub nbd_alpha: u16,
     pub nbd_beta: u16,
+    /// Last, so dropped last: the daemons are killed first. Removed while
+    /// one still ran, the directory could gain a file mid-removal (a status
+    /// file rewritten) and be left behind in /tmp.
+    pub dir: tempfile::TempDir,
 }
 
 pub fn write_conf(path: &Path, dir: &Path, secret: &str, ports: [u16; 4], disk: &str, net: &str, extra: &str) {
