@@ -172,12 +172,15 @@ fn a_committing_clients_flushes_are_issued_as_its_writes_complete_and_plain_writ
     let primary = || counters(ports[0], ["app_flushes_early_total", "app_flushes_covered_total"]);
     let peer_ahead = || counters(ports[0], ["app_flushes_peer_ahead_total"])[0];
     let secondary = || counters(ports[1], ["peer_flushes_early_total", "peer_flushes_on_barrier_total"]);
+    let flushes = || counters(ports[0], ["app_flushes_total"])[0];
 
     // Writes without flushes: neither node flushes for them (the one
     // flush qemu-io sends as it closes is answered the plain way).
     let plain: Vec<String> = (0..50).map(|i| format!("write -P {} {}k 4k", i + 1, i * 8)).collect();
     qemu_io(&p.uri(), &plain.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(primary(), [0.0, 0.0], "no flush the application did not ask for");
+    let closing = flushes();
+    assert!(closing >= 1.0, "qemu-io's closing FLUSH is counted: {closing}");
     assert_eq!(peer_ahead(), 0.0, "the closing flush waits for its barrier's ack");
     let [early, on_barrier] = secondary();
     assert_eq!(early, 0.0);
@@ -191,6 +194,11 @@ fn a_committing_clients_flushes_are_issued_as_its_writes_complete_and_plain_writ
         .flat_map(|i| [format!("write -P {} {}k 4k", i + 100, i * 8 + 4), "flush".to_owned()])
         .collect();
     qemu_io(&p.uri(), &commits.iter().map(String::as_str).collect::<Vec<_>>());
+    let commits_flushed = flushes() - closing;
+    assert!(
+        (50.0..=52.0).contains(&commits_flushed),
+        "50 commits (and a closing FLUSH) counted as {commits_flushed} FLUSHes"
+    );
     let [early, covered] = primary();
     assert!(
         early >= 40.0 && covered >= 40.0,

@@ -1285,6 +1285,7 @@ impl Node {
         if r.origin == Origin::App {
             self.replicate(i, id, io);
             if io.kind == IoKind::Flush {
+                self.flushes.counts.app += 1;
                 if self.flush_covered(i, id) {
                     return;
                 }
@@ -4025,7 +4026,8 @@ mod tests {
         let a = drain(&mut n);
         assert!(flushes(&a).is_empty() && reply(&a, 112) == Some(0), "{a:?}");
         let c = n.flush_counts();
-        assert_eq!((c.app_early, c.app_covered), (2, 2));
+        // Seven FLUSHes: the five of the history, and these two.
+        assert_eq!((c.app, c.app_early, c.app_covered), (7, 2, 2));
     }
 
     #[test]
@@ -4084,7 +4086,12 @@ mod tests {
             assert_eq!(reply(&a, id), Some(0), "{id}: {a:?}");
         }
         assert!(flushes(&a).is_empty());
-        assert_eq!(n.flush_counts().app_grouped, 3);
+        let c = n.flush_counts();
+        assert_eq!(
+            (c.app, c.app_grouped),
+            (4, 3),
+            "each FLUSH counts once, however answered"
+        );
     }
 
     #[test]

@@ -121,7 +121,7 @@ pub fn render(daemon: &Daemon) -> String {
         }
     }
     type Value = fn(&crate::core::Snapshot) -> u64;
-    let values: [(&str, &str, &str, Value); 23] = [
+    let values: [(&str, &str, &str, Value); 24] = [
         (
             "connected",
             "gauge",
@@ -160,6 +160,12 @@ pub fn render(daemon: &Daemon) -> String {
             "counter",
             "Flushes of the peer's writes a barrier had to wait for from its arrival.",
             |s| s.flushes.peer_on_barrier,
+        ),
+        (
+            "app_flushes_total",
+            "counter",
+            "Application FLUSHes (the clients' commits), however they were answered.",
+            |s| s.flushes.app,
         ),
         (
             "app_flushes_early_total",

@@ -102,6 +102,8 @@ pub struct FlushCounts {
     pub peer_early: u64,
     /// Flushes a barrier had to wait for from its arrival.
     pub peer_on_barrier: u64,
+    /// Application FLUSHes: the clients' commits, however answered.
+    pub app: u64,
     /// Flushes issued as the application's writes went quiet.
     pub app_early: u64,
     /// Application FLUSHes answered by an early flush, done or under way.
