@@ -210,6 +210,12 @@ fn a_committing_clients_flushes_are_issued_as_its_writes_complete_and_plain_writ
     assert!(ahead >= 40.0, "{ahead} of 50 FLUSHes answered by the peer's word");
     let [early, on_barrier_after] = secondary();
     assert!(early >= 40.0, "Secondary: {early} of 50 commits flushed early");
+    // The operator's view of the same counts.
+    let status = p.alpha.adm_ok(&["status", "--verbose", "r0"]);
+    let line = format!("flushes:{} answered-early:{covered} ", flushes());
+    assert!(status.contains(&line), "{line:?} in {status}");
+    let status = p.beta.adm_ok(&["status", "--verbose", "r0"]);
+    assert!(status.contains(&format!("peer-flushes early:{early} ")), "{status}");
     assert!(
         on_barrier_after - on_barrier <= 10.0,
         "{on_barrier} → {on_barrier_after}"

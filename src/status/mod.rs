@@ -210,6 +210,23 @@ pub fn render_status(s: &Snapshot, verbose: bool, color: bool) -> String {
                 c.nr, c.ns, c.oos, c.pe, c.ua, c.rs_same_kib
             );
         }
+        let f = &s.flushes;
+        if f.app > 0 {
+            // How the clients' commits were answered: where a commit's
+            // latency goes (docs/troubleshooting.md).
+            let _ = writeln!(
+                out,
+                "    flushes:{} answered-early:{} grouped:{} peer-ahead:{}",
+                f.app, f.app_covered, f.app_grouped, f.app_peer_ahead
+            );
+        }
+        if f.peer_early + f.peer_on_barrier > 0 {
+            let _ = writeln!(
+                out,
+                "    peer-flushes early:{} on-barrier:{}",
+                f.peer_early, f.peer_on_barrier
+            );
+        }
         if let Some(u) = &s.uuids {
             let _ = writeln!(
                 out,
@@ -372,5 +389,23 @@ mod tests {
             "r0 role:Primary\n  disk:Diskless\n  (2 request(s) abandoned by disk-timeout still on the old disk; attach waits for them)\n"
         );
         assert!(render_status(&s, false, true).contains("\x1b[32m"));
+    }
+
+    #[test]
+    fn verbose_status_says_how_commits_were_answered_once_there_were_any() {
+        let mut s = snap();
+        assert!(!render_status(&s, true, false).contains("flushes"));
+        s.flushes.app = 50;
+        s.flushes.app_covered = 47;
+        s.flushes.app_peer_ahead = 45;
+        let text = render_status(&s, true, false);
+        assert!(
+            text.contains("\n    flushes:50 answered-early:47 grouped:0 peer-ahead:45\n"),
+            "{text}"
+        );
+        assert!(!text.contains("peer-flushes"), "{text}");
+        s.flushes.peer_early = 3;
+        assert!(render_status(&s, true, false).contains("\n    peer-flushes early:3 on-barrier:0\n"));
+        assert!(!render_status(&s, false, false).contains("flushes"));
     }
 }
