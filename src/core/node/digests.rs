@@ -14,7 +14,8 @@
 //! no write to it is in flight, and only then declares it.
 
 use super::super::{Action, DiskOp, IoKind, IoRequest, ReqId};
-use super::{Node, RESYNC_CHUNK_BYTES};
+use super::resync::RESYNC_CHUNK_BYTES;
+use super::Node;
 use crate::core::refusal::{Refusal, StateRv};
 use crate::core::state::{ConnState, DiskState};
 use crate::digest::DigestAlg;
