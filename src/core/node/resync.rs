@@ -88,7 +88,19 @@ impl Node {
         Ok(())
     }
 
+    /// Become SyncTarget now and tell the peer (`invalidate`, a disk
+    /// attached while Primary).
     pub(super) fn become_sync_target(&mut self) {
+        self.enter_sync_target();
+        self.send_state();
+        self.act(Action::PersistMeta);
+        self.act(Action::StateChanged);
+    }
+
+    /// This node's disk is the resync's target, Inconsistent until the
+    /// SyncSource says every block has moved; the blocks to come are the
+    /// bitmap's.
+    fn enter_sync_target(&mut self) {
         self.cstate = ConnState::SyncTarget;
         self.disk = DiskState::Inconsistent;
         self.flags.remove(MdFlags::CONSISTENT);
@@ -97,9 +109,6 @@ impl Node {
             total_blocks: total,
             ..Resync::default()
         });
-        self.send_state();
-        self.act(Action::PersistMeta);
-        self.act(Action::StateChanged);
     }
 
     /// `pause-sync`: stop moving blocks; the resync resumes where it stopped.
@@ -192,14 +201,10 @@ impl Node {
                 self.start_resync_source(fresh);
             }
             Some(Sync::TargetBitmap | Sync::TargetFull) => {
-                self.cstate = ConnState::SyncTarget;
-                self.disk = DiskState::Inconsistent;
-                self.flags.remove(MdFlags::CONSISTENT);
-                let total = self.bitmap.as_ref().map_or(0, Bitmap::weight);
-                self.resync = Some(Resync {
-                    total_blocks: total,
-                    ..Resync::default()
-                });
+                // Both nodes took this direction from the same UUIDs at
+                // connect: the source counts this disk Inconsistent
+                // already, with no word from here.
+                self.enter_sync_target();
                 self.act(Action::PersistMeta);
                 self.act(Action::StateChanged);
             }
