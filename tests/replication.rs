@@ -63,6 +63,9 @@ fn initial_sync_then_every_acknowledged_write_is_on_both_disks() {
     // Where the write latency went: local disk, network, peer disk.
     let verbose = p.alpha.adm_ok(&["status", "--verbose", "r0"]);
     assert!(verbose.contains("write-latency: local-disk p50:"), "{verbose}");
+    // The Secondary measured no replicated write of its own: no line of zeros.
+    let verbose = p.beta.adm_ok(&["status", "--verbose", "r0"]);
+    assert!(!verbose.contains("write-latency"), "{verbose}");
     let json: serde_json::Value = serde_json::from_str(&p.alpha.adm_ok(&["status", "--json", "r0"])).expect("json");
     let lat = &json[0]["write_latency_us"];
     for part in ["local_disk", "network", "peer_disk"] {

@@ -91,9 +91,14 @@ impl LatencyStats {
         }
     }
 
-    /// One line for `status --verbose`.
+    /// One line for `status --verbose`; none on a node that has measured
+    /// no replicated write (a Secondary, a Primary before its first), where
+    /// a line of zeros would read as writes that took no time.
     pub fn line(&self) -> String {
         let s = self.split();
+        if s.local_disk.count + s.network.count + s.peer_disk.count == 0 {
+            return String::new();
+        }
         let part = |name: &str, x: Summary| format!("{name} p50:{}us p99:{}us", x.p50, x.p99);
         format!(
             "    write-latency: {} | {} | {}\n",
@@ -119,5 +124,18 @@ mod tests {
         let s = h.summary();
         assert_eq!((s.p50, s.p99, s.count), (64, 8192, 100));
         assert_eq!(Histogram::default().summary().p50, 0);
+    }
+
+    #[test]
+    fn the_status_line_appears_once_a_write_was_measured() {
+        let mut stats = LatencyStats::default();
+        assert_eq!(stats.line(), "");
+        stats.local_disk.record(100);
+        stats.network.record(40);
+        stats.peer_disk.record(90);
+        assert_eq!(
+            stats.line(),
+            "    write-latency: local-disk p50:128us p99:128us | network p50:64us p99:64us | peer-disk p50:128us p99:128us\n"
+        );
     }
 }
