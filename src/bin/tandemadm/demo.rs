@@ -214,6 +214,9 @@ fn watch(demo: &Demo, args: &DemoArgs) -> i32 {
         if args.keep { " and keeps the directory" } else { " and removes the directory" },
     );
     print!("{banner}");
+    // Into a pipe or a log, a screen is written when it differs from the
+    // last: an idle pair would otherwise repeat itself every second.
+    let mut last = String::new();
     while !STOP.load(Ordering::SeqCst) {
         if args.duration > 0 && started.elapsed() >= Duration::from_secs(args.duration) {
             break;
@@ -235,17 +238,19 @@ fn watch(demo: &Demo, args: &DemoArgs) -> i32 {
             }
         }
         let procfile = std::fs::read_to_string(demo.dir.join("alpha/drbd")).unwrap_or_default();
-        let mut out = std::io::stdout().lock();
-        if tty {
-            let _ = writeln!(out, "\x1b[2J\x1b[H{banner}");
-        }
-        let _ = write!(
-            out,
+        let screen = format!(
             "{screen}\nalpha's status file ({}):\n{procfile}\n",
             demo.dir.join("alpha/drbd").display()
         );
-        let _ = out.flush();
-        drop(out);
+        if tty || screen != last {
+            let mut out = std::io::stdout().lock();
+            if tty {
+                let _ = writeln!(out, "\x1b[2J\x1b[H{banner}");
+            }
+            let _ = write!(out, "{screen}");
+            let _ = out.flush();
+            last = screen;
+        }
         for _ in 0..10 {
             if STOP.load(Ordering::SeqCst) {
                 break;
