@@ -297,12 +297,13 @@ exec sleep 100000
     /// (corosync, pacemakerd and its subdaemons, tandemd, nbdfuse, the
     /// writer, the holder); then its loop devices are detached.
     fn kill_all(&mut self) {
-        for dev in self.fuse_mount_devs() {
-            if !self.fuse_devs.contains(&dev) {
-                self.fuse_devs.push(dev);
+        let mounted = self.fuse_mount_devs();
+        for dev in &mounted {
+            if !self.fuse_devs.contains(dev) {
+                self.fuse_devs.push(dev.clone());
             }
         }
-        for _ in 0..200 {
+        for round in 0..200 {
             let pids = self.pids();
             if pids.is_empty() {
                 break;
@@ -310,6 +311,9 @@ exec sleep 100000
             for pid in pids {
                 // SAFETY: a plain kill(2) of a process in the node's namespace.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            if round == 0 {
+                abort_fuse_connections(&mounted);
             }
             for c in &mut self.children {
                 let _ = c.try_wait();
@@ -363,6 +367,35 @@ exec sleep 100000
                 break;
             }
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// A dead host's FUSE connections die with it; here the kernel is shared,
+/// and they outlive the node. Worse, the namespace's mounts are torn down
+/// by whichever of its processes exits last: when that is nbdfuse, its
+/// exit unmounts the ext4 on the loop device, whose final flush goes
+/// through the FUSE file nbdfuse no longer serves, and nbdfuse waits for
+/// itself forever (with every later `losetup -l` stuck on the file). An
+/// aborted connection fails those requests at once, as a vanished host
+/// would. Only the connections mounted in the node a moment ago: a number
+/// freed since may already be another mount's.
+fn abort_fuse_connections(devs: &[String]) {
+    let control = Path::new("/sys/fs/fuse/connections");
+    let mounted = std::fs::read_dir(control)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false);
+    if !devs.is_empty() && !mounted {
+        // fusectl, where the connections are: mounted by systemd on most
+        // hosts, not in every container.
+        let _ = Command::new("mount")
+            .args(["-t", "fusectl", "fusectl"])
+            .arg(control)
+            .status();
+    }
+    for dev in devs {
+        if let Some(minor) = dev.split(':').nth(1) {
+            let _ = std::fs::write(control.join(minor).join("abort"), "1");
         }
     }
 }
