@@ -381,22 +381,28 @@ exec sleep 100000
 /// would. Only the connections mounted in the node a moment ago: a number
 /// freed since may already be another mount's.
 fn abort_fuse_connections(devs: &[String]) {
+    if devs.is_empty() {
+        return;
+    }
     let control = Path::new("/sys/fs/fuse/connections");
     let mounted = std::fs::read_dir(control)
         .map(|mut d| d.next().is_some())
         .unwrap_or(false);
-    if !devs.is_empty() && !mounted {
-        // fusectl, where the connections are: mounted by systemd on most
-        // hosts, not in every container.
-        let _ = Command::new("mount")
+    // fusectl, where the connections are: mounted by systemd on most hosts,
+    // not in every container; if the test mounts it, it unmounts it after.
+    let ours = !mounted
+        && Command::new("mount")
             .args(["-t", "fusectl", "fusectl"])
             .arg(control)
-            .status();
-    }
+            .status()
+            .is_ok_and(|s| s.success());
     for dev in devs {
         if let Some(minor) = dev.split(':').nth(1) {
             let _ = std::fs::write(control.join(minor).join("abort"), "1");
         }
+    }
+    if ours {
+        let _ = Command::new("umount").arg(control).status();
     }
 }
 
