@@ -18,25 +18,23 @@ use std::process::Command;
 const SMALL: u64 = 16 << 20;
 
 fn fio(uri: &str, verify_only: bool) -> String {
-    let mut args = vec![
-        "--name=disk-failure".to_owned(),
-        "--ioengine=nbd".to_owned(),
-        format!("--uri={uri}"),
-        "--size=8m".to_owned(),
-        "--bs=4k".to_owned(),
-        "--iodepth=8".to_owned(),
-        "--rw=randwrite".to_owned(),
-        "--verify=crc32c".to_owned(),
-        "--verify_fatal=1".to_owned(),
-        "--verify_state_save=0".to_owned(),
-        "--randseed=7".to_owned(),
-    ];
-    if verify_only {
-        args.push("--verify_only=1".to_owned());
+    let mode = if verify_only {
+        "--verify_only=1"
     } else {
-        args.push("--do_verify=1".to_owned());
-    }
-    run_ok(Command::new("fio").args(&args))
+        "--do_verify=1"
+    };
+    fio_verified(
+        uri,
+        &[
+            "--name=disk-failure",
+            "--size=8m",
+            "--bs=4k",
+            "--iodepth=8",
+            "--rw=randwrite",
+            "--randseed=7",
+            mode,
+        ],
+    )
 }
 
 /// qemu-io's `cmds` on `uri` complete, within 60 s: a client a hung disk

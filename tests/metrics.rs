@@ -226,22 +226,19 @@ fn a_committing_clients_flushes_are_issued_as_its_writes_complete_and_plain_writ
     let grouped = || counters(ports[0], ["app_flushes_grouped_total"])[0];
     let before = grouped();
     // Each committer on a range of its own, read back and checked after.
-    require_tool("fio", "fio");
-    run_ok(Command::new("fio").args([
-        "--name=committers",
-        "--ioengine=nbd",
-        &format!("--uri={}", p.uri()),
-        "--rw=randwrite",
-        "--bs=4k",
-        "--size=2M",
-        "--offset_increment=2M",
-        "--iodepth=1",
-        "--fsync=1",
-        "--numjobs=4",
-        "--verify=crc32c",
-        "--verify_fatal=1",
-        "--verify_state_save=0",
-    ]));
+    fio_verified(
+        &p.uri(),
+        &[
+            "--name=committers",
+            "--rw=randwrite",
+            "--bs=4k",
+            "--size=2M",
+            "--offset_increment=2M",
+            "--iodepth=1",
+            "--fsync=1",
+            "--numjobs=4",
+        ],
+    );
     let shared = grouped() - before;
     assert!(shared >= 10.0, "{shared} FLUSHes shared a flush");
 

@@ -98,38 +98,33 @@ fn nbdcopy_a_random_image_in_and_out_is_identical() {
 }
 
 fn fio_verify(iodepth: u32) {
-    require_tool("fio", "fio");
     let node = Node::primary(128 * MIB);
-    let out = run_ok(Command::new("fio").args([
-        "--name=verify",
-        "--ioengine=nbd",
-        &format!("--uri={}", node.uri()),
-        "--size=64m",
-        "--bs=4k",
-        &format!("--iodepth={iodepth}"),
-        "--rw=randwrite",
-        "--verify=crc32c",
-        "--verify_fatal=1",
-        "--verify_state_save=0",
-        "--do_verify=1",
-        "--verify_backlog=1024",
-        "--output-format=terse",
-    ]));
+    let out = fio_verified(
+        &node.uri(),
+        &[
+            "--name=verify",
+            "--size=64m",
+            "--bs=4k",
+            &format!("--iodepth={iodepth}"),
+            "--rw=randwrite",
+            "--do_verify=1",
+            "--verify_backlog=1024",
+            "--output-format=terse",
+        ],
+    );
     assert!(!out.contains("verify:"), "{out}");
     // Verify again from a fresh connection: the data is really on the server.
-    run_ok(Command::new("fio").args([
-        "--name=verify",
-        "--ioengine=nbd",
-        &format!("--uri={}", node.uri()),
-        "--size=64m",
-        "--bs=4k",
-        "--iodepth=8",
-        "--rw=randwrite",
-        "--verify=crc32c",
-        "--verify_fatal=1",
-        "--verify_state_save=0",
-        "--verify_only=1",
-    ]));
+    fio_verified(
+        &node.uri(),
+        &[
+            "--name=verify",
+            "--size=64m",
+            "--bs=4k",
+            "--iodepth=8",
+            "--rw=randwrite",
+            "--verify_only=1",
+        ],
+    );
 }
 
 #[test]

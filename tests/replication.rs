@@ -44,18 +44,10 @@ fn initial_sync_then_every_acknowledged_write_is_on_both_disks() {
     assert!(beta[20 << 20..(20 << 20) + (256 << 10)].iter().all(|&b| b == 0));
 
     // fio with verification through the Primary, then identical replicas.
-    run_ok(Command::new("fio").args([
-        "--name=rep",
-        "--ioengine=nbd",
-        &format!("--uri={}", p.uri()),
-        "--size=32m",
-        "--bs=4k",
-        "--iodepth=16",
-        "--rw=randwrite",
-        "--verify=crc32c",
-        "--verify_fatal=1",
-        "--verify_state_save=0",
-    ]));
+    fio_verified(
+        &p.uri(),
+        &["--name=rep", "--size=32m", "--bs=4k", "--iodepth=16", "--rw=randwrite"],
+    );
     p.assert_identical();
     assert_eq!(p.alpha.adm_ok(&["dstate", "r0"]), "UpToDate/UpToDate\n");
     assert_eq!(p.beta.adm_ok(&["role", "r0"]), "Secondary/Primary\n");

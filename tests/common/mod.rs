@@ -80,6 +80,25 @@ pub fn run_ok(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// fio through the NBD export at `uri`, each block it writes carrying a
+/// crc32c that fio checks when it reads the block back (a mismatch fails
+/// the run); `args` name the job and say what it writes. Its output.
+pub fn fio_verified(uri: &str, args: &[&str]) -> String {
+    require_tool("fio", "fio");
+    run_ok(
+        Command::new("fio")
+            // Before the job's --name: they apply to every job.
+            .args([
+                "--ioengine=nbd",
+                &format!("--uri={uri}"),
+                "--verify=crc32c",
+                "--verify_fatal=1",
+                "--verify_state_save=0",
+            ])
+            .args(args),
+    )
+}
+
 /// One node: a config, a sparse backing image, a run dir and a `tandemd`.
 pub struct Node {
     pub dir: tempfile::TempDir,
