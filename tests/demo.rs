@@ -19,7 +19,7 @@ fn the_demo_syncs_cuts_the_link_resyncs_only_dirty_blocks_and_ends_identical() {
         "--size",
         "128M",
         "--duration",
-        "1",
+        "4",
         "--port",
         &port.to_string(),
     ]));
@@ -33,4 +33,8 @@ fn the_demo_syncs_cuts_the_link_resyncs_only_dirty_blocks_and_ends_identical() {
     ] {
         assert!(out.contains(line), "missing {line:?} in:\n{out}");
     }
+    // Into a pipe, the idle pair's status is written when it changes, not
+    // once a second for the 4 s it watched.
+    let screens = out.matches("── alpha ──").count();
+    assert!((1..=2).contains(&screens), "{screens} status screens:\n{out}");
 }
