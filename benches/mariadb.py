@@ -53,6 +53,16 @@ TARGETS = ["qemu-nbd", "standalone", "replicated", "ram-peer", "mirror"]
 FLUSH_COUNTERS = ["all", "early", "covered", "peer_ahead", "grouped"]
 
 
+def reap(proc, timeout):
+    """Give `proc`, told to go, `timeout` seconds to exit by itself; then
+    stop it as every daemon of the run is stopped."""
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pass
+    PROCS.stop([proc])
+
+
 class Stack:
     """nbdfuse → loop device (direct I/O) → ext4, as an admin without the
     nbd module runs it. Taken down in the order that always works."""
@@ -89,11 +99,7 @@ class Stack:
             self.dev = None
         if self.proc:
             run("fusermount3", "-u", self.fuse_dir, check=False)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                pass
-            PROCS.stop([self.proc])
+            reap(self.proc, 20)
             self.proc = None
 
 
@@ -130,11 +136,7 @@ class Mariadb:
         # A clean shutdown writes back the dirty pages, so the next run starts
         # from a checkpoint rather than from the last run's debt.
         run("mariadb-admin", f"--defaults-file={self.cnf}", "shutdown", check=False)
-        try:
-            self.proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            pass
-        PROCS.stop([self.proc])
+        reap(self.proc, 120)
         self.proc = None
 
 
