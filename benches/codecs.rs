@@ -147,6 +147,7 @@ mod peer_frame {
             seq: black_box(42),
             status: 0,
             disk_us: 70,
+            completed: Some(1 << 20),
         }
         .encode(&[])
     }
@@ -158,6 +159,7 @@ mod peer_frame {
                 seq: 42,
                 status: 0,
                 disk_us: 70,
+                completed: Some(1 << 20),
             },
             &[],
         );

@@ -95,7 +95,11 @@ fn write_round_trip(node: &mut Node, id: ReqId, offset: u64) -> Option<u32> {
     node.handle(Event::DiskDone { id, result: Ok(()) });
     drain(node, &mut seq, &mut reply);
     if let Some(seq) = seq.take() {
-        node.handle(Event::PeerAck { seq, status: 0 });
+        node.handle(Event::PeerAck {
+            seq,
+            status: 0,
+            completed: None,
+        });
         drain(node, &mut None, &mut reply);
     }
     reply

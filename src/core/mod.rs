@@ -133,15 +133,23 @@ pub enum Event {
         len: u32,
         flags: u32,
     },
+    /// The peer's `DataAck`; `completed`, its completion mark (see
+    /// `Message::DataAck`).
     PeerAck {
         seq: u64,
         status: u32,
+        completed: Option<u64>,
     },
+    /// `needs`: the completion mark a flush must cover (see
+    /// `Message::Barrier`); without it, every write received before.
     PeerBarrier {
         epoch: u64,
+        needs: Option<u64>,
     },
+    /// `covers`: the completion mark the peer's finished flushes cover.
     PeerBarrierAck {
         epoch: u64,
+        covers: Option<u64>,
     },
     PeerBitmap {
         runs: Vec<(u64, u64)>,
@@ -208,9 +216,11 @@ pub enum Event {
         total: u64,
     },
     /// A flush the peer issued ahead of its barrier finished: every write
-    /// we sent it below seq `through` is on its stable storage.
+    /// we sent it below seq `through` is on its stable storage, and
+    /// (`covers`) every write it had completed when the flush was issued.
     PeerFlushed {
         through: u64,
+        covers: Option<u64>,
     },
     /// The peer reads from our disk (its own is detached or resyncing).
     PeerReadRequest {
@@ -251,9 +261,11 @@ impl Event {
     /// those come back as `Err`.
     pub fn from_peer(msg: Message) -> Result<Event, Box<Message>> {
         Ok(match msg {
-            Message::DataAck { seq, status, .. } => Event::PeerAck { seq, status },
-            Message::Barrier { epoch } => Event::PeerBarrier { epoch },
-            Message::BarrierAck { epoch } => Event::PeerBarrierAck { epoch },
+            Message::DataAck {
+                seq, status, completed, ..
+            } => Event::PeerAck { seq, status, completed },
+            Message::Barrier { epoch, needs } => Event::PeerBarrier { epoch, needs },
+            Message::BarrierAck { epoch, covers } => Event::PeerBarrierAck { epoch, covers },
             Message::Bitmap { runs, last } => Event::PeerBitmap { runs, last },
             Message::SyncUuid { uuid } => Event::PeerSyncUuid { uuid },
             Message::ResyncDone {
@@ -290,7 +302,7 @@ impl Event {
             Message::DigestReply { seq, equal } => Event::PeerDigestReply { seq, equal },
             Message::VerifyState { running, left, total } => Event::PeerVerifyState { running, left, total },
             Message::ReadRequest { seq, offset, len } => Event::PeerReadRequest { seq, offset, len },
-            Message::Flushed { through } => Event::PeerFlushed { through },
+            Message::Flushed { through, covers } => Event::PeerFlushed { through, covers },
             other => return Err(Box::new(other)),
         })
     }

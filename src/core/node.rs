@@ -84,6 +84,27 @@ impl Inflight {
     }
 }
 
+/// An application FLUSH waiting for its barrier's ack, and what of the
+/// peer's flushes would answer it sooner.
+#[derive(Debug, Clone, Copy)]
+struct BarrierWait {
+    id: ReqId,
+    /// The seq below which every `Data` sent must be stable on the peer.
+    needs: u64,
+    /// Or: the completion mark a finished flush of the peer's must cover
+    /// (`Node::flush_mark`).
+    mark: Option<u64>,
+}
+
+impl BarrierWait {
+    /// Whether the peer's flushes, having made stable every `Data` below
+    /// `through` and every write up to completion mark `covers` (each 0
+    /// before the peer said anything), answer this FLUSH.
+    fn answered_by(&self, through: u64, covers: u64) -> bool {
+        through > 0 && through >= self.needs || self.mark.is_some_and(|m| covers >= m)
+    }
+}
+
 /// One resource's state on this node.
 #[derive(Debug)]
 pub struct Node {
@@ -105,14 +126,20 @@ pub struct Node {
     inflight: Vec<Inflight>,
     /// Requests waiting for an overlapping write to finish, in arrival order.
     waiting: VecDeque<ReqId>,
-    /// App flushes waiting for the peer's barrier ack: epoch → (id, the
-    /// seq below which every `Data` sent must be stable on the peer).
-    barriers: HashMap<u64, (ReqId, u64)>,
+    /// App flushes waiting for the peer's barrier ack, by epoch.
+    barriers: HashMap<u64, BarrierWait>,
     /// One past the highest seq of a `Data` sent to the peer.
     data_seq_end: u64,
     /// This connection's peer said (`Flushed`) that every `Data` below this
     /// seq is on its stable storage; 0 before it said anything.
     peer_flushed_through: u64,
+    /// The newest completion mark the peer's `DataAck`s carried on this
+    /// connection (0: none yet): a flush of the peer's that covers it
+    /// covers every write we have had acknowledged.
+    peer_completed: u64,
+    /// The completion mark this connection's peer said its finished
+    /// flushes cover (`BarrierAck`, `Flushed`); 0 before it said anything.
+    peer_flushed_covers: u64,
     /// An application FLUSH went without a barrier (the peer's word
     /// answered it): the next write tells the peer, whose prediction of
     /// the next flush learns from it (`DATA_FLAG_AFTER_FLUSH`).
@@ -248,6 +275,8 @@ impl Node {
             barriers: HashMap::new(),
             data_seq_end: 0,
             peer_flushed_through: 0,
+            peer_completed: 0,
+            peer_flushed_covers: 0,
             data_after_flush: false,
             peer_data_end: 0,
             flushes_to_tell: Vec::new(),
@@ -1007,19 +1036,33 @@ impl Node {
                 len,
                 flags,
             } => self.on_peer_write(id, seq, offset, len, flags),
-            Event::PeerAck { seq, status } => self.on_peer_ack(seq, status),
-            Event::PeerBarrier { epoch } => {
+            Event::PeerAck { seq, status, completed } => {
+                if let Some(mark) = completed {
+                    self.peer_completed = self.peer_completed.max(mark);
+                }
+                self.on_peer_ack(seq, status)
+            }
+            Event::PeerBarrier { epoch, needs } => {
                 self.flushes.peer.flush_arrived();
-                self.peer_barriers.push_back((epoch, None));
+                // A mark comes from an ack we sent, so it never exceeds
+                // what we have completed; were it to, the barrier would
+                // wait for a flush that covers nothing yet written.
+                let needs = needs.map(|n| n.min(self.flushes.need_now()));
+                self.peer_barriers.push_back((epoch, needs));
                 self.run_peer_barriers();
             }
-            Event::PeerBarrierAck { epoch } => {
+            Event::PeerBarrierAck { epoch, covers } => {
                 if self.remote_done(epoch, 0) {
                     return;
                 }
-                if let Some((id, _)) = self.barriers.remove(&epoch) {
+                if let Some(w) = self.barriers.remove(&epoch) {
                     self.counters.pe = self.counters.pe.saturating_sub(1);
-                    self.try_finish(id);
+                    self.try_finish(w.id);
+                }
+                if let Some(covers) = covers {
+                    // The flush that answered it may have begun after the
+                    // writes of FLUSHes whose own barriers are still out.
+                    self.on_peer_flushed(0, covers, false);
                 }
             }
             Event::PeerBitmap { runs, last } => self.on_peer_bitmap(runs, last),
@@ -1081,7 +1124,7 @@ impl Node {
             } => self.on_peer_digest_check(seq, offset, len, purpose, alg, digest),
             Event::PeerDigestReply { seq, equal } => self.on_peer_digest_reply(seq, equal),
             Event::PeerVerifyState { running, left, total } => self.on_peer_verify_state(running, left, total),
-            Event::PeerFlushed { through } => self.on_peer_flushed(through),
+            Event::PeerFlushed { through, covers } => self.on_peer_flushed(through, covers.unwrap_or(0), true),
             Event::HandlerDone { handler, exit } => self.on_handler_done(handler, exit),
             Event::MetaIoError { os_errno } => self.meta_io_error(os_errno),
             Event::PeerReadRequest { seq, offset, len } => self.on_peer_read_request(seq, offset, len),
@@ -1296,18 +1339,25 @@ impl Node {
         match io.kind {
             IoKind::Read => {}
             IoKind::Flush if can_send => {
-                let needs = self.data_seq_end;
-                if self.peer_flushed_through > 0 && self.peer_flushed_through >= needs {
-                    // The peer's own flush, issued as our writes went
-                    // quiet, made every one we sent stable: no barrier, no
-                    // round trip. The next write tells the peer.
+                let wait = BarrierWait {
+                    id,
+                    needs: self.data_seq_end,
+                    mark: self.flush_mark(),
+                };
+                if wait.answered_by(self.peer_flushed_through, self.peer_flushed_covers) {
+                    // The peer's own flush made every write this FLUSH
+                    // covers stable there: no barrier, no round trip. The
+                    // next write tells the peer.
                     self.data_after_flush = true;
                     self.flushes.counts.app_peer_ahead += 1;
                 } else {
                     let epoch = self.next_seq;
                     self.next_seq += 1;
-                    self.act(Action::SendPeer(Message::Barrier { epoch }));
-                    self.barriers.insert(epoch, (id, needs));
+                    self.act(Action::SendPeer(Message::Barrier {
+                        epoch,
+                        needs: wait.mark,
+                    }));
+                    self.barriers.insert(epoch, wait);
                     self.counters.pe += 1;
                     self.inflight[i].peer_seq = Some(epoch);
                 }
@@ -1476,8 +1526,10 @@ impl Node {
                     }
                 };
                 if self.protocol == 'C' || resync {
+                    let completed = self.mark_for_peer(self.flushes.need_now());
                     self.act(Action::SendPeer(Message::DataAck {
                         seq,
+                        completed,
                         status,
                         disk_us: 0,
                     }));
@@ -1508,7 +1560,8 @@ impl Node {
                 if let Some(k) = self.flushes_to_tell.iter().position(|&(f, _)| f == id) {
                     let (_, through) = self.flushes_to_tell.swap_remove(k);
                     if result.is_ok() && self.connected() && !barrier_waits {
-                        self.act(Action::SendPeer(Message::Flushed { through }));
+                        let covers = self.mark_for_peer(self.flushes.settled());
+                        self.act(Action::SendPeer(Message::Flushed { through, covers }));
                     }
                 }
             }
@@ -1715,6 +1768,7 @@ impl Node {
                 seq,
                 status: errno::EIO,
                 disk_us: 0,
+                completed: None,
             }));
             self.act(Action::Release { id });
             return;
@@ -1738,6 +1792,7 @@ impl Node {
                 seq,
                 status: errno::EAGAIN,
                 disk_us: 0,
+                completed: None,
             }));
             self.act(Action::Release { id });
             return;
@@ -1758,6 +1813,7 @@ impl Node {
                 seq,
                 status: 0,
                 disk_us: 0,
+                completed: None,
             }));
         }
         self.counters.ua += 1;
@@ -1791,7 +1847,7 @@ impl Node {
             if self.disk == DiskState::Diskless {
                 // Nothing to flush: the writes before it were refused.
                 self.peer_barriers.pop_front();
-                self.act(Action::SendPeer(Message::BarrierAck { epoch }));
+                self.act(Action::SendPeer(Message::BarrierAck { epoch, covers: None }));
                 continue;
             }
             let need = match *need {
@@ -1813,7 +1869,8 @@ impl Node {
             match self.flushes.cover(need) {
                 Cover::Done => {
                     self.peer_barriers.pop_front();
-                    self.act(Action::SendPeer(Message::BarrierAck { epoch }));
+                    let covers = self.mark_for_peer(self.flushes.settled());
+                    self.act(Action::SendPeer(Message::BarrierAck { epoch, covers }));
                 }
                 Cover::Pending => return,
                 Cover::Missing => {
@@ -1866,23 +1923,51 @@ impl Node {
         self.data_after_flush = false;
         self.peer_data_end = 0;
         self.peer_flushed_through = 0;
+        self.peer_completed = 0;
+        self.peer_flushed_covers = 0;
     }
 
-    /// The peer's flush ahead of our barrier finished: an application
-    /// FLUSH whose writes it covers needs no barrier ack.
-    fn on_peer_flushed(&mut self, through: u64) {
+    /// What a barrier sent now needs of the peer: a flush covering the
+    /// newest completion mark its acks carried, which covers every write
+    /// our clients have been told is done (protocol C acks a write once
+    /// the peer's disk completed it). `None`, the barrier's first meaning
+    /// (every write sent before it), where the peer sends no marks, where
+    /// an ack does not mean completed (A, B), and before this connection's
+    /// first ack: the writes acknowledged on an earlier one are in no mark
+    /// we hold.
+    fn flush_mark(&self) -> Option<u64> {
+        let marks = self.peer_features & wire::handshake::FEATURE_FLUSH_MARKS != 0;
+        (marks && self.protocol == 'C' && self.peer_completed > 0).then_some(self.peer_completed)
+    }
+
+    /// A completion mark, for a peer that reads them.
+    fn mark_for_peer(&self, mark: u64) -> Option<u64> {
+        (self.peer_features & wire::handshake::FEATURE_FLUSH_MARKS != 0).then_some(mark)
+    }
+
+    /// The peer's flushes made stable every `Data` below `through` and
+    /// every write it completed up to mark `covers`: an application FLUSH
+    /// that needs no more is answered without its own barrier's ack.
+    /// `ahead`: the word came from a flush the peer issued before it was
+    /// asked (`Flushed`), which saved those FLUSHes a round trip, rather
+    /// than with another barrier's ack.
+    fn on_peer_flushed(&mut self, through: u64, covers: u64, ahead: bool) {
         self.peer_flushed_through = self.peer_flushed_through.max(through);
+        self.peer_flushed_covers = self.peer_flushed_covers.max(covers);
+        let (through, covers) = (self.peer_flushed_through, self.peer_flushed_covers);
         let mut answered: Vec<(u64, ReqId)> = self
             .barriers
             .iter()
-            .filter(|&(_, &(_, needs))| needs <= through)
-            .map(|(&epoch, &(id, _))| (epoch, id))
+            .filter(|(_, w)| w.answered_by(through, covers))
+            .map(|(&epoch, w)| (epoch, w.id))
             .collect();
         answered.sort_unstable();
         for (epoch, id) in answered {
             self.barriers.remove(&epoch);
             self.counters.pe = self.counters.pe.saturating_sub(1);
-            self.flushes.counts.app_peer_ahead += 1;
+            if ahead {
+                self.flushes.counts.app_peer_ahead += 1;
+            }
             self.try_finish(id);
         }
     }
@@ -2598,7 +2683,11 @@ mod tests {
         }
         write_4k(&mut n, 1, 8192);
         let seq = shipped_seq(&drain(&mut n));
-        n.handle(Event::PeerAck { seq, status: 0 });
+        n.handle(Event::PeerAck {
+            seq,
+            status: 0,
+            completed: None,
+        });
         assert!(drain(&mut n).is_empty(), "protocol C waits for the local disk too");
         for i in 0..19 {
             let a = disk_clock_100ms(&mut n);
@@ -2676,7 +2765,11 @@ mod tests {
         assert_eq!(n.abandoned_requests(), 1, "the activity-log write is the kernel's now");
         // The peer has it: the client's write completes.
         let seq = shipped_seq(&[before, a].concat());
-        n.handle(Event::PeerAck { seq, status: 0 });
+        n.handle(Event::PeerAck {
+            seq,
+            status: 0,
+            completed: None,
+        });
         assert!(drain(&mut n)
             .iter()
             .any(|a| matches!(a, Action::Reply { id: 1, error: 0 })));
@@ -2816,7 +2909,11 @@ mod tests {
                 n.handle(Event::DiskDone { id, result: Ok(()) });
                 if acks && sent.len() > 2 {
                     let seq = sent.pop_front().unwrap_or_default();
-                    n.handle(Event::PeerAck { seq, status: 0 });
+                    n.handle(Event::PeerAck {
+                        seq,
+                        status: 0,
+                        completed: None,
+                    });
                 }
                 let a = tick_100ms(&mut n);
                 assert!(resets(&a).is_empty(), "ko-count {ko_count}, write {id}: {a:?}");
@@ -2898,7 +2995,11 @@ mod tests {
                     n.handle(Event::DiskDone { id, result: Ok(()) });
                 }
                 for seq in sent {
-                    n.handle(Event::PeerAck { seq, status: 0 });
+                    n.handle(Event::PeerAck {
+                        seq,
+                        status: 0,
+                        completed: None,
+                    });
                 }
             }
         }
@@ -2978,7 +3079,11 @@ mod tests {
                     ..
                 } = a
                 {
-                    n.handle(Event::PeerAck { seq, status: 0 });
+                    n.handle(Event::PeerAck {
+                        seq,
+                        status: 0,
+                        completed: None,
+                    });
                 }
             }
             next.extend(reads(&drain(&mut n)));
@@ -3025,7 +3130,7 @@ mod tests {
     fn barrier_acked(actions: &[Action], epoch: u64) -> bool {
         actions
             .iter()
-            .any(|a| matches!(a, Action::SendPeer(Message::BarrierAck { epoch: e }) if *e == epoch))
+            .any(|a| matches!(a, Action::SendPeer(Message::BarrierAck { epoch: e, .. }) if *e == epoch))
     }
 
     /// A Primary with no peer, its disk UpToDate.
@@ -3222,7 +3327,10 @@ mod tests {
         for round in 0..5u64 {
             let after_write = peer_write_completes(&mut n, 100 + round, 2 * round + 1);
             assert!(flushes(&after_write).is_empty(), "round {round}: no pattern yet");
-            n.handle(Event::PeerBarrier { epoch: 2 * round + 2 });
+            n.handle(Event::PeerBarrier {
+                epoch: 2 * round + 2,
+                needs: None,
+            });
             let flush = flushes(&drain(&mut n));
             assert_eq!(flush.len(), 1, "round {round}");
             n.handle(Event::DiskDone {
@@ -3250,7 +3358,7 @@ mod tests {
         assert!(ack_at < flush_at, "the write's ack does not wait for the flush");
         // The barrier finds it on the disk: no second flush, the ack waits
         // for the early one.
-        n.handle(Event::PeerBarrier { epoch: 12 });
+        n.handle(Event::PeerBarrier { epoch: 12, needs: None });
         let on_barrier = drain(&mut n);
         assert!(flushes(&on_barrier).is_empty() && !barrier_acked(&on_barrier, 12));
         n.handle(Event::DiskDone {
@@ -3265,7 +3373,7 @@ mod tests {
             result: Ok(()),
         });
         drain(&mut n);
-        n.handle(Event::PeerBarrier { epoch: 14 });
+        n.handle(Event::PeerBarrier { epoch: 14, needs: None });
         let on_barrier = drain(&mut n);
         assert!(flushes(&on_barrier).is_empty() && barrier_acked(&on_barrier, 14));
         let c = n.flush_counts();
@@ -3281,7 +3389,7 @@ mod tests {
         // early flush is still on the disk, then the barrier.
         let after = peer_write_completes(&mut n, 111, 12);
         assert!(flushes(&after).is_empty(), "the streak is over");
-        n.handle(Event::PeerBarrier { epoch: 13 });
+        n.handle(Event::PeerBarrier { epoch: 13, needs: None });
         assert!(
             flushes(&drain(&mut n)).is_empty(),
             "the disk is flushing: the barrier's flush waits for it"
@@ -3305,7 +3413,7 @@ mod tests {
     fn a_failed_early_flush_fails_the_disk_before_the_barrier_is_answered() {
         let mut n = secondary_expecting_commits();
         let early = flushes(&peer_write_completes(&mut n, 110, 11));
-        n.handle(Event::PeerBarrier { epoch: 12 });
+        n.handle(Event::PeerBarrier { epoch: 12, needs: None });
         drain(&mut n);
         n.handle(Event::DiskDone {
             id: early[0],
@@ -3317,7 +3425,7 @@ mod tests {
             .position(|a| matches!(a, Action::SendPeer(Message::State { .. })));
         let ack_at = after
             .iter()
-            .position(|a| matches!(a, Action::SendPeer(Message::BarrierAck { epoch: 12 })));
+            .position(|a| matches!(a, Action::SendPeer(Message::BarrierAck { epoch: 12, .. })));
         assert!(state_at.is_some() && state_at < ack_at, "{after:?}");
         assert!(n.disk_state() < DiskState::UpToDate);
     }
@@ -3326,7 +3434,7 @@ mod tests {
         actions
             .iter()
             .filter_map(|a| match a {
-                Action::SendPeer(Message::Flushed { through }) => Some(*through),
+                Action::SendPeer(Message::Flushed { through, .. }) => Some(*through),
                 _ => None,
             })
             .collect()
@@ -3344,13 +3452,13 @@ mod tests {
         });
         // Every write below seq 12 (the one just written included).
         assert_eq!(told_flushed(&drain(&mut n)), vec![12]);
-        n.handle(Event::PeerBarrier { epoch: 12 });
+        n.handle(Event::PeerBarrier { epoch: 12, needs: None });
         assert!(barrier_acked(&drain(&mut n), 12));
         // A barrier that arrives while the flush is on the disk: its ack
         // says it all.
         let early = flushes(&peer_write_completes(&mut n, 111, 13));
         assert_eq!(early.len(), 1);
-        n.handle(Event::PeerBarrier { epoch: 14 });
+        n.handle(Event::PeerBarrier { epoch: 14, needs: None });
         drain(&mut n);
         n.handle(Event::DiskDone {
             id: early[0],
@@ -3362,7 +3470,7 @@ mod tests {
         // alone.
         let mut n = connected_in_sync();
         assert!(flushes(&peer_write_completes(&mut n, 100, 1)).is_empty());
-        n.handle(Event::PeerBarrier { epoch: 2 });
+        n.handle(Event::PeerBarrier { epoch: 2, needs: None });
         let own = flushes(&drain(&mut n));
         assert_eq!(own.len(), 1);
         n.handle(Event::DiskDone {
@@ -3411,14 +3519,18 @@ mod tests {
         write_4k(n, id, offset);
         let seq = shipped_seq(&drain(n));
         n.handle(Event::DiskDone { id, result: Ok(()) });
-        n.handle(Event::PeerAck { seq, status: 0 });
+        n.handle(Event::PeerAck {
+            seq,
+            status: 0,
+            completed: None,
+        });
         assert_eq!(reply(&drain(n), id), Some(0));
         seq
     }
 
     fn barrier_sent(actions: &[Action]) -> Option<u64> {
         actions.iter().find_map(|a| match a {
-            Action::SendPeer(Message::Barrier { epoch }) => Some(*epoch),
+            Action::SendPeer(Message::Barrier { epoch, .. }) => Some(*epoch),
             _ => None,
         })
     }
@@ -3427,7 +3539,10 @@ mod tests {
     fn a_primary_answers_a_flush_the_peer_has_flushed_ahead_of_without_the_barriers_round_trip() {
         let mut n = connected_primary(1 << 20);
         let seq = replicated_write(&mut n, 1, 0);
-        n.handle(Event::PeerFlushed { through: seq + 1 });
+        n.handle(Event::PeerFlushed {
+            through: seq + 1,
+            covers: None,
+        });
         assert!(drain(&mut n).is_empty());
         flush_request(&mut n, 2);
         let a = drain(&mut n);
@@ -3451,6 +3566,229 @@ mod tests {
         };
         assert_eq!(data_flags(&mut n, 3), Some(wire::DATA_FLAG_AFTER_FLUSH));
         assert_eq!(data_flags(&mut n, 4), Some(0));
+    }
+
+    /// The completion mark a Secondary's `DataAck` for `seq` carried.
+    fn ack_mark(actions: &[Action], seq: u64) -> Option<u64> {
+        actions.iter().find_map(|a| match a {
+            Action::SendPeer(Message::DataAck { seq: s, completed, .. }) if *s == seq => *completed,
+            _ => None,
+        })
+    }
+
+    fn barrier_ack_covers(actions: &[Action], epoch: u64) -> Option<u64> {
+        actions.iter().find_map(|a| match a {
+            Action::SendPeer(Message::BarrierAck { epoch: e, covers }) if *e == epoch => *covers,
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_barrier_with_a_mark_waits_for_no_write_its_flush_does_not_cover() {
+        // Two committers: write 1 is done and acknowledged, write 2 (the
+        // other client's) still on the disk when the FLUSH's barrier
+        // arrives.
+        let mut n = connected_in_sync();
+        let mark = ack_mark(&peer_write_completes(&mut n, 100, 1), 1).expect("a mark");
+        n.handle(Event::PeerWrite {
+            id: 101,
+            seq: 2,
+            offset: 16384,
+            len: 4096,
+            flags: 0,
+        });
+        drain(&mut n);
+        n.handle(Event::PeerBarrier {
+            epoch: 3,
+            needs: Some(mark),
+        });
+        let own = flushes(&drain(&mut n));
+        assert_eq!(own.len(), 1, "flushed at once, not after write 2");
+        n.handle(Event::DiskDone {
+            id: own[0],
+            result: Ok(()),
+        });
+        let a = drain(&mut n);
+        assert_eq!(barrier_ack_covers(&a, 3), Some(mark), "{a:?}");
+        // Without a mark, the barrier waits for write 2 as before.
+        let mut n = connected_in_sync();
+        peer_write_completes(&mut n, 100, 1);
+        n.handle(Event::PeerWrite {
+            id: 101,
+            seq: 2,
+            offset: 16384,
+            len: 4096,
+            flags: 0,
+        });
+        drain(&mut n);
+        n.handle(Event::PeerBarrier { epoch: 3, needs: None });
+        assert!(flushes(&drain(&mut n)).is_empty(), "write 2 comes first");
+        n.handle(Event::DiskDone {
+            id: 101,
+            result: Ok(()),
+        });
+        assert_eq!(flushes(&drain(&mut n)).len(), 1);
+    }
+
+    #[test]
+    fn a_mark_beyond_what_the_secondary_completed_cannot_hold_its_barrier_forever() {
+        let mut n = connected_in_sync();
+        let mark = ack_mark(&peer_write_completes(&mut n, 100, 1), 1).expect("a mark");
+        n.handle(Event::PeerBarrier {
+            epoch: 2,
+            needs: Some(mark + 1000),
+        });
+        let own = flushes(&drain(&mut n));
+        assert_eq!(own.len(), 1);
+        n.handle(Event::DiskDone {
+            id: own[0],
+            result: Ok(()),
+        });
+        assert!(barrier_acked(&drain(&mut n), 2));
+    }
+
+    #[test]
+    fn a_secondary_sends_no_marks_to_a_peer_that_does_not_read_them() {
+        use crate::wire::handshake::{FEATURES, FEATURE_FLUSH_MARKS};
+        let mut n = connected_in_sync_to(FEATURES & !FEATURE_FLUSH_MARKS);
+        let a = peer_write_completes(&mut n, 100, 1);
+        assert!(
+            a.iter().any(|a| matches!(
+                a,
+                Action::SendPeer(Message::DataAck {
+                    seq: 1,
+                    completed: None,
+                    ..
+                })
+            )),
+            "{a:?}"
+        );
+        n.handle(Event::PeerBarrier { epoch: 2, needs: None });
+        let own = flushes(&drain(&mut n));
+        n.handle(Event::DiskDone {
+            id: own[0],
+            result: Ok(()),
+        });
+        let a = drain(&mut n);
+        assert!(barrier_acked(&a, 2) && barrier_ack_covers(&a, 2).is_none(), "{a:?}");
+    }
+
+    /// A connected Primary's client write `id` at `offset`, shipped and not
+    /// yet acknowledged by the peer; its seq.
+    fn write_in_flight(n: &mut Node, id: ReqId, offset: u64) -> u64 {
+        write_4k(n, id, offset);
+        let seq = shipped_seq(&drain(n));
+        n.handle(Event::DiskDone { id, result: Ok(()) });
+        assert_eq!(reply(&drain(n), id), None);
+        seq
+    }
+
+    /// The Primary's client write `id`, done on both disks, the peer's ack
+    /// carrying completion mark `mark`.
+    fn replicated_write_marked(n: &mut Node, id: ReqId, offset: u64, mark: u64) {
+        write_4k(n, id, offset);
+        let seq = shipped_seq(&drain(n));
+        n.handle(Event::DiskDone { id, result: Ok(()) });
+        n.handle(Event::PeerAck {
+            seq,
+            status: 0,
+            completed: Some(mark),
+        });
+        assert_eq!(reply(&drain(n), id), Some(0));
+    }
+
+    fn barrier_needs(actions: &[Action]) -> Option<Option<u64>> {
+        actions.iter().find_map(|a| match a {
+            Action::SendPeer(Message::Barrier { needs, .. }) => Some(*needs),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_primarys_barrier_asks_only_for_the_writes_its_flush_covers() {
+        let mut n = connected_primary(1 << 20);
+        // Before any ack on this link, a barrier means what it always did.
+        flush_request(&mut n, 1);
+        assert_eq!(barrier_needs(&drain(&mut n)), Some(None));
+        // Another client's write in flight, this client's acknowledged.
+        let other = write_in_flight(&mut n, 2, 0);
+        replicated_write_marked(&mut n, 3, 4096, 40);
+        flush_request(&mut n, 4);
+        let a = drain(&mut n);
+        assert_eq!(barrier_needs(&a), Some(Some(40)), "{a:?}");
+        let epoch = barrier_sent(&a).expect("barrier");
+        n.handle(Event::DiskDone { id: 4, result: Ok(()) });
+        drain(&mut n);
+        // The peer's flush covers mark 40 while write 2 is still out:
+        // told so (`Flushed`), the FLUSH is answered before its barrier's
+        // ack and before write 2.
+        n.handle(Event::PeerFlushed {
+            through: other,
+            covers: Some(40),
+        });
+        assert_eq!(reply(&drain(&mut n), 4), Some(0));
+        // FLUSH 1 too: every write sent before it is below `through`.
+        assert_eq!(n.flush_counts().app_peer_ahead, 2);
+        n.handle(Event::PeerBarrierAck {
+            epoch,
+            covers: Some(40),
+        });
+        assert!(drain(&mut n).is_empty(), "a late ack is ignored");
+        // The next FLUSH needs no more than the peer's flushes cover: no
+        // barrier at all.
+        flush_request(&mut n, 5);
+        let a = drain(&mut n);
+        assert_eq!(barrier_sent(&a), None, "{a:?}");
+    }
+
+    #[test]
+    fn a_barriers_ack_answers_the_flushes_its_flush_covered() {
+        let mut n = connected_primary(1 << 20);
+        replicated_write_marked(&mut n, 1, 0, 10);
+        flush_request(&mut n, 2);
+        let first = barrier_sent(&drain(&mut n)).expect("barrier");
+        n.handle(Event::DiskDone { id: 2, result: Ok(()) });
+        replicated_write_marked(&mut n, 3, 4096, 11);
+        flush_request(&mut n, 4);
+        let second = barrier_sent(&drain(&mut n)).expect("barrier");
+        n.handle(Event::DiskDone { id: 4, result: Ok(()) });
+        drain(&mut n);
+        // The first barrier's flush began after write 3 completed there.
+        n.handle(Event::PeerBarrierAck {
+            epoch: first,
+            covers: Some(11),
+        });
+        let a = drain(&mut n);
+        assert_eq!((reply(&a, 2), reply(&a, 4)), (Some(0), Some(0)), "{a:?}");
+        assert_eq!(n.snapshot().counters.pe, 0);
+        n.handle(Event::PeerBarrierAck {
+            epoch: second,
+            covers: Some(11),
+        });
+        assert!(drain(&mut n).is_empty());
+    }
+
+    #[test]
+    fn marks_are_a_links_and_need_protocol_c() {
+        let mut n = connected_primary(1 << 20);
+        replicated_write_marked(&mut n, 1, 0, 10);
+        n.handle(Event::PeerDisconnected { fresh_uuid: 0x77 });
+        drain(&mut n);
+        n.handle(Event::PeerConnected {
+            peer: n.uuid_report(false),
+            peer_data_bytes: 1 << 20,
+            peer_features: crate::wire::handshake::FEATURES,
+        });
+        drain(&mut n);
+        n.handle(Event::PeerState {
+            primary: false,
+            disk: DiskState::UpToDate,
+        });
+        drain(&mut n);
+        // Write 1 was acknowledged on the last link: only a barrier that
+        // asks for everything covers it.
+        flush_request(&mut n, 2);
+        assert_eq!(barrier_needs(&drain(&mut n)), Some(None));
     }
 
     #[test]
@@ -3485,7 +3823,10 @@ mod tests {
     fn a_primarys_flush_waits_for_the_peer_until_a_flush_covers_every_write_it_sent() {
         let mut n = connected_primary(1 << 20);
         let first = replicated_write(&mut n, 1, 0);
-        n.handle(Event::PeerFlushed { through: first + 1 });
+        n.handle(Event::PeerFlushed {
+            through: first + 1,
+            covers: None,
+        });
         let second = replicated_write(&mut n, 3, 8192);
         flush_request(&mut n, 4);
         let epoch = barrier_sent(&drain(&mut n)).expect("barrier");
@@ -3495,12 +3836,18 @@ mod tests {
             None,
             "write {second} is not stable on the peer"
         );
-        n.handle(Event::PeerFlushed { through: second });
+        n.handle(Event::PeerFlushed {
+            through: second,
+            covers: None,
+        });
         assert_eq!(reply(&drain(&mut n), 4), None, "below the second write's seq only");
         // The peer's next flush covers it, before the barrier is acked.
-        n.handle(Event::PeerFlushed { through: second + 1 });
+        n.handle(Event::PeerFlushed {
+            through: second + 1,
+            covers: None,
+        });
         assert_eq!(reply(&drain(&mut n), 4), Some(0));
-        n.handle(Event::PeerBarrierAck { epoch });
+        n.handle(Event::PeerBarrierAck { epoch, covers: None });
         assert!(drain(&mut n).iter().all(|a| !matches!(a, Action::Reply { .. })));
         assert_eq!(n.flush_counts().app_peer_ahead, 1);
     }
@@ -3512,7 +3859,11 @@ mod tests {
         write_4k(&mut n, 1, 0);
         let seq = shipped_seq(&drain(&mut n));
         n.handle(Event::DiskDone { id: 1, result: Err(5) });
-        n.handle(Event::PeerAck { seq, status: 0 });
+        n.handle(Event::PeerAck {
+            seq,
+            status: 0,
+            completed: None,
+        });
         drain(&mut n);
         assert_eq!(n.disk_state(), DiskState::Diskless);
         n

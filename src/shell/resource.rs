@@ -357,9 +357,16 @@ impl Resource {
                     self.meta_failed(failed);
                 }
                 Action::StateChanged => self.changed.notify_one(),
-                Action::SendPeer(Message::DataAck { seq, status, .. }) => {
+                Action::SendPeer(Message::DataAck {
+                    seq, status, completed, ..
+                }) => {
                     let disk_us = self.peer_disk_us.borrow_mut().remove(&seq).unwrap_or(0);
-                    self.send_peer(PeerOut::message(Message::DataAck { seq, status, disk_us }));
+                    self.send_peer(PeerOut::message(Message::DataAck {
+                        seq,
+                        status,
+                        disk_us,
+                        completed,
+                    }));
                 }
                 Action::SendPeer(msg) => {
                     if let Message::Data { seq, .. } = msg {

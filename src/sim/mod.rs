@@ -235,8 +235,12 @@ pub struct Sim {
     /// The workload commits like a database: a write, then a flush, one
     /// request at a time. What acknowledged flushes made stable, by block.
     committing: Option<BTreeMap<u64, u64>>,
-    /// While committing: a flush comes next.
+    /// While committing: a flush comes next (one committer).
     flush_next: bool,
+    /// While committing: how many clients commit at once, each a write
+    /// and then a flush; beyond one, the writes never go quiet and each
+    /// FLUSH covers only the writes acknowledged before it.
+    committers: usize,
     /// Time stops at the next acknowledged flush (for the outage to fall
     /// right after it, where a barrier answered too early shows).
     halt_at_flush_ack: bool,
@@ -316,6 +320,7 @@ impl Sim {
             next_value: 1,
             committing: None,
             flush_next: false,
+            committers: 1,
             halt_at_flush_ack: false,
             halted: false,
             report: Report {
@@ -564,6 +569,14 @@ impl Sim {
                 self.nodes[i].node.as_ref().map(|n| n.uuid_report(d))
             })
             .collect();
+        // Now and then the pair is one of mixed builds: what the older
+        // does not know, neither uses.
+        use crate::wire::handshake::{FEATURES, FEATURE_FLUSHED, FEATURE_FLUSH_MARKS};
+        let features = match self.rng.below(10) {
+            0 => FEATURES & !(FEATURE_FLUSHED | FEATURE_FLUSH_MARKS),
+            1 | 2 => FEATURES & !FEATURE_FLUSH_MARKS,
+            _ => FEATURES,
+        };
         for i in 0..2 {
             self.nodes[i].discard = false;
             let Some(peer) = reports[1 - i] else { continue };
@@ -571,7 +584,7 @@ impl Sim {
                 n.handle(Event::PeerConnected {
                     peer,
                     peer_data_bytes: DATA_BYTES,
-                    peer_features: crate::wire::handshake::FEATURES,
+                    peer_features: features,
                 });
             }
             self.drain_actions(i);
@@ -1029,17 +1042,22 @@ impl Sim {
             while !self.halted && self.step(next_op.min(end)) {}
             self.now = self.now.max(next_op.min(end));
             if load && self.committing.is_some() {
-                if self.app.is_empty() {
-                    if let Some(p) = self.primary() {
-                        let kind = if self.flush_next {
+                if let Some(p) = self.primary().filter(|_| self.app.len() < self.committers) {
+                    for _ in self.app.len()..self.committers {
+                        let flush = if self.committers == 1 {
+                            self.flush_next = !self.flush_next;
+                            !self.flush_next
+                        } else {
+                            self.rng.chance(500)
+                        };
+                        let kind = if flush {
                             IoKind::Flush
                         } else {
                             IoKind::Write { fua: false }
                         };
-                        self.flush_next = !self.flush_next;
                         self.issue_kind(p, kind);
-                        self.drain_actions(p);
                     }
+                    self.drain_actions(p);
                 }
             } else if load && self.app.len() < 12 {
                 for i in 0..2 {
@@ -1349,6 +1367,11 @@ impl Sim {
         let peer_ahead_before = peer_ahead(self);
         self.committing = Some(BTreeMap::new());
         self.flush_next = false;
+        self.committers = if self.rng.chance(500) {
+            1
+        } else {
+            2 + self.rng.below(3) as usize
+        };
         let spell = 5_000 + self.rng.below(30_000);
         self.run_for(spell, true);
         if self.rng.chance(500) {

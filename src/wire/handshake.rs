@@ -23,8 +23,13 @@ pub const FEATURE_VERIFY_STATE: u64 = 1 << 1;
 /// that has it answers an application FLUSH by it without a barrier's round
 /// trip.
 pub const FEATURE_FLUSHED: u64 = 1 << 2;
+/// `Hello` feature bit: the sender reads and sends completion marks (the
+/// optional last field of `DataAck`, `Barrier`, `BarrierAck` and
+/// `Flushed`), by which a barrier asks only for the writes its client's
+/// FLUSH covers.
+pub const FEATURE_FLUSH_MARKS: u64 = 1 << 3;
 /// The features this build announces on a normal connect.
-pub const FEATURES: u64 = FEATURE_VERIFY_STATE | FEATURE_FLUSHED;
+pub const FEATURES: u64 = FEATURE_VERIFY_STATE | FEATURE_FLUSHED | FEATURE_FLUSH_MARKS;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hello {

@@ -201,18 +201,31 @@ pub enum Message {
     },
     /// `status` 0: written (protocol C) or received (B); else an errno.
     /// `disk_us`: how long the receiver's disk write took, so the sender can
-    /// split its latency into network and peer disk.
+    /// split its latency into network and peer disk. `completed`: sent
+    /// with a write the disk completed, to a peer whose hello has
+    /// [`handshake::FEATURE_FLUSH_MARKS`]: the receiver's count of writes
+    /// its disk has completed, this one included (its *completion mark*).
     DataAck {
         seq: u64,
         status: u32,
         disk_us: u32,
+        completed: Option<u64>,
     },
-    /// Everything before must be on stable storage before the ack.
+    /// Without `needs`: everything received before must be on stable
+    /// storage before the ack. With it (to a peer whose hello has
+    /// [`handshake::FEATURE_FLUSH_MARKS`]): a finished flush issued once the
+    /// receiver had completed `needs` writes is enough, the mark of the
+    /// newest `DataAck` the sender had when its client's FLUSH arrived;
+    /// writes still in flight then are no FLUSH's business.
     Barrier {
         epoch: u64,
+        needs: Option<u64>,
     },
+    /// `covers`: the completion mark every finished flush of the sender's
+    /// covers (to a peer whose hello has [`handshake::FEATURE_FLUSH_MARKS`]).
     BarrierAck {
         epoch: u64,
+        covers: Option<u64>,
     },
     Ping,
     PingAck,
@@ -286,9 +299,10 @@ pub enum Message {
     /// received is on its stable storage. The Primary answers an
     /// application FLUSH that needs no more without waiting for its
     /// barrier's ack. Sent only to a peer whose hello has
-    /// [`handshake::FEATURE_FLUSHED`].
+    /// [`handshake::FEATURE_FLUSHED`]. `covers`: as in `BarrierAck`.
     Flushed {
         through: u64,
+        covers: Option<u64>,
     },
 }
 
@@ -313,6 +327,13 @@ pub const DATA_FLAG_AFTER_FLUSH: u32 = 1 << 5;
 /// Whether a `Data` message with these flags carries its block.
 pub fn data_has_payload(flags: u32) -> bool {
     flags & (DATA_FLAG_TRIM | DATA_FLAG_ZERO) == 0
+}
+
+/// A completion mark goes last, and only where the peer reads it.
+fn put_mark(out: &mut Vec<u8>, mark: Option<u64>) {
+    if let Some(m) = mark {
+        out.extend_from_slice(&m.to_be_bytes());
+    }
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -371,6 +392,17 @@ impl<'a> Reader<'a> {
     pub(crate) fn rest(&self) -> &'a [u8] {
         self.b
     }
+    /// A completion mark: the optional last field of the messages that
+    /// carry one (absent from a build without
+    /// [`handshake::FEATURE_FLUSH_MARKS`]).
+    pub(crate) fn mark(&mut self) -> Result<Option<u64>, WireError> {
+        if self.b.is_empty() {
+            Ok(None)
+        } else {
+            self.u64().map(Some)
+        }
+    }
+
     pub(crate) fn end(&self) -> Result<(), WireError> {
         if self.b.is_empty() {
             Ok(())
@@ -444,12 +476,21 @@ impl Message {
                 o.extend_from_slice(&len.to_be_bytes());
                 o.extend_from_slice(&flags.to_be_bytes());
             }
-            Message::DataAck { seq, status, disk_us } => {
+            Message::DataAck {
+                seq,
+                status,
+                disk_us,
+                completed,
+            } => {
                 o.extend_from_slice(&seq.to_be_bytes());
                 o.extend_from_slice(&status.to_be_bytes());
                 o.extend_from_slice(&disk_us.to_be_bytes());
+                put_mark(o, *completed);
             }
-            Message::Barrier { epoch } | Message::BarrierAck { epoch } => o.extend_from_slice(&epoch.to_be_bytes()),
+            Message::Barrier { epoch, needs: mark } | Message::BarrierAck { epoch, covers: mark } => {
+                o.extend_from_slice(&epoch.to_be_bytes());
+                put_mark(o, *mark);
+            }
             Message::Bitmap { runs, last } => {
                 o.push(u8::from(*last));
                 o.extend_from_slice(&(runs.len() as u32).to_be_bytes());
@@ -502,7 +543,10 @@ impl Message {
                 o.extend_from_slice(&left.to_be_bytes());
                 o.extend_from_slice(&total.to_be_bytes());
             }
-            Message::Flushed { through } => o.extend_from_slice(&through.to_be_bytes()),
+            Message::Flushed { through, covers } => {
+                o.extend_from_slice(&through.to_be_bytes());
+                put_mark(o, *covers);
+            }
             Message::ReadRequest { seq, offset, len } => {
                 o.extend_from_slice(&seq.to_be_bytes());
                 o.extend_from_slice(&offset.to_be_bytes());
@@ -589,9 +633,16 @@ impl Message {
                 seq: r.u64()?,
                 status: r.u32()?,
                 disk_us: r.u32()?,
+                completed: r.mark()?,
             },
-            kind::BARRIER => Message::Barrier { epoch: r.u64()? },
-            kind::BARRIER_ACK => Message::BarrierAck { epoch: r.u64()? },
+            kind::BARRIER => Message::Barrier {
+                epoch: r.u64()?,
+                needs: r.mark()?,
+            },
+            kind::BARRIER_ACK => Message::BarrierAck {
+                epoch: r.u64()?,
+                covers: r.mark()?,
+            },
             kind::PING => Message::Ping,
             kind::PING_ACK => Message::PingAck,
             kind::BITMAP => {
@@ -648,7 +699,10 @@ impl Message {
                 }
                 Message::VerifyState { running, left, total }
             }
-            kind::FLUSHED => Message::Flushed { through: r.u64()? },
+            kind::FLUSHED => Message::Flushed {
+                through: r.u64()?,
+                covers: r.mark()?,
+            },
             kind::READ_REQUEST => Message::ReadRequest {
                 seq: r.u64()?,
                 offset: r.u64()?,
@@ -759,7 +813,14 @@ mod tests {
                 left: 5,
                 total: 9,
             },
-            Message::Flushed { through: 1 << 40 },
+            Message::Flushed {
+                through: 1 << 40,
+                covers: None,
+            },
+            Message::Flushed {
+                through: 1 << 40,
+                covers: Some(7),
+            },
             Message::ReadRequest {
                 seq: 5,
                 offset: 4096,
@@ -774,9 +835,24 @@ mod tests {
                 seq: 9,
                 status: 0,
                 disk_us: 70,
+                completed: None,
             },
-            Message::Barrier { epoch: 3 },
-            Message::BarrierAck { epoch: 3 },
+            Message::DataAck {
+                seq: 9,
+                status: 0,
+                disk_us: 70,
+                completed: Some(1 << 33),
+            },
+            Message::Barrier { epoch: 3, needs: None },
+            Message::Barrier {
+                epoch: 3,
+                needs: Some(12),
+            },
+            Message::BarrierAck { epoch: 3, covers: None },
+            Message::BarrierAck {
+                epoch: 3,
+                covers: Some(12),
+            },
             Message::Ping,
             Message::PingAck,
             Message::Bitmap {
@@ -816,6 +892,28 @@ mod tests {
         let f = frame(&m, &block);
         let (back, data, _) = decode_frame(&f).unwrap().unwrap();
         assert_eq!((back, data), (m, &block[..]));
+    }
+
+    /// A completion mark is the last field of the messages that carry
+    /// one, so the frame of a build that sends none still decodes, and
+    /// anything after a mark is refused.
+    #[test]
+    fn a_mark_is_optional_and_last() {
+        let ack = Message::DataAck {
+            seq: 9,
+            status: 0,
+            disk_us: 70,
+            completed: Some(5),
+        };
+        let body = ack.encode(&[]);
+        let payload = &body[HEADER_LEN..];
+        assert_eq!(payload.len(), 24);
+        let (short, _) = Message::decode(kind::DATA_ACK, &payload[..16]).unwrap();
+        assert!(matches!(short, Message::DataAck { completed: None, .. }));
+        let mut long = payload.to_vec();
+        long.push(0);
+        assert!(Message::decode(kind::DATA_ACK, &long).is_err());
+        assert!(Message::decode(kind::DATA_ACK, &payload[..20]).is_err(), "half a mark");
     }
 
     #[test]

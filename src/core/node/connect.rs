@@ -426,7 +426,7 @@ impl Node {
                 self.mark_out_of_sync(o, l);
             }
         }
-        let mut barriers: Vec<(u64, ReqId)> = self.barriers.drain().map(|(epoch, (id, _))| (epoch, id)).collect();
+        let mut barriers: Vec<(u64, ReqId)> = self.barriers.drain().map(|(epoch, w)| (epoch, w.id)).collect();
         barriers.sort_unstable();
         self.counters.pe = 0;
         self.interrupt_verify();

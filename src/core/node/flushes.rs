@@ -162,6 +162,12 @@ impl Flushes {
         self.completed
     }
 
+    /// Every tick up to this one is covered by a flush that has finished:
+    /// the completion mark told to the peer.
+    pub fn settled(&self) -> u64 {
+        self.settled
+    }
+
     pub fn cover(&self, need: u64) -> Cover {
         if self.settled >= need {
             Cover::Done

@@ -79,7 +79,10 @@ impl Node {
                 offset: io.offset,
                 len: io.len,
             }),
-            IoKind::Flush => self.act(Action::SendPeer(Message::Barrier { epoch: seq })),
+            IoKind::Flush => self.act(Action::SendPeer(Message::Barrier {
+                epoch: seq,
+                needs: None,
+            })),
             _ => self.ship_write(id, seq, io),
         }
     }
