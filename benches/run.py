@@ -6,7 +6,8 @@
 
 The second form runs only the workload rows, for trying a change: with
 --baseline DIR (another build's target/release) that build's pair runs
-interleaved with this one's, an A/B comparison in one run.
+interleaved with this one's, an A/B comparison in one run (and with
+ram-peer among the targets, that build's ram-peer beside this one's).
 
 Targets, one after another on the same machine and the same kind of file:
   file        the preallocated file itself through fio's io_uring, O_DIRECT: the physical limit
@@ -392,10 +393,10 @@ class RamPeer(Tandem):
     share one disk, as when the peer is a machine of its own. Only the
     Primary's file moves round the targets."""
 
-    def __init__(self, work, img, size, port, src):
-        super().__init__(work, img, size, port, peer_img=Path("/dev/shm") / f"tandem-bench-ram-peer-{os.getpid()}.img",
-                         name="ram-peer",
-                         desc="two tandemd on loopback, protocol C, the Secondary's disk in RAM (tmpfs)")
+    def __init__(self, work, img, size, port, src, name="ram-peer", bin_dir=BIN):
+        super().__init__(work, img, size, port, peer_img=Path("/dev/shm") / f"tandem-bench-{name}-{os.getpid()}.img",
+                         name=name, bin_dir=bin_dir,
+                         desc=f"two tandemd on loopback, protocol C, the Secondary's disk in RAM (tmpfs), from {bin_dir}")
         self.src = src
 
     def start(self):
@@ -1162,6 +1163,13 @@ def main():
             targets.append(Tandem(w, w / f"{name}-alpha.img", args.size, port + 50 + 10 * i,
                                   peer_img=w / f"{name}-beta.img", name=name, desc=f"two tandemd from {bin_dir}",
                                   bin_dir=bin_dir))
+            if "ram-peer" in wanted:
+                # The same build with its Secondary in RAM, beside this
+                # build's ram-peer: what a change does where the peer has
+                # a disk of its own.
+                prepare(w / f"{name}-ram-peer.img", args.bytes, src=files["file"])
+                targets.append(RamPeer(w, w / f"{name}-ram-peer.img", args.size, port + 150 + 10 * i, files["file"],
+                                       name=f"{name}-ram-peer", bin_dir=bin_dir))
         for t in targets:
             log(f"starting {t.name}: {t.desc}")
             t.start()

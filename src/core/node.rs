@@ -71,6 +71,8 @@ struct Inflight {
     /// The peer's answer we wait for, if any.
     peer_seq: Option<u64>,
     peer_failed: bool,
+    /// A write: the flush tick of its local completion (`Flushes`).
+    done_tick: u64,
 }
 
 impl Inflight {
@@ -1209,6 +1211,7 @@ impl Node {
             local: None,
             peer_seq: None,
             peer_failed: false,
+            done_tick: 0,
         });
     }
 
@@ -1301,7 +1304,7 @@ impl Node {
     /// done here; under way, it waits for it (not started on the disk
     /// itself, so that a hung disk abandons only the flush that is).
     fn flush_covered(&mut self, i: usize, id: ReqId) -> bool {
-        let need = self.flushes.need_now();
+        let need = self.flushes.app_need();
         match self.flushes.cover(need) {
             Cover::Missing if !self.flushes.flushing() => return false,
             Cover::Done => {
@@ -1501,6 +1504,7 @@ impl Node {
             Origin::App => {
                 if r.is_write() {
                     self.flushes.write_done();
+                    self.inflight[i].done_tick = self.flushes.need_now();
                 }
                 self.try_finish(id);
                 if r.io.kind == IoKind::Flush {
@@ -1687,6 +1691,9 @@ impl Node {
             Err(os) => self.app_io_error(r.io, os),
         };
         self.remove(id);
+        if r.is_write() {
+            self.flushes.replied(r.done_tick);
+        }
         if self.suspended.is_some() && r.is_write() {
             // Fencing: no write completes until the peer is known not to
             // be promotable without it.
@@ -1836,6 +1843,7 @@ impl Node {
             local: None,
             peer_seq: None,
             peer_failed: false,
+            done_tick: 0,
         });
     }
 
@@ -2007,6 +2015,7 @@ impl Node {
             local: None,
             peer_seq: None,
             peer_failed: false,
+            done_tick: 0,
         });
         self.flushes.issued(id);
         self.start(id);
@@ -3766,6 +3775,41 @@ mod tests {
             covers: Some(11),
         });
         assert!(drain(&mut n).is_empty());
+    }
+
+    #[test]
+    fn a_clients_flush_does_not_wait_for_a_write_no_client_was_told_is_done() {
+        let mut n = connected_primary(1 << 20);
+        replicated_write_marked(&mut n, 1, 0, 10);
+        flush_request(&mut n, 2);
+        let a = drain(&mut n);
+        assert_eq!(flushes(&a), vec![2]);
+        let epoch2 = barrier_sent(&a).expect("barrier");
+        // Another client's write completes here while FLUSH 2 is on the
+        // disk; the peer has not acknowledged it, so it is not done.
+        let other = write_in_flight(&mut n, 3, 4096);
+        flush_request(&mut n, 4);
+        let epoch4 = barrier_sent(&drain(&mut n)).expect("barrier");
+        n.handle(Event::DiskDone { id: 2, result: Ok(()) });
+        let a = drain(&mut n);
+        assert!(flushes(&a).is_empty(), "FLUSH 2's flush covers FLUSH 4: {a:?}");
+        for epoch in [epoch2, epoch4] {
+            n.handle(Event::PeerBarrierAck {
+                epoch,
+                covers: Some(10),
+            });
+        }
+        let a = drain(&mut n);
+        assert_eq!((reply(&a, 2), reply(&a, 4)), (Some(0), Some(0)), "{a:?}");
+        // Once write 3 is done, the next FLUSH needs it.
+        n.handle(Event::PeerAck {
+            seq: other,
+            status: 0,
+            completed: Some(11),
+        });
+        assert_eq!(reply(&drain(&mut n), 3), Some(0));
+        flush_request(&mut n, 5);
+        assert_eq!(flushes(&drain(&mut n)), vec![5]);
     }
 
     #[test]

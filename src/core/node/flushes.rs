@@ -21,8 +21,11 @@
 //! once per write the disk has completed, a flush covers the ticks counted
 //! when it was issued (the disk makes stable what it completed before the
 //! flush began), and a flush request needs the ticks counted when it
-//! became due (a barrier: once its earlier writes are all done; the
-//! application's: on arrival, which is all NBD asks).
+//! became due (a barrier: once its earlier writes are all done, or the
+//! count it carries, the *completion mark* of the newest `DataAck` its
+//! sender held; the application's: on arrival, which is all NBD asks).
+//! Marks are these ticks: a peer told them in its acks can ask for
+//! exactly the writes its client's FLUSH covers.
 
 use crate::core::ReqId;
 
@@ -123,6 +126,11 @@ pub(super) struct Flushes {
     /// Every tick up to here is covered by a flush that has finished
     /// (a failed one included: its error went out as a disk state first).
     settled: u64,
+    /// Every write the clients were told is done had completed by this
+    /// tick, and so had the disk's attach: what an application FLUSH
+    /// needs. Another client's write that completed here but waits for
+    /// the peer is no FLUSH's business yet.
+    replied: u64,
     /// The node's own flushes on the disk, and the ticks each covers.
     inflight: Vec<(ReqId, u64)>,
     pub peer: Pattern,
@@ -135,6 +143,7 @@ impl Flushes {
         let mut f = Flushes {
             completed: 0,
             settled: 0,
+            replied: 0,
             inflight: Vec::new(),
             peer: Pattern::default(),
             app: Pattern::default(),
@@ -149,6 +158,7 @@ impl Flushes {
     /// another; no flush of ours covers that yet.
     pub fn disk_attached(&mut self) {
         self.completed += 1;
+        self.replied = self.completed;
     }
 
     /// A write completed on the disk (well or not: a failed one is
@@ -157,9 +167,23 @@ impl Flushes {
         self.completed += 1;
     }
 
-    /// What a flush request due now needs.
+    /// What a flush request due now needs, were it to cover every write
+    /// completed (a barrier without a mark); and, after a write's
+    /// completion, that write's tick.
     pub fn need_now(&self) -> u64 {
         self.completed
+    }
+
+    /// A client was told that the write completed at `tick` is done.
+    pub fn replied(&mut self, tick: u64) {
+        self.replied = self.replied.max(tick);
+    }
+
+    /// What an application FLUSH arriving now needs: the writes the
+    /// clients were told are done, which NBD asks it to cover, and no
+    /// other.
+    pub fn app_need(&self) -> u64 {
+        self.replied
     }
 
     /// Every tick up to this one is covered by a flush that has finished:
@@ -224,6 +248,21 @@ mod tests {
         assert_eq!(f.cover(first), Cover::Done);
         assert_eq!(f.cover(f.need_now()), Cover::Missing);
         assert_eq!(f.finished(1), None, "a flush finishes once");
+    }
+
+    #[test]
+    fn a_clients_flush_needs_the_writes_replied_and_no_other() {
+        let mut f = Flushes::new();
+        f.write_done();
+        let replied = f.need_now();
+        f.issued(1);
+        f.write_done(); // another client's, waiting for the peer
+        f.replied(replied);
+        assert_eq!(f.cover(f.app_need()), Cover::Pending, "the flush on the disk will do");
+        f.replied(f.need_now());
+        assert_eq!(f.cover(f.app_need()), Cover::Missing);
+        f.disk_attached();
+        assert_eq!(f.app_need(), f.need_now(), "a new disk's cache is covered by none");
     }
 
     #[test]

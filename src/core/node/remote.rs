@@ -150,6 +150,7 @@ impl Node {
             local: None,
             peer_seq: None,
             peer_failed: false,
+            done_tick: 0,
         });
     }
 

@@ -338,6 +338,7 @@ impl Node {
                 local: None,
                 peer_seq: None,
                 peer_failed: false,
+                done_tick: 0,
             });
             self.counters.lo += 1;
             self.act(Action::Disk {
