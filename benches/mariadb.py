@@ -2,6 +2,7 @@
 """What replication costs a database: MariaDB committing through each target.
 
     benches/mariadb.py [--threads 1,8] [--runtime 15] [--repeat 3] [--targets ...] [--out DIR]
+    benches/mariadb.py --targets qemu-nbd,replicated,ram-peer --baseline OTHER/target/release   # an A/B
 
 The fio rows of benches/run.py measure the block device; this measures what
 the users of a pair run on it: MariaDB with every commit durable
@@ -180,7 +181,20 @@ def make_targets(args):
                           desc="two tandemd on loopback, protocol C"),
              bench.RamPeer(w, files["ram-peer"], size, port + 100, files["seed"]),
              bench.Mirror(w, files["mirror"], size, port + 20, files["mirror-target"])]
-    return [t for t in every if t.name in args.targets]
+    chosen = [t for t in every if t.name in args.targets]
+    # Another build's pairs, beside this build's: an A/B of a change on
+    # the workload it is for.
+    for i, bin_dir in enumerate(args.baseline):
+        name = "baseline" if i == 0 else f"baseline{i + 1}"
+        for n in ("alpha", "beta", "ram-peer"):
+            bench.prepare(w / f"{name}-{n}.img", args.bytes, src=files["seed"])
+        chosen.append(bench.Tandem(w, w / f"{name}-alpha.img", size, port + 50 + 10 * i,
+                                   peer_img=w / f"{name}-beta.img", name=name, desc=f"two tandemd from {bin_dir}",
+                                   bin_dir=bin_dir))
+        if "ram-peer" in args.targets:
+            chosen.append(bench.RamPeer(w, w / f"{name}-ram-peer.img", size, port + 150 + 10 * i, files["seed"],
+                                        name=f"{name}-ram-peer", bin_dir=bin_dir))
+    return chosen
 
 
 def report(args, results, names):
@@ -234,6 +248,9 @@ def main():
     ap.add_argument("--out", type=Path, default=bench.ROOT / "target" / "bench-mariadb")
     ap.add_argument("--port", type=int, default=23000)
     ap.add_argument("--no-build", action="store_true", help="use target/release as it is")
+    ap.add_argument("--baseline", type=Path, action="append", default=[],
+                    help="another build's target/release: its pair ('baseline', 'baseline2', ...; and its ram-peer "
+                         "with ram-peer among the targets) runs beside this build's, an A/B in one run")
     ap.add_argument("--report", type=Path, metavar="RESULTS_JSON",
                     help="run nothing: print (and write next to it) the summary of an earlier run's results.json")
     args = ap.parse_args()
@@ -259,9 +276,11 @@ def main():
     args.workdir.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
     targets = make_targets(args)
+    args.targets = [t.name for t in targets]
     results = {"machine": bench.platform.node(),
                "mariadb": run("mariadbd", "--version").stdout.split()[2], "args": {
-                   k: v for k, v in vars(args).items() if isinstance(v, (int, str, list))}}
+                   k: [str(x) if isinstance(x, Path) else x for x in v] if isinstance(v, list) else v
+                   for k, v in vars(args).items() if isinstance(v, (int, str, list))}}
     stacks, dbs = {}, {}
     try:
         for t in targets:
