@@ -46,3 +46,24 @@ fn control_corpus() {
 fn peer_frame_corpus() {
     replay("peer_frame", tandem::fuzz_entry::peer_frame);
 }
+
+/// The seeds written in the current frame version decode whole, so the
+/// fuzzer starts from frames that reach every message's decoder (the older
+/// seeds stop at the version check), completion marks included.
+#[test]
+fn the_current_versions_peer_frame_seeds_decode_whole() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/peer_frame");
+    for name in ["marks", "data-v2", "verify-state"] {
+        let data = std::fs::read(dir.join(name)).expect("seed");
+        let mut rest = &data[..];
+        let mut frames = 0;
+        while !rest.is_empty() {
+            let (_, _, used) = tandem::wire::decode_frame(rest)
+                .unwrap_or_else(|e| panic!("{name}, frame {frames}: {e}"))
+                .unwrap_or_else(|| panic!("{name}, frame {frames}: cut short"));
+            rest = &rest[used..];
+            frames += 1;
+        }
+        assert!(frames > 0, "{name}");
+    }
+}
