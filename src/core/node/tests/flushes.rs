@@ -3,6 +3,11 @@
 
 use super::*;
 
+/// Disk request `id` (a write, a flush) finishes well.
+fn disk_done(n: &mut Node, id: ReqId) {
+    n.handle(Event::DiskDone { id, result: Ok(()) });
+}
+
 /// The Secondary's side of one commit: the peer's 4 KiB write `seq`
 /// (request `id`) arrives and completes on the disk. The actions after.
 fn peer_write_completes(n: &mut Node, id: ReqId, seq: u64) -> Vec<Action> {
@@ -19,7 +24,7 @@ fn peer_write_with_flags_completes(n: &mut Node, id: ReqId, seq: u64, flags: u32
         flags,
     });
     drain(n);
-    n.handle(Event::DiskDone { id, result: Ok(()) });
+    disk_done(n, id);
     drain(n)
 }
 
@@ -57,10 +62,7 @@ fn committing_primary() -> Node {
         assert!(flushes(&after).is_empty(), "round {round}: no pattern yet");
         flush_request(&mut n, 10 * round + 2);
         assert_eq!(flushes(&drain(&mut n)), vec![10 * round + 2], "its own flush");
-        n.handle(Event::DiskDone {
-            id: 10 * round + 2,
-            result: Ok(()),
-        });
+        disk_done(&mut n, 10 * round + 2);
         drain(&mut n);
     }
     n
@@ -99,17 +101,11 @@ fn a_committing_clients_flush_finds_the_disk_flushed_as_its_write_completed() {
     flush_request(&mut n, 102);
     let a = drain(&mut n);
     assert!(flushes(&a).is_empty() && reply(&a, 102).is_none(), "{a:?}");
-    n.handle(Event::DiskDone {
-        id: early[0],
-        result: Ok(()),
-    });
+    disk_done(&mut n, early[0]);
     assert_eq!(reply(&drain(&mut n), 102), Some(0));
     // Once it is done, the next FLUSH is answered at once.
     let early = flushes(&write_completes(&mut n, 111, 0));
-    n.handle(Event::DiskDone {
-        id: early[0],
-        result: Ok(()),
-    });
+    disk_done(&mut n, early[0]);
     drain(&mut n);
     flush_request(&mut n, 112);
     let a = drain(&mut n);
@@ -132,18 +128,12 @@ fn a_flush_request_that_an_early_flush_does_not_cover_waits_for_it_and_gets_the_
     );
     flush_request(&mut n, 104);
     assert!(flushes(&drain(&mut n)).is_empty(), "the disk is flushing: it waits");
-    n.handle(Event::DiskDone {
-        id: early[0],
-        result: Ok(()),
-    });
+    disk_done(&mut n, early[0]);
     let a = drain(&mut n);
     assert_eq!(reply(&a, 104), None);
     let next = flushes(&a);
     assert_eq!(next.len(), 1, "the next flush, for it: {a:?}");
-    n.handle(Event::DiskDone {
-        id: next[0],
-        result: Ok(()),
-    });
+    disk_done(&mut n, next[0]);
     assert_eq!(reply(&drain(&mut n), 104), Some(0));
     assert_eq!(n.flush_counts().app_grouped, 1);
 }
@@ -161,15 +151,12 @@ fn flush_requests_that_arrive_while_the_disk_flushes_share_the_next_flush() {
         flush_request(&mut n, 11 + 2 * k);
         assert!(flushes(&drain(&mut n)).is_empty(), "FLUSH {k} waits");
     }
-    n.handle(Event::DiskDone { id: 2, result: Ok(()) });
+    disk_done(&mut n, 2);
     let a = drain(&mut n);
     assert_eq!(reply(&a, 2), Some(0));
     let next = flushes(&a);
     assert_eq!(next.len(), 1, "one flush for the three: {a:?}");
-    n.handle(Event::DiskDone {
-        id: next[0],
-        result: Ok(()),
-    });
+    disk_done(&mut n, next[0]);
     let a = drain(&mut n);
     for id in [11, 13, 15] {
         assert_eq!(reply(&a, id), Some(0), "{id}: {a:?}");
@@ -239,10 +226,7 @@ fn secondary_expecting_commits_to(features: u64) -> Node {
         });
         let flush = flushes(&drain(&mut n));
         assert_eq!(flush.len(), 1, "round {round}");
-        n.handle(Event::DiskDone {
-            id: flush[0],
-            result: Ok(()),
-        });
+        disk_done(&mut n, flush[0]);
         assert!(barrier_acked(&drain(&mut n), 2 * round + 2));
     }
     n
@@ -267,17 +251,11 @@ fn a_secondary_whose_barriers_follow_each_write_flushes_as_the_writes_go_quiet()
     n.handle(Event::PeerBarrier { epoch: 12, needs: None });
     let on_barrier = drain(&mut n);
     assert!(flushes(&on_barrier).is_empty() && !barrier_acked(&on_barrier, 12));
-    n.handle(Event::DiskDone {
-        id: early[0],
-        result: Ok(()),
-    });
+    disk_done(&mut n, early[0]);
     assert!(barrier_acked(&drain(&mut n), 12));
     // The next barrier finds the flush already done: acked at once.
     let early = flushes(&peer_write_completes(&mut n, 111, 13));
-    n.handle(Event::DiskDone {
-        id: early[0],
-        result: Ok(()),
-    });
+    disk_done(&mut n, early[0]);
     drain(&mut n);
     n.handle(Event::PeerBarrier { epoch: 14, needs: None });
     let on_barrier = drain(&mut n);
@@ -300,18 +278,12 @@ fn an_early_flush_does_not_answer_for_a_write_that_completed_after_it_began() {
         flushes(&drain(&mut n)).is_empty(),
         "the disk is flushing: the barrier's flush waits for it"
     );
-    n.handle(Event::DiskDone {
-        id: early[0],
-        result: Ok(()),
-    });
+    disk_done(&mut n, early[0]);
     let a = drain(&mut n);
     assert!(!barrier_acked(&a, 13), "the early flush covers write 11 only");
     let own = flushes(&a);
     assert_eq!(own.len(), 1, "the barrier needs a flush issued after write 12");
-    n.handle(Event::DiskDone {
-        id: own[0],
-        result: Ok(()),
-    });
+    disk_done(&mut n, own[0]);
     assert!(barrier_acked(&drain(&mut n), 13));
 }
 
@@ -352,10 +324,7 @@ fn a_secondary_tells_the_primary_when_its_early_flush_has_made_the_writes_stable
     let after_write = peer_write_completes(&mut n, 110, 11);
     let early = flushes(&after_write);
     assert!(told_flushed(&after_write).is_empty(), "not before the flush is done");
-    n.handle(Event::DiskDone {
-        id: early[0],
-        result: Ok(()),
-    });
+    disk_done(&mut n, early[0]);
     // Every write below seq 12 (the one just written included).
     assert_eq!(told_flushed(&drain(&mut n)), vec![12]);
     n.handle(Event::PeerBarrier { epoch: 12, needs: None });
@@ -366,10 +335,7 @@ fn a_secondary_tells_the_primary_when_its_early_flush_has_made_the_writes_stable
     assert_eq!(early.len(), 1);
     n.handle(Event::PeerBarrier { epoch: 14, needs: None });
     drain(&mut n);
-    n.handle(Event::DiskDone {
-        id: early[0],
-        result: Ok(()),
-    });
+    disk_done(&mut n, early[0]);
     let a = drain(&mut n);
     assert!(barrier_acked(&a, 14) && told_flushed(&a).is_empty(), "{a:?}");
     // A flush on a barrier's demand is answered by the barrier's ack
@@ -379,10 +345,7 @@ fn a_secondary_tells_the_primary_when_its_early_flush_has_made_the_writes_stable
     n.handle(Event::PeerBarrier { epoch: 2, needs: None });
     let own = flushes(&drain(&mut n));
     assert_eq!(own.len(), 1);
-    n.handle(Event::DiskDone {
-        id: own[0],
-        result: Ok(()),
-    });
+    disk_done(&mut n, own[0]);
     let a = drain(&mut n);
     assert!(barrier_acked(&a, 2) && told_flushed(&a).is_empty(), "{a:?}");
 }
@@ -403,42 +366,51 @@ fn a_secondary_says_nothing_of_a_flush_that_failed_or_outlived_its_link_or_to_an
     let early = flushes(&peer_write_completes(&mut n, 110, 11));
     n.handle(Event::PeerDisconnected { fresh_uuid: 0x77 });
     drain(&mut n);
-    n.handle(Event::DiskDone {
-        id: early[0],
-        result: Ok(()),
-    });
+    disk_done(&mut n, early[0]);
     assert!(told_flushed(&drain(&mut n)).is_empty());
     // A peer that does not know the message would drop the link on it.
     let mut n = secondary_expecting_commits_to(crate::wire::handshake::FEATURE_VERIFY_STATE);
     let early = flushes(&peer_write_completes(&mut n, 110, 11));
     assert_eq!(early.len(), 1, "it flushes ahead all the same");
-    n.handle(Event::DiskDone {
-        id: early[0],
-        result: Ok(()),
-    });
+    disk_done(&mut n, early[0]);
     assert!(told_flushed(&drain(&mut n)).is_empty());
 }
 
 /// A connected Primary's client write `id` at `offset`, done on both
-/// disks and replied; its seq.
-fn replicated_write(n: &mut Node, id: ReqId, offset: u64) -> u64 {
+/// disks and replied, the peer's ack carrying completion mark `mark`; its
+/// seq.
+fn replicated_write_marked(n: &mut Node, id: ReqId, offset: u64, mark: Option<u64>) -> u64 {
     write_4k(n, id, offset);
     let seq = shipped_seq(&drain(n));
-    n.handle(Event::DiskDone { id, result: Ok(()) });
+    disk_done(n, id);
     n.handle(Event::PeerAck {
         seq,
         status: 0,
-        completed: None,
+        completed: mark,
     });
     assert_eq!(reply(&drain(n), id), Some(0));
     seq
 }
 
-fn barrier_sent(actions: &[Action]) -> Option<u64> {
+/// The same from a peer that sends no marks.
+fn replicated_write(n: &mut Node, id: ReqId, offset: u64) -> u64 {
+    replicated_write_marked(n, id, offset, None)
+}
+
+/// The barrier these actions send: its epoch, and the mark it needs.
+fn barrier(actions: &[Action]) -> Option<(u64, Option<u64>)> {
     actions.iter().find_map(|a| match a {
-        Action::SendPeer(Message::Barrier { epoch, .. }) => Some(*epoch),
+        Action::SendPeer(Message::Barrier { epoch, needs }) => Some((*epoch, *needs)),
         _ => None,
     })
+}
+
+fn barrier_sent(actions: &[Action]) -> Option<u64> {
+    barrier(actions).map(|(epoch, _)| epoch)
+}
+
+fn barrier_needs(actions: &[Action]) -> Option<Option<u64>> {
+    barrier(actions).map(|(_, needs)| needs)
 }
 
 #[test]
@@ -454,7 +426,7 @@ fn a_primary_answers_a_flush_the_peer_has_flushed_ahead_of_without_the_barriers_
     let a = drain(&mut n);
     assert_eq!(barrier_sent(&a), None, "no barrier: nothing to wait for");
     assert_eq!(flushes(&a), vec![2], "the local disk is flushed all the same");
-    n.handle(Event::DiskDone { id: 2, result: Ok(()) });
+    disk_done(&mut n, 2);
     assert_eq!(reply(&drain(&mut n), 2), Some(0));
     assert_eq!(n.snapshot().counters.pe, 0);
     assert_eq!(n.flush_counts().app_peer_ahead, 1);
@@ -489,11 +461,10 @@ fn barrier_ack_covers(actions: &[Action], epoch: u64) -> Option<u64> {
     })
 }
 
-#[test]
-fn a_barrier_with_a_mark_waits_for_no_write_its_flush_does_not_cover() {
-    // Two committers: write 1 is done and acknowledged, write 2 (the
-    // other client's) still on the disk when the FLUSH's barrier
-    // arrives.
+/// A Secondary of two committers: write 1 (seq 1) is done and
+/// acknowledged, write 2 (seq 2, request 101, the other client's) still on
+/// the disk. The mark write 1's ack carried.
+fn secondary_with_a_write_on_the_disk() -> (Node, u64) {
     let mut n = connected_in_sync();
     let mark = ack_mark(&peer_write_completes(&mut n, 100, 1), 1).expect("a mark");
     n.handle(Event::PeerWrite {
@@ -504,35 +475,27 @@ fn a_barrier_with_a_mark_waits_for_no_write_its_flush_does_not_cover() {
         flags: 0,
     });
     drain(&mut n);
+    (n, mark)
+}
+
+#[test]
+fn a_barrier_with_a_mark_waits_for_no_write_its_flush_does_not_cover() {
+    // The barrier of write 1's FLUSH.
+    let (mut n, mark) = secondary_with_a_write_on_the_disk();
     n.handle(Event::PeerBarrier {
         epoch: 3,
         needs: Some(mark),
     });
     let own = flushes(&drain(&mut n));
     assert_eq!(own.len(), 1, "flushed at once, not after write 2");
-    n.handle(Event::DiskDone {
-        id: own[0],
-        result: Ok(()),
-    });
+    disk_done(&mut n, own[0]);
     let a = drain(&mut n);
     assert_eq!(barrier_ack_covers(&a, 3), Some(mark), "{a:?}");
     // Without a mark, the barrier waits for write 2 as before.
-    let mut n = connected_in_sync();
-    peer_write_completes(&mut n, 100, 1);
-    n.handle(Event::PeerWrite {
-        id: 101,
-        seq: 2,
-        offset: 16384,
-        len: 4096,
-        flags: 0,
-    });
-    drain(&mut n);
+    let (mut n, _) = secondary_with_a_write_on_the_disk();
     n.handle(Event::PeerBarrier { epoch: 3, needs: None });
     assert!(flushes(&drain(&mut n)).is_empty(), "write 2 comes first");
-    n.handle(Event::DiskDone {
-        id: 101,
-        result: Ok(()),
-    });
+    disk_done(&mut n, 101);
     assert_eq!(flushes(&drain(&mut n)).len(), 1);
 }
 
@@ -546,10 +509,7 @@ fn a_mark_beyond_what_the_secondary_completed_cannot_hold_its_barrier_forever() 
     });
     let own = flushes(&drain(&mut n));
     assert_eq!(own.len(), 1);
-    n.handle(Event::DiskDone {
-        id: own[0],
-        result: Ok(()),
-    });
+    disk_done(&mut n, own[0]);
     assert!(barrier_acked(&drain(&mut n), 2));
 }
 
@@ -571,10 +531,7 @@ fn a_secondary_sends_no_marks_to_a_peer_that_does_not_read_them() {
     );
     n.handle(Event::PeerBarrier { epoch: 2, needs: None });
     let own = flushes(&drain(&mut n));
-    n.handle(Event::DiskDone {
-        id: own[0],
-        result: Ok(()),
-    });
+    disk_done(&mut n, own[0]);
     let a = drain(&mut n);
     assert!(barrier_acked(&a, 2) && barrier_ack_covers(&a, 2).is_none(), "{a:?}");
 }
@@ -584,30 +541,9 @@ fn a_secondary_sends_no_marks_to_a_peer_that_does_not_read_them() {
 fn write_in_flight(n: &mut Node, id: ReqId, offset: u64) -> u64 {
     write_4k(n, id, offset);
     let seq = shipped_seq(&drain(n));
-    n.handle(Event::DiskDone { id, result: Ok(()) });
+    disk_done(n, id);
     assert_eq!(reply(&drain(n), id), None);
     seq
-}
-
-/// The Primary's client write `id`, done on both disks, the peer's ack
-/// carrying completion mark `mark`.
-fn replicated_write_marked(n: &mut Node, id: ReqId, offset: u64, mark: u64) {
-    write_4k(n, id, offset);
-    let seq = shipped_seq(&drain(n));
-    n.handle(Event::DiskDone { id, result: Ok(()) });
-    n.handle(Event::PeerAck {
-        seq,
-        status: 0,
-        completed: Some(mark),
-    });
-    assert_eq!(reply(&drain(n), id), Some(0));
-}
-
-fn barrier_needs(actions: &[Action]) -> Option<Option<u64>> {
-    actions.iter().find_map(|a| match a {
-        Action::SendPeer(Message::Barrier { needs, .. }) => Some(*needs),
-        _ => None,
-    })
 }
 
 #[test]
@@ -618,12 +554,12 @@ fn a_primarys_barrier_asks_only_for_the_writes_its_flush_covers() {
     assert_eq!(barrier_needs(&drain(&mut n)), Some(None));
     // Another client's write in flight, this client's acknowledged.
     let other = write_in_flight(&mut n, 2, 0);
-    replicated_write_marked(&mut n, 3, 4096, 40);
+    replicated_write_marked(&mut n, 3, 4096, Some(40));
     flush_request(&mut n, 4);
     let a = drain(&mut n);
     assert_eq!(barrier_needs(&a), Some(Some(40)), "{a:?}");
     let epoch = barrier_sent(&a).expect("barrier");
-    n.handle(Event::DiskDone { id: 4, result: Ok(()) });
+    disk_done(&mut n, 4);
     drain(&mut n);
     // The peer's flush covers mark 40 while write 2 is still out:
     // told so (`Flushed`), the FLUSH is answered before its barrier's
@@ -650,14 +586,14 @@ fn a_primarys_barrier_asks_only_for_the_writes_its_flush_covers() {
 #[test]
 fn a_barriers_ack_answers_the_flushes_its_flush_covered() {
     let mut n = connected_primary(1 << 20);
-    replicated_write_marked(&mut n, 1, 0, 10);
+    replicated_write_marked(&mut n, 1, 0, Some(10));
     flush_request(&mut n, 2);
     let first = barrier_sent(&drain(&mut n)).expect("barrier");
-    n.handle(Event::DiskDone { id: 2, result: Ok(()) });
-    replicated_write_marked(&mut n, 3, 4096, 11);
+    disk_done(&mut n, 2);
+    replicated_write_marked(&mut n, 3, 4096, Some(11));
     flush_request(&mut n, 4);
     let second = barrier_sent(&drain(&mut n)).expect("barrier");
-    n.handle(Event::DiskDone { id: 4, result: Ok(()) });
+    disk_done(&mut n, 4);
     drain(&mut n);
     // The first barrier's flush began after write 3 completed there.
     n.handle(Event::PeerBarrierAck {
@@ -677,7 +613,7 @@ fn a_barriers_ack_answers_the_flushes_its_flush_covered() {
 #[test]
 fn a_clients_flush_does_not_wait_for_a_write_no_client_was_told_is_done() {
     let mut n = connected_primary(1 << 20);
-    replicated_write_marked(&mut n, 1, 0, 10);
+    replicated_write_marked(&mut n, 1, 0, Some(10));
     flush_request(&mut n, 2);
     let a = drain(&mut n);
     assert_eq!(flushes(&a), vec![2]);
@@ -687,7 +623,7 @@ fn a_clients_flush_does_not_wait_for_a_write_no_client_was_told_is_done() {
     let other = write_in_flight(&mut n, 3, 4096);
     flush_request(&mut n, 4);
     let epoch4 = barrier_sent(&drain(&mut n)).expect("barrier");
-    n.handle(Event::DiskDone { id: 2, result: Ok(()) });
+    disk_done(&mut n, 2);
     let a = drain(&mut n);
     assert!(flushes(&a).is_empty(), "FLUSH 2's flush covers FLUSH 4: {a:?}");
     for epoch in [epoch2, epoch4] {
@@ -712,7 +648,7 @@ fn a_clients_flush_does_not_wait_for_a_write_no_client_was_told_is_done() {
 #[test]
 fn marks_are_a_links_and_need_protocol_c() {
     let mut n = connected_primary(1 << 20);
-    replicated_write_marked(&mut n, 1, 0, 10);
+    replicated_write_marked(&mut n, 1, 0, Some(10));
     n.handle(Event::PeerDisconnected { fresh_uuid: 0x77 });
     drain(&mut n);
     n.handle(Event::PeerConnected {
@@ -741,10 +677,7 @@ fn a_secondary_learns_of_a_flush_that_went_without_a_barrier_from_the_next_write
         let flags = if k == 0 { 0 } else { wire::DATA_FLAG_AFTER_FLUSH };
         let early = flushes(&peer_write_with_flags_completes(&mut n, 110 + k, 11 + k, flags));
         assert_eq!(early.len(), 1, "commit {k}");
-        n.handle(Event::DiskDone {
-            id: early[0],
-            result: Ok(()),
-        });
+        disk_done(&mut n, early[0]);
         assert_eq!(told_flushed(&drain(&mut n)), vec![12 + k]);
     }
     // Plain writes, unflagged: the prediction stops.
@@ -752,7 +685,7 @@ fn a_secondary_learns_of_a_flush_that_went_without_a_barrier_from_the_next_write
     for k in 0..8u64 {
         let f = flushes(&peer_write_completes(&mut n, 120 + k, 20 + k));
         for &id in &f {
-            n.handle(Event::DiskDone { id, result: Ok(()) });
+            disk_done(&mut n, id);
         }
         drain(&mut n);
         early += f.len();
@@ -771,7 +704,7 @@ fn a_primarys_flush_waits_for_the_peer_until_a_flush_covers_every_write_it_sent(
     let second = replicated_write(&mut n, 3, 8192);
     flush_request(&mut n, 4);
     let epoch = barrier_sent(&drain(&mut n)).expect("barrier");
-    n.handle(Event::DiskDone { id: 4, result: Ok(()) });
+    disk_done(&mut n, 4);
     assert_eq!(
         reply(&drain(&mut n), 4),
         None,
