@@ -47,14 +47,21 @@ fn peer_frame_corpus() {
     replay("peer_frame", tandem::fuzz_entry::peer_frame);
 }
 
-/// The seeds written in the current frame version decode whole, so the
-/// fuzzer starts from frames that reach every message's decoder (the older
-/// seeds stop at the version check), completion marks included.
+/// The seeds written in the current frame version (`*-v2`, `marks`,
+/// `verify-state`) decode whole, so the fuzzer starts from frames that
+/// reach every message's decoder, completion marks included (the older
+/// seeds, kept as they were found, stop at the version check).
 #[test]
 fn the_current_versions_peer_frame_seeds_decode_whole() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/peer_frame");
-    for name in ["marks", "data-v2", "verify-state"] {
-        let data = std::fs::read(dir.join(name)).expect("seed");
+    let mut seeds = 0;
+    for entry in std::fs::read_dir(&dir).expect("corpus") {
+        let path = entry.expect("corpus entry").path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+        if !(name.ends_with("-v2") || name == "marks" || name == "verify-state") {
+            continue;
+        }
+        let data = std::fs::read(&path).expect("seed");
         let mut rest = &data[..];
         let mut frames = 0;
         while !rest.is_empty() {
@@ -65,5 +72,7 @@ fn the_current_versions_peer_frame_seeds_decode_whole() {
             frames += 1;
         }
         assert!(frames > 0, "{name}");
+        seeds += 1;
     }
+    assert!(seeds >= 9, "{seeds} current-version seeds");
 }
