@@ -181,20 +181,10 @@ def make_targets(args):
                           desc="two tandemd on loopback, protocol C"),
              bench.RamPeer(w, files["ram-peer"], size, port + 100, files["seed"]),
              bench.Mirror(w, files["mirror"], size, port + 20, files["mirror-target"])]
-    chosen = [t for t in every if t.name in args.targets]
     # Another build's pairs, beside this build's: an A/B of a change on
     # the workload it is for.
-    for i, bin_dir in enumerate(args.baseline):
-        name = "baseline" if i == 0 else f"baseline{i + 1}"
-        for n in ("alpha", "beta", "ram-peer"):
-            bench.prepare(w / f"{name}-{n}.img", args.bytes, src=files["seed"])
-        chosen.append(bench.Tandem(w, w / f"{name}-alpha.img", size, port + 50 + 10 * i,
-                                   peer_img=w / f"{name}-beta.img", name=name, desc=f"two tandemd from {bin_dir}",
-                                   bin_dir=bin_dir))
-        if "ram-peer" in args.targets:
-            chosen.append(bench.RamPeer(w, w / f"{name}-ram-peer.img", size, port + 150 + 10 * i, files["seed"],
-                                        name=f"{name}-ram-peer", bin_dir=bin_dir))
-    return chosen
+    return [t for t in every if t.name in args.targets] + bench.baseline_targets(
+        w, args.baseline, size, args.bytes, port, files["seed"], ram_peer="ram-peer" in args.targets)
 
 
 def report(args, results, names):

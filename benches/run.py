@@ -412,6 +412,27 @@ class RamPeer(Tandem):
         (self.img,) = files
 
 
+def baseline_targets(work, bin_dirs, size, nbytes, port, src, ram_peer):
+    """Other builds' pairs (each `bin_dirs` entry another build's
+    target/release), to run beside this build's: 'baseline', 'baseline2',
+    ...; with `ram_peer`, each build's pair with its Secondary in RAM too,
+    for what a change does where the peer has a disk of its own. Their
+    files are copies of `src`."""
+    targets = []
+    for i, bin_dir in enumerate(bin_dirs):
+        name = "baseline" if i == 0 else f"baseline{i + 1}"
+        for n in ("alpha", "beta"):
+            prepare(work / f"{name}-{n}.img", nbytes, src=src)
+        targets.append(Tandem(work, work / f"{name}-alpha.img", size, port + 50 + 10 * i,
+                              peer_img=work / f"{name}-beta.img", name=name, desc=f"two tandemd from {bin_dir}",
+                              bin_dir=bin_dir))
+        if ram_peer:
+            prepare(work / f"{name}-ram-peer.img", nbytes, src=src)
+            targets.append(RamPeer(work, work / f"{name}-ram-peer.img", size, port + 150 + 10 * i, src,
+                                   name=f"{name}-ram-peer", bin_dir=bin_dir))
+    return targets
+
+
 class QemuNbdWriteback(QemuNbd):
     name = "qemu-nbd-wb"
     desc = "qemu-nbd defaults (cache=writeback, aio=threads), unreplicated"
@@ -1156,20 +1177,9 @@ def main():
         # Tandem's data path.
         wanted = args.targets if args.rows_only else TARGETS
         targets = [t for t in targets if t.name in wanted]
-        for i, bin_dir in enumerate(args.baseline if args.rows_only else []):
-            name = "baseline" if i == 0 else f"baseline{i + 1}"
-            for n in ("alpha", "beta"):
-                prepare(w / f"{name}-{n}.img", args.bytes, src=files["file"])
-            targets.append(Tandem(w, w / f"{name}-alpha.img", args.size, port + 50 + 10 * i,
-                                  peer_img=w / f"{name}-beta.img", name=name, desc=f"two tandemd from {bin_dir}",
-                                  bin_dir=bin_dir))
-            if "ram-peer" in wanted:
-                # The same build with its Secondary in RAM, beside this
-                # build's ram-peer: what a change does where the peer has
-                # a disk of its own.
-                prepare(w / f"{name}-ram-peer.img", args.bytes, src=files["file"])
-                targets.append(RamPeer(w, w / f"{name}-ram-peer.img", args.size, port + 150 + 10 * i, files["file"],
-                                       name=f"{name}-ram-peer", bin_dir=bin_dir))
+        if args.rows_only:
+            targets += baseline_targets(w, args.baseline, args.size, args.bytes, port, files["file"],
+                                        ram_peer="ram-peer" in wanted)
         for t in targets:
             log(f"starting {t.name}: {t.desc}")
             t.start()

@@ -1049,7 +1049,7 @@ impl Node {
                 // A mark comes from an ack we sent, so it never exceeds
                 // what we have completed; were it to, the barrier would
                 // wait for a flush that covers nothing yet written.
-                let needs = needs.map(|n| n.min(self.flushes.need_now()));
+                let needs = needs.map(|n| n.min(self.flushes.completed()));
                 self.peer_barriers.push_back((epoch, needs));
                 self.run_peer_barriers();
             }
@@ -1504,7 +1504,7 @@ impl Node {
             Origin::App => {
                 if r.is_write() {
                     self.flushes.write_done();
-                    self.inflight[i].done_tick = self.flushes.need_now();
+                    self.inflight[i].done_tick = self.flushes.completed();
                 }
                 self.try_finish(id);
                 if r.io.kind == IoKind::Flush {
@@ -1530,7 +1530,7 @@ impl Node {
                     }
                 };
                 if self.protocol == 'C' || resync {
-                    let completed = self.mark_for_peer(self.flushes.need_now());
+                    let completed = self.mark_for_peer(self.flushes.completed());
                     self.act(Action::SendPeer(Message::DataAck {
                         seq,
                         completed,
@@ -1869,7 +1869,7 @@ impl Node {
                         return;
                     }
                     // Fixed now, so that later writes cannot keep it waiting.
-                    let n = self.flushes.need_now();
+                    let n = self.flushes.completed();
                     *need = Some(n);
                     n
                 }
@@ -1944,8 +1944,8 @@ impl Node {
     /// first ack: the writes acknowledged on an earlier one are in no mark
     /// we hold.
     fn flush_mark(&self) -> Option<u64> {
-        let marks = self.peer_features & wire::handshake::FEATURE_FLUSH_MARKS != 0;
-        (marks && self.protocol == 'C' && self.peer_completed > 0).then_some(self.peer_completed)
+        self.mark_for_peer(self.peer_completed)
+            .filter(|&mark| self.protocol == 'C' && mark > 0)
     }
 
     /// A completion mark, for a peer that reads them.

@@ -84,7 +84,7 @@ pub struct Report {
     /// Activity-log transactions folded into a newer one queued with them.
     pub al_folded: u64,
     /// Outages in which both nodes lost power at once while the workload
-    /// committed (a write, then a flush, one at a time).
+    /// committed (one to four clients, each a write, then a flush).
     pub power_outages: u64,
     /// Flushes the nodes issued ahead of a flush request they predicted,
     /// while the workload committed before an outage.
@@ -232,8 +232,9 @@ pub struct Sim {
     app: BTreeMap<(usize, ReqId), AppIo>,
     busy: BTreeSet<u64>,
     next_value: u64,
-    /// The workload commits like a database: a write, then a flush, one
-    /// request at a time. What acknowledged flushes made stable, by block.
+    /// The workload commits like a database: each client a write, then a
+    /// flush (`committers` of them at once). What acknowledged flushes
+    /// made stable, by block.
     committing: Option<BTreeMap<u64, u64>>,
     /// While committing: a flush comes next (one committer).
     flush_next: bool,
@@ -1339,8 +1340,8 @@ impl Sim {
         self.settle();
     }
 
-    /// A database commits (a write, then a flush, one at a time) on a
-    /// connected pair, and both nodes lose power at once: every write a
+    /// A database commits (one to four clients, each a write, then a
+    /// flush) on a connected pair, and both nodes lose power at once: every write a
     /// flush acknowledged must be on both disks, the Secondary's included
     /// (it is the copy left if the Primary's disk does not come back).
     fn power_outage(&mut self, p: usize) {

@@ -167,10 +167,10 @@ impl Flushes {
         self.completed += 1;
     }
 
-    /// What a flush request due now needs, were it to cover every write
-    /// completed (a barrier without a mark); and, after a write's
-    /// completion, that write's tick.
-    pub fn need_now(&self) -> u64 {
+    /// Writes the disk has completed so far: what a flush issued now
+    /// covers, what a barrier without a mark needs, and, right after a
+    /// write's completion, that write's tick (the peer's completion mark).
+    pub fn completed(&self) -> u64 {
         self.completed
     }
 
@@ -235,18 +235,18 @@ mod tests {
     fn a_flush_covers_the_writes_completed_before_it_was_issued_and_no_later_one() {
         let mut f = Flushes::new();
         f.write_done();
-        let first = f.need_now();
+        let first = f.completed();
         f.issued(1);
         f.write_done();
         assert_eq!(f.cover(first), Cover::Pending);
         assert_eq!(
-            f.cover(f.need_now()),
+            f.cover(f.completed()),
             Cover::Missing,
             "the second write completed after the flush began"
         );
         assert_eq!(f.finished(1), Some(first));
         assert_eq!(f.cover(first), Cover::Done);
-        assert_eq!(f.cover(f.need_now()), Cover::Missing);
+        assert_eq!(f.cover(f.completed()), Cover::Missing);
         assert_eq!(f.finished(1), None, "a flush finishes once");
     }
 
@@ -254,15 +254,15 @@ mod tests {
     fn a_clients_flush_needs_the_writes_replied_and_no_other() {
         let mut f = Flushes::new();
         f.write_done();
-        let replied = f.need_now();
+        let replied = f.completed();
         f.issued(1);
         f.write_done(); // another client's, waiting for the peer
         f.replied(replied);
         assert_eq!(f.cover(f.app_need()), Cover::Pending, "the flush on the disk will do");
-        f.replied(f.need_now());
+        f.replied(f.completed());
         assert_eq!(f.cover(f.app_need()), Cover::Missing);
         f.disk_attached();
-        assert_eq!(f.app_need(), f.need_now(), "a new disk's cache is covered by none");
+        assert_eq!(f.app_need(), f.completed(), "a new disk's cache is covered by none");
     }
 
     #[test]
@@ -274,7 +274,7 @@ mod tests {
         f.issued(2);
         f.finished(2);
         f.finished(1);
-        assert_eq!(f.cover(f.need_now()), Cover::Done);
+        assert_eq!(f.cover(f.completed()), Cover::Done);
     }
 
     /// Plays `outcomes` (true: a flush request after the quiet spell)
